@@ -1,0 +1,5 @@
+"""``python -m opencdp`` is the ``opencdp`` command."""
+
+from opencdp.cli.main import main
+
+main()

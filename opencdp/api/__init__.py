@@ -1,0 +1,1 @@
+"""HTTP APIs: the lean collection app, the admin API (FastAPI) and the server that hosts both."""

@@ -1,0 +1,182 @@
+"""The admin HTTP API (FastAPI): sources, read-only queries, rejected messages and a live tail.
+
+Guarded by the admin bearer token. A write key is never an admin token, so it reaches none of these routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+import pyarrow as pa
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+
+from opencdp.api.runtime import Runtime
+from opencdp.errors import OpenCDPError, Rejected, Transient
+from opencdp.model.sources import Source, SourceKind, SourceLimits
+from opencdp.store.query import run_read_only
+
+
+class SourceCreate(BaseModel):
+    name: str
+    kind: SourceKind = "http"
+    limits: SourceLimits | None = None
+
+
+class QueryRequest(BaseModel):
+    sql: str
+
+
+def table_rows(table: pa.Table) -> list[dict[str, Any]]:
+    return [{k: _jsonable(v) for k, v in row.items()} for row in table.to_pylist()]
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def build_admin_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="OpenCDP admin API",
+        version="0.1.0",
+        description="Sources and write keys, read-only SQL, rejected messages and a live event tail. "
+        "Every route needs `Authorization: Bearer <admin token>`; errors are `{code, message}`.",
+    )
+
+    def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            token.strip().encode(), runtime.admin_token.encode()
+        ):
+            raise Rejected("an admin token is required", code="unauthorized", status=401)
+
+    @app.exception_handler(OpenCDPError)
+    async def _error(_: Request, exc: OpenCDPError) -> JSONResponse:
+        if isinstance(exc, Rejected):
+            return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+        if isinstance(exc, Transient):
+            return JSONResponse(
+                {"code": exc.code, "message": exc.message.splitlines()[0]},
+                status_code=503,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        return JSONResponse({"code": exc.code, "message": exc.message}, status_code=500)
+
+    admin = [Depends(require_admin)]
+
+    @app.get("/admin/v1/sources", dependencies=admin)
+    def list_sources() -> list[Source]:
+        return runtime.registry.list()
+
+    @app.post("/admin/v1/sources", dependencies=admin, status_code=201)
+    def create_source(body: SourceCreate) -> Source:
+        source = runtime.registry.create(body.name, body.kind, body.limits)
+        runtime.ingestor.refresh()
+        return source
+
+    @app.get("/admin/v1/sources/{ref}", dependencies=admin)
+    def get_source(ref: str) -> Source:
+        return runtime.registry.get(ref)
+
+    @app.post("/admin/v1/sources/{ref}/disable", dependencies=admin)
+    def disable_source(ref: str) -> Source:
+        source = runtime.registry.set_enabled(ref, False)
+        runtime.ingestor.refresh()
+        return source
+
+    @app.post("/admin/v1/sources/{ref}/enable", dependencies=admin)
+    def enable_source(ref: str) -> Source:
+        source = runtime.registry.set_enabled(ref, True)
+        runtime.ingestor.refresh()
+        return source
+
+    @app.post("/admin/v1/sources/{ref}/rotate-key", dependencies=admin)
+    def rotate_key(ref: str) -> Source:
+        source = runtime.registry.rotate_key(ref)
+        runtime.ingestor.refresh()
+        return source
+
+    @app.put("/admin/v1/sources/{ref}/limits", dependencies=admin)
+    def set_limits(ref: str, limits: SourceLimits) -> Source:
+        source = runtime.registry.set_limits(ref, limits)
+        runtime.ingestor.refresh()
+        return source
+
+    @app.post("/admin/v1/query", dependencies=admin)
+    def query(body: QueryRequest) -> dict[str, Any]:
+        """Run one read-only statement; returns column names and rows."""
+        runtime.load()  # what was acknowledged is what the query sees
+        table = run_read_only(runtime.engine, body.sql)
+        return {"columns": table.column_names, "rows": table_rows(table)}
+
+    @app.get("/admin/v1/rejected", dependencies=admin)
+    def rejected(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
+        """Items and requests that failed validation, newest first, with the reason."""
+        runtime.load()
+        table = runtime.engine.fetch_arrow(
+            "SELECT seq, source_id, received_at, code, reason, payload FROM rejected_messages "
+            "ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return table_rows(table)
+
+    @app.get("/admin/v1/tail", dependencies=admin)
+    async def tail(source: str | None = None) -> StreamingResponse:
+        """A live stream (NDJSON) of messages as they are acknowledged, optionally for one source."""
+        source_id = runtime.registry.get(source).source_id.encode() if source else None
+        queue: asyncio.Queue[list[bytes]] = asyncio.Queue(maxsize=1000)
+
+        def listener(lines: list[bytes]) -> None:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(lines)
+
+        async def stream() -> AsyncIterator[bytes]:
+            runtime.ingestor.listeners.append(listener)
+            try:
+                yield b'{"tail":"started"}\n'
+                while True:
+                    lines = await queue.get()
+                    for line in lines:
+                        kind, src, doc = line.split(b"\t", 2)
+                        if source_id is None or src == source_id:
+                            yield (
+                                msgspec.json.encode(
+                                    {
+                                        "kind": "accepted" if kind == b"A" else "rejected",
+                                        "source_id": src.decode(),
+                                        "message": msgspec.Raw(doc.rstrip(b"\n")),
+                                    }
+                                )
+                                + b"\n"
+                            )
+            finally:
+                runtime.ingestor.listeners.remove(listener)
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+    @app.get("/admin/v1/status", dependencies=admin)
+    def status() -> dict[str, Any]:
+        committed = runtime.journal.committed
+        loaded = runtime.raw_log.position()
+        return {
+            "engine": runtime.settings.engine,
+            "journal": {
+                "segment": committed.segment,
+                "offset": committed.offset,
+                "group_commits": runtime.journal.groups,
+            },
+            "loaded": {"segment": loaded.segment, "offset": loaded.offset},
+            "last_load_error": runtime.last_load_error,
+        }
+
+    return app

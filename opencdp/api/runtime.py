@@ -1,0 +1,77 @@
+"""The running service: engine, journal, ingestor and loader wired together from Settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from opencdp.collect.ingest import Ingestor
+from opencdp.config import Settings
+from opencdp.store import Engine, open_engine
+from opencdp.store.journal import Journal
+from opencdp.store.raw_log import LoadResult, RawLog
+from opencdp.store.sources import SourceRegistry
+
+log = logging.getLogger("opencdp.server")
+
+
+def admin_token_path(settings: Settings) -> Path:
+    return settings.data_dir / "admin_token"
+
+
+def ensure_admin_token(settings: Settings) -> str:
+    """The admin token from settings, else from ``data_dir/admin_token`` (created, mode 0600, if missing)."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value()
+    path = admin_token_path(settings)
+    if path.exists():
+        return path.read_text().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    token = "adm_" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+class Runtime:
+    """Everything one server process holds open."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.admin_token = ensure_admin_token(settings)
+        self.engine: Engine = open_engine(settings)
+        self.journal = Journal(
+            settings.journal_dir,
+            segment_bytes=settings.journal_segment_bytes,
+            group_max_bytes=settings.group_commit_max_bytes,
+            fsync=settings.fsync,
+        )
+        self.registry = SourceRegistry(self.engine)
+        self.raw_log = RawLog(self.engine, dedup_window=timedelta(days=settings.dedup_window_days))
+        self.ingestor = Ingestor(self.registry, self.journal)
+        self._load_lock = threading.Lock()
+        self.last_load_error: str | None = None
+        self.load()  # catch up with whatever a previous run journalled but did not load
+
+    def load(self) -> LoadResult | None:
+        """Move everything journalled so far into the engine. Engine failures are logged and retried later."""
+        with self._load_lock:
+            try:
+                result = self.raw_log.load_all(self.journal, max_bytes=self.settings.load_max_bytes)
+            except Exception as exc:
+                self.last_load_error = str(exc).splitlines()[0]
+                log.warning("loader: %s (will retry)", self.last_load_error)
+                return None
+            self.last_load_error = None
+            self.journal.prune(result.position, self.settings.journal_retention_segments)
+            return result
+
+    def close(self) -> None:
+        self.load()
+        self.journal.close()
+        self.engine.close()

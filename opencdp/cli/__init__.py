@@ -1,0 +1,1 @@
+"""The ``opencdp`` command line (typer + rich)."""

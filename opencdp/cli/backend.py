@@ -1,0 +1,129 @@
+"""Where CLI commands run: directly on the engine, or through a running server.
+
+Embedded DuckDB allows one writing process. When ``opencdp serve`` holds the file, the CLI talks to that
+server's admin API (its address is in ``data_dir/server.json``, its token in ``data_dir/admin_token``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from opencdp.api.runtime import admin_token_path, ensure_admin_token
+from opencdp.api.server import server_file
+from opencdp.config import Settings
+from opencdp.errors import OpenCDPError, Rejected, Transient
+from opencdp.model.sources import Source, SourceKind, SourceLimits
+from opencdp.store import Engine, open_engine
+from opencdp.store.journal import Journal
+from opencdp.store.query import run_read_only
+from opencdp.store.raw_log import RawLog
+from opencdp.store.sources import SourceRegistry
+
+
+def running_server(settings: Settings) -> str | None:
+    """Base URL of a live server on this data directory, if any."""
+    path = server_file(settings)
+    if not path.exists():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (ValueError, KeyError, ProcessLookupError, PermissionError):
+        return None
+    host = info["host"] if info["host"] not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    return f"http://{host}:{info['port']}"
+
+
+class Remote:
+    """The admin API of a running server."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise Transient(f"cannot reach the server: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                err = response.json()
+            except ValueError:
+                err = {"code": "error", "message": response.text}
+            if response.status_code >= 500:
+                raise Transient(err.get("message", ""), code=err.get("code"))
+            raise Rejected(err.get("message", ""), code=err.get("code"), status=response.status_code)
+        return response.json()
+
+
+class Backend:
+    """Source admin and queries, wherever they must run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        url = running_server(settings) if settings.engine == "duckdb" else None
+        self.remote = Remote(url, ensure_admin_token(settings)) if url else None
+        if url and not admin_token_path(settings).exists() and settings.admin_token is None:
+            raise OpenCDPError("a server is running but no admin token was found; set OPENCDP_ADMIN_TOKEN")
+
+    @contextmanager
+    def _registry(self, *, read_only: bool = False) -> Iterator[SourceRegistry]:
+        engine = open_engine(self.settings, read_only=read_only)
+        try:
+            yield SourceRegistry(engine)
+        finally:
+            engine.close()
+
+    def create_source(self, name: str, kind: SourceKind, limits: SourceLimits | None) -> Source:
+        if self.remote:
+            body = {"name": name, "kind": kind, "limits": limits.model_dump() if limits else None}
+            return Source.model_validate(self.remote.call("POST", "/admin/v1/sources", json=body))
+        with self._registry() as registry:
+            return registry.create(name, kind, limits)
+
+    def list_sources(self) -> list[Source]:
+        if self.remote:
+            return [Source.model_validate(s) for s in self.remote.call("GET", "/admin/v1/sources")]
+        with self._registry() as registry:
+            return registry.list()
+
+    def source_action(self, ref: str, action: str) -> Source:
+        """``disable``, ``enable`` or ``rotate-key``."""
+        if self.remote:
+            return Source.model_validate(self.remote.call("POST", f"/admin/v1/sources/{ref}/{action}"))
+        with self._registry() as registry:
+            if action == "rotate-key":
+                return registry.rotate_key(ref)
+            return registry.set_enabled(ref, action == "enable")
+
+    def query(self, sql: str) -> pa.Table:
+        if self.remote:
+            result = self.remote.call("POST", "/admin/v1/query", json={"sql": sql})
+            columns = result["columns"]
+            return (
+                pa.table({c: pa.array([row[c] for row in result["rows"]]) for c in columns})
+                if columns
+                else pa.table({})
+            )
+        engine = open_engine(self.settings)
+        try:
+            self._catch_up(engine)
+            return run_read_only(engine, sql)
+        finally:
+            engine.close()
+
+    def _catch_up(self, engine: Engine) -> None:
+        """Load what a server acknowledged but had not loaded when it stopped (e.g. after ``kill -9``)."""
+        journal = Journal(self.settings.journal_dir, fsync=self.settings.fsync)
+        try:
+            RawLog(engine, dedup_window=timedelta(days=self.settings.dedup_window_days)).load_all(journal)
+        finally:
+            journal.close()

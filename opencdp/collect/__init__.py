@@ -1,0 +1,1 @@
+"""Collect: Segment-spec messages in, durable journal lines out (authentication, limits, validation)."""

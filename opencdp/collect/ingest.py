@@ -1,0 +1,122 @@
+"""The collection front: authenticates write keys, rate-limits, validates and durably journals messages.
+
+This is the only writer of the raw log. It holds an in-memory map of write keys (refreshed from the
+engine when an admin changes a source, and periodically for engines shared between processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from opencdp.collect import messages
+from opencdp.collect.timestamps import format_utc
+from opencdp.errors import Rejected
+from opencdp.model.sources import Source
+from opencdp.store.journal import Journal
+from opencdp.store.sources import SourceRegistry
+
+CLIENT_SIDE_KINDS = frozenset({"web", "mobile"})
+
+
+class TokenBucket:
+    """Per-write-key request rate limit."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self) -> float:
+        """0 if a request may pass, else the seconds until one may."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass(slots=True)
+class IngestResult:
+    accepted: int
+    errors: list[messages.ItemError]
+
+
+class Ingestor:
+    def __init__(self, registry: SourceRegistry, journal: Journal) -> None:
+        self.registry = registry
+        self.journal = journal
+        self._keys: dict[str, Source] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+        self.listeners: list[Callable[[list[bytes]], None]] = []
+        """Called with the journal lines of each request once durable (``opencdp tail``)."""
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Reload write keys from the engine (after a source is created, disabled or rotated)."""
+        keys = {s.write_key: s for s in self.registry.list()}
+        with self._lock:
+            self._keys = keys
+            self._buckets = {
+                k: self._buckets.get(k) or TokenBucket(s.limits.rate_per_second, s.limits.burst)
+                for k, s in keys.items()
+            }
+
+    def max_request_bytes(self) -> int:
+        """The largest body any enabled source accepts (the cap while the source is not yet known)."""
+        sizes = [s.limits.max_request_bytes for s in self._keys.values() if s.enabled]
+        return max(sizes, default=32 * 1024)
+
+    def source(self, write_key: str | None) -> Source:
+        source = self._keys.get(write_key or "")
+        if source is None or not source.enabled:
+            raise Rejected("unknown or disabled write key", code="invalid_write_key", status=401)
+        return source
+
+    def throttle(self, source: Source) -> float:
+        bucket = self._buckets.get(source.write_key)
+        return bucket.take() if bucket else 0.0
+
+    @staticmethod
+    def request_info(source: Source, ip: str | None) -> messages.RequestInfo:
+        now = datetime.now(UTC)
+        return messages.RequestInfo(
+            source_id=source.source_id,
+            received_at=now,
+            received_at_text=format_utc(now),
+            max_message_bytes=source.limits.max_message_bytes,
+            max_batch_items=source.limits.max_batch_items,
+            max_depth=source.limits.max_depth,
+            ip=ip if source.kind in CLIENT_SIDE_KINDS else None,
+        )
+
+    async def write(self, lines: list[bytes]) -> None:
+        """Durably journal the lines of one request (raises Transient when storage fails)."""
+        if not lines:
+            return
+        await self.journal.append(b"".join(lines))
+        for listener in self.listeners:
+            listener(lines)
+
+    async def reject(self, source: Source, ip: str | None, error: Rejected, body: bytes) -> None:
+        """Keep a whole request that was refused (bad JSON, too large) where an operator can see it."""
+        req = self.request_info(source, ip)
+        item = messages.ItemError(None, error.code, error.message)
+        await self.write([messages.rejected_line(req, item, body[: source.limits.max_request_bytes])])
+
+
+async def run_loader(load: Callable[[], object], interval: float, stop: asyncio.Event) -> None:
+    """Call ``load`` (in a thread) every ``interval`` seconds until ``stop`` is set, then once more."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        await asyncio.to_thread(load)

@@ -1,0 +1,64 @@
+"""Settings: one typed tree, read from ``OPENCDP_*`` environment variables (and passed down explicitly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything OpenCDP can be configured with. Each field is also ``OPENCDP_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENCDP_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("opencdp-data"))
+    """Directory holding the DuckDB file, the ingest journal, the admin token and the server's address file."""
+
+    engine: Literal["duckdb", "postgres"] = "duckdb"
+    """Storage engine: embedded DuckDB (one file in ``data_dir``) or PostgreSQL (``postgres_dsn``)."""
+
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    """libpq connection string used when ``engine`` is ``postgres``."""
+
+    postgres_schema: str = "opencdp"
+    """Schema that holds OpenCDP's tables in PostgreSQL."""
+
+    admin_token: SecretStr | None = None
+    """Bearer token for the admin API. When unset, one is generated at first start and kept in
+    ``data_dir/admin_token`` (mode 0600), where the CLI on the same machine finds it."""
+
+    dedup_window_days: float = 7.0
+    """A message whose (source, messageId) was stored within this many days is acknowledged but not stored again."""
+
+    journal_segment_bytes: int = 64 * 1024 * 1024
+    """Size at which the ingest journal starts a new segment file."""
+
+    group_commit_max_bytes: int = 8 * 1024 * 1024
+    """Upper bound on the bytes one group commit (one write + fsync) carries."""
+
+    load_interval_seconds: float = 0.2
+    """How often the loader moves journalled messages into the engine's ``raw_events`` table."""
+
+    load_max_bytes: int = 64 * 1024 * 1024
+    """Upper bound on journal bytes loaded into the engine in one transaction."""
+
+    journal_retention_segments: int = 2
+    """Fully loaded journal segments kept on disk (older ones are deleted)."""
+
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Peer addresses whose ``X-Forwarded-For`` header is believed when filling ``context.ip``."""
+
+    fsync: bool = True
+    """fsync the journal before acknowledging. Turn off only for throwaway demos: acknowledged events may
+    then be lost if the machine (not just the process) crashes."""
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.data_dir / "opencdp.duckdb"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"

@@ -1,0 +1,1 @@
+"""Plain data models shared by every stage (no I/O)."""

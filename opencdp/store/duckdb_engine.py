@@ -1,0 +1,51 @@
+"""Embedded DuckDB: the default engine, one file in the data directory, no server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from opencdp.errors import Transient
+from opencdp.store.engine import Capabilities, Engine
+
+
+class DuckDBEngine(Engine):
+    capabilities = Capabilities(
+        dialect="duckdb", secondary_indexes=False, max_identifier_length=255, concurrent_processes=False
+    )
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        super().__init__()
+        self.path = str(path)
+        self.read_only = read_only
+        try:
+            self._root = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as exc:
+            # Another process (a running ``opencdp serve``) holds DuckDB's single-writer lock.
+            raise Transient(f"the DuckDB file {self.path} is in use by another process", code="engine_locked") from exc
+        self._root_lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        with self._root_lock:
+            return self._root.cursor()
+
+    def _append(self, conn: Any, table: str, rows: pa.Table) -> None:
+        conn.register("_cdp_append_src", rows)
+        try:
+            cols = ", ".join(f'"{c}"' for c in rows.column_names)
+            conn.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM _cdp_append_src')
+        finally:
+            conn.unregister("_cdp_append_src")
+
+    def _fetch_arrow(self, conn: Any, sql: str, params: Sequence[object]) -> pa.Table:
+        result: pa.Table = conn.sql(sql, params=list(params) or None).to_arrow_table()
+        return result
+
+    def close(self) -> None:
+        super().close()
+        self._root.close()

@@ -1,0 +1,173 @@
+"""The storage-engine interface.
+
+Every other package hands SQL (authored in the DuckDB dialect) to an :class:`Engine`; only this package knows
+which engine runs it. The base class owns the shared flow (transpile once per statement, log, run, wrap
+errors together with the SQL); a backend supplies a connection per thread and a bulk ``append``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, final
+
+import pyarrow as pa
+import sqlglot
+
+from opencdp.errors import EngineError
+
+log = logging.getLogger("opencdp.store")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do, so callers ask "can you?" instead of "are you Postgres?"."""
+
+    dialect: str
+    """sqlglot dialect name the engine speaks."""
+    secondary_indexes: bool
+    """Whether B-tree indexes help point and range look-ups (DuckDB relies on zone maps instead)."""
+    max_identifier_length: int
+    concurrent_processes: bool
+    """Whether several OS processes may write at once (PostgreSQL yes, embedded DuckDB no)."""
+
+
+@lru_cache(maxsize=4096)
+def _transpile(sql: str, dialect: str) -> str:
+    if dialect == "duckdb":
+        return sql
+    return ";\n".join(sqlglot.transpile(sql, read="duckdb", write=dialect))
+
+
+class Engine(ABC):
+    """A SQL engine holding OpenCDP's tables. Thread-safe: each thread gets its own connection."""
+
+    capabilities: Capabilities
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._conns: list[Any] = []
+        self._conns_lock = threading.Lock()
+
+    # -- what a backend supplies ------------------------------------------------------------------------------
+    @abstractmethod
+    def _connect(self) -> Any:
+        """A new DB-API connection for the calling thread."""
+
+    @abstractmethod
+    def _append(self, conn: Any, table: str, rows: pa.Table) -> None:
+        """Bulk-insert an Arrow table whose column names match ``table``'s."""
+
+    @abstractmethod
+    def _fetch_arrow(self, conn: Any, sql: str, params: Sequence[object]) -> pa.Table: ...
+
+    def _begin(self, conn: Any) -> None:
+        conn.execute("BEGIN")
+
+    def _commit(self, conn: Any) -> None:
+        conn.execute("COMMIT")
+
+    def _rollback(self, conn: Any) -> None:
+        conn.execute("ROLLBACK")
+
+    # -- the shared flow ----------------------------------------------------------------------------------------
+    @final
+    def render(self, sql: str) -> str:
+        """The statement as this engine will run it (authored in DuckDB's dialect)."""
+        return _transpile(sql, self.capabilities.dialect)
+
+    @final
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            self._local.depth = 0
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @final
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        rendered = self.render(sql)
+        log.debug("sql: %s", rendered)
+        try:
+            self._conn().execute(rendered, params)
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", sql=rendered) from exc
+
+    @final
+    def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        rendered = self.render(sql)
+        log.debug("sql: %s", rendered)
+        try:
+            cur = self._conn().execute(rendered, params)
+            return [tuple(r) for r in cur.fetchall()]
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", sql=rendered) from exc
+
+    @final
+    def fetch_one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        rows = self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+    @final
+    def fetch_arrow(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        rendered = self.render(sql)
+        log.debug("sql: %s", rendered)
+        try:
+            return self._fetch_arrow(self._conn(), rendered, params)
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", sql=rendered) from exc
+
+    @final
+    def append(self, table: str, rows: pa.Table) -> int:
+        """Bulk-insert ``rows`` (Arrow) into ``table``; returns the number of rows."""
+        try:
+            self._append(self._conn(), table, rows)
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", sql=f"-- append {rows.num_rows} rows to {table}") from exc
+        return int(rows.num_rows)
+
+    @final
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All statements of this thread inside the block commit together or not at all (nesting joins)."""
+        conn = self._conn()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield
+            finally:
+                self._local.depth -= 1
+            return
+        try:
+            self._begin(conn)
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", sql="BEGIN") from exc
+        self._local.depth = 1
+        try:
+            yield
+        except BaseException:
+            self._local.depth = 0
+            self._rollback(conn)
+            raise
+        self._local.depth = 0
+        try:
+            self._commit(conn)
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", sql="COMMIT") from exc
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(Exception):  # closing is best effort at shutdown
+                conn.close()
+        self._local = threading.local()

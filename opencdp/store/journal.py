@@ -1,0 +1,248 @@
+"""The ingest journal: an append-only, fsync'd file log in front of the engine.
+
+Collection acknowledges a message only once its bytes are on disk here. Writes from many concurrent
+requests are gathered into one ``write`` + ``fdatasync`` (group commit), so durability costs one disk flush
+per group, not per request. The loader (:mod:`opencdp.store.raw_log`) later moves journalled lines into the
+engine's tables in bulk and records how far it got in the same transaction, so a crash at any point
+neither loses nor doubles a message.
+
+Layout: ``journal/<segment:012d>.jrn``, each a sequence of complete lines ``kind \\t source_id \\t json \\n``.
+A line never contains a raw tab or newline inside ``json`` (JSON escapes control characters in strings, and
+collection writes compact JSON). Recovery truncates a torn tail (bytes after the last newline), which can
+only hold a group that was never acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from opencdp.errors import Transient
+
+log = logging.getLogger("opencdp.journal")
+
+SUFFIX = ".jrn"
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """A place in the journal: segment number and byte offset inside it."""
+
+    segment: int
+    offset: int
+
+
+def segment_path(directory: Path, segment: int) -> Path:
+    return directory / f"{segment:012d}{SUFFIX}"
+
+
+def list_segments(directory: Path) -> list[int]:
+    return sorted(int(p.stem) for p in directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
+
+
+class Journal:
+    """Appends lines durably. ``append`` is awaited by request handlers; one thread does the disk I/O."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 64 * 1024 * 1024,
+        group_max_bytes: int = 8 * 1024 * 1024,
+        fsync: bool = True,
+    ) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.group_max_bytes = group_max_bytes
+        self.fsync = fsync
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # guards the file and ``_committed`` against the loader's reads
+        self._segment, self._size = self._recover()
+        self._fd = self._open(self._segment)
+        self._committed = Position(self._segment, self._size)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opencdp-journal")
+        self.groups = 0
+        """Number of group commits done (for benchmarks and tests)."""
+
+    # -- recovery and files ---------------------------------------------------------------------------------
+    def _recover(self) -> tuple[int, int]:
+        segments = list_segments(self.directory)
+        if not segments:
+            return 1, 0
+        last = segments[-1]
+        path = segment_path(self.directory, last)
+        data_len = path.stat().st_size
+        if data_len:
+            with path.open("rb") as f:
+                # Find the last newline; anything after it is a torn, unacknowledged write.
+                tail_start = max(0, data_len - 1024 * 1024)
+                f.seek(tail_start)
+                tail = f.read()
+            cut = tail.rfind(b"\n")
+            good = tail_start + cut + 1 if cut >= 0 else self._scan_last_newline(path)
+            if good != data_len:
+                log.warning("journal: truncating %d torn bytes at the end of %s", data_len - good, path.name)
+                with path.open("r+b") as f:
+                    f.truncate(good)
+                    os.fsync(f.fileno())
+                data_len = good
+        return last, data_len
+
+    @staticmethod
+    def _scan_last_newline(path: Path) -> int:
+        data = path.read_bytes()
+        return data.rfind(b"\n") + 1
+
+    def _open(self, segment: int) -> int:
+        fd = os.open(segment_path(self.directory, segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fsync_dir()
+        return fd
+
+    def _fsync_dir(self) -> None:
+        dfd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    # -- writing --------------------------------------------------------------------------------------------
+    def write_sync(self, data: bytes) -> Position:
+        """Write complete lines and make them durable; returns the committed end position.
+
+        On failure nothing of ``data`` stays in the journal and :class:`Transient` is raised.
+        """
+        with self._lock:
+            if self._size and self._size + len(data) > self.segment_bytes:
+                self._rotate()
+            start = self._size
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+                if self.fsync:
+                    os.fdatasync(self._fd)
+            except OSError as exc:
+                self._undo(start)
+                raise Transient(f"journal write failed: {exc.strerror}", code="storage_unavailable") from exc
+            self._size = start + len(data)
+            self._committed = Position(self._segment, self._size)
+            self.groups += 1
+            return self._committed
+
+    def _undo(self, start: int) -> None:
+        try:
+            os.ftruncate(self._fd, start)
+        except OSError:
+            log.exception("journal: could not roll back a failed write; reopening a new segment")
+            self._rotate()
+
+    def _rotate(self) -> None:
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+        self._segment += 1
+        self._size = 0
+        self._fd = self._open(self._segment)
+
+    async def append(self, data: bytes) -> None:
+        """Durably append ``data`` (complete lines). Returns once it is on disk; raises :class:`Transient`."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        self._waiters.append(fut)
+        if not self._flushing:
+            self._flushing = True
+            self._flusher = loop.create_task(self._flush())
+        await fut
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                # Take everything queued so far (up to the group cap): one write and one fsync for all of it.
+                take, size = 0, 0
+                while take < len(self._pending) and (
+                    take == 0 or size + len(self._pending[take]) <= self.group_max_bytes
+                ):
+                    size += len(self._pending[take])
+                    take += 1
+                chunks, self._pending = self._pending[:take], self._pending[take:]
+                waiters, self._waiters = self._waiters[:take], self._waiters[take:]
+                self._pending_bytes -= size
+                try:
+                    await loop.run_in_executor(self._executor, self.write_sync, b"".join(chunks))
+                except Exception as exc:
+                    error = exc if isinstance(exc, Transient) else Transient(f"journal write failed: {exc}")
+                    for w in waiters:
+                        if not w.done():
+                            w.set_exception(error)
+                else:
+                    for w in waiters:
+                        if not w.done():
+                            w.set_result(None)
+        finally:
+            self._flushing = False
+
+    # -- reading (the loader) -------------------------------------------------------------------------------
+    @property
+    def committed(self) -> Position:
+        with self._lock:
+            return self._committed
+
+    def read(self, start: Position, max_bytes: int) -> tuple[bytes, Position]:
+        """Durable bytes from ``start`` (complete lines, one segment at most) and the position after them.
+
+        A position at the end of a finished segment moves on to the start of the next one.
+        """
+        committed = self.committed
+        pos = start
+        if pos.segment == 0:
+            segments = list_segments(self.directory)
+            pos = Position(segments[0] if segments else committed.segment, 0)
+        while pos < committed:
+            if pos.segment < committed.segment:
+                path = segment_path(self.directory, pos.segment)
+                end = path.stat().st_size if path.exists() else 0
+            else:
+                path, end = segment_path(self.directory, pos.segment), committed.offset
+            if pos.offset >= end:
+                pos = Position(pos.segment + 1, 0)
+                continue
+            with path.open("rb") as f:
+                f.seek(pos.offset)
+                data = f.read(min(max_bytes, end - pos.offset))
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than max_bytes: read it whole
+                with path.open("rb") as f:
+                    f.seek(pos.offset)
+                    data = f.read(end - pos.offset)
+                cut = data.find(b"\n") + 1
+            return data[:cut], Position(pos.segment, pos.offset + cut)
+        return b"", pos
+
+    def prune(self, loaded: Position, keep: int) -> None:
+        """Delete segments wholly before ``loaded``, keeping the newest ``keep`` of those for inspection."""
+        done = [s for s in list_segments(self.directory) if s < loaded.segment]
+        for segment in done[: max(0, len(done) - keep)]:
+            segment_path(self.directory, segment).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        with self._lock:
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)

@@ -1,0 +1,71 @@
+"""PostgreSQL: the second engine, running the same SQL (transpiled from DuckDB's dialect by sqlglot)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql as pgsql
+from psycopg.types.string import TextLoader
+
+from opencdp.errors import Transient
+from opencdp.store.engine import Capabilities, Engine
+
+
+class PostgresEngine(Engine):
+    capabilities = Capabilities(
+        dialect="postgres", secondary_indexes=True, max_identifier_length=63, concurrent_processes=True
+    )
+
+    def __init__(self, dsn: str, *, schema: str = "opencdp") -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.schema = schema
+        conn = self._open()  # fail early, with a clear message, when the server cannot be reached
+        with conn:
+            conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
+
+    def _open(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self.dsn, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            raise Transient(f"cannot reach PostgreSQL ({exc})", code="engine_unreachable") from exc
+
+    def _connect(self) -> Any:
+        conn = self._open()
+        # JSON comes back as text, as from DuckDB, so callers see one shape whatever the engine.
+        for json_type in ("json", "jsonb"):
+            conn.adapters.register_loader(json_type, TextLoader)
+        conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(self.schema)))
+        conn.commit()
+        conn.autocommit = True
+        return conn
+
+    def _append(self, conn: Any, table: str, rows: pa.Table) -> None:
+        # Arrow -> CSV (in C++) -> COPY: no Python loop per row. Strings are always quoted, so an empty
+        # string stays an empty string while a null (written bare) stays NULL.
+        buf = io.BytesIO()
+        pacsv.write_csv(rows, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+        stmt = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            pgsql.Identifier(table), pgsql.SQL(", ").join(pgsql.Identifier(c) for c in rows.column_names)
+        )
+        with conn.cursor() as cur, cur.copy(stmt) as copy:
+            copy.write(buf.getvalue())
+
+    def _fetch_arrow(self, conn: Any, sql: str, params: Sequence[object]) -> pa.Table:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            if cur.description is None:
+                return pa.table({})
+            names = [d.name for d in cur.description]
+            rows = cur.fetchall()
+        return pa.table({n: pa.array([r[i] for r in rows]) for i, n in enumerate(names)})
+
+    def drop_schema(self) -> None:
+        """Remove the schema and everything in it (tests use one schema each)."""
+        with self._open() as conn:
+            conn.execute(pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(pgsql.Identifier(self.schema)))
