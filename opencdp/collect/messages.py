@@ -81,6 +81,8 @@ def parse_body(body: bytes) -> Doc:
         raise Rejected("the body must be a JSON object", code="invalid_json") from exc
     except msgspec.DecodeError as exc:
         raise Rejected(f"malformed JSON: {exc}", code="invalid_json") from exc
+    except RecursionError as exc:  # msgspec walks nested values even when it keeps them raw
+        raise Rejected("the body is nested too deeply", code="too_deep") from exc
 
 
 def string_field(doc: Doc, key: str) -> str | None:
@@ -117,7 +119,7 @@ def _depth(raw: bytes) -> int:
     """Deepest nesting of objects/arrays in ``raw`` (decodes; only called when a cheap bound is exceeded)."""
     try:
         value = _decode_any(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return 10**6  # msgspec's own recursion limit was hit
     deepest, stack = 0, [(value, 1)]
     while stack:

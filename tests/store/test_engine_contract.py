@@ -1,0 +1,122 @@
+"""The engine contract, run against embedded DuckDB and the real PostgreSQL server alike."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+
+from opencdp.errors import EngineError, Rejected
+from opencdp.store import Engine
+from opencdp.store.query import check_read_only, run_read_only
+
+
+def test_execute_and_fetch(engine: Engine) -> None:
+    engine.execute("CREATE TABLE t (id BIGINT, name VARCHAR, doc JSON, ts TIMESTAMPTZ)")
+    at = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    engine.execute("INSERT INTO t VALUES (?, ?, ?, ?)", (1, "ä'x", '{"a": [1, 2]}', at))
+    row = engine.fetch_one("SELECT id, name, doc, ts FROM t")
+    assert row is not None
+    assert row[0] == 1 and row[1] == "ä'x"
+    assert json.loads(row[2]) == {"a": [1, 2]}  # JSON comes back as text on every engine
+    assert row[3] == at
+
+
+def test_json_extraction_is_portable(engine: Engine) -> None:
+    engine.execute("CREATE TABLE t (doc JSON)")
+    engine.execute("INSERT INTO t VALUES (?)", ('{"messageId": "m1", "properties": {"p": 1}, "n": null}',))
+    row = engine.fetch_one(
+        "SELECT json_extract_string(doc, '$.messageId'), json_extract(doc, '$.properties'), "
+        "json_extract_string(doc, '$.missing'), json_extract_string(doc, '$.n') FROM t"
+    )
+    assert row is not None
+    assert row[0] == "m1"
+    assert json.loads(row[1]) == {"p": 1}
+    assert row[2] is None and row[3] is None
+
+
+def test_append_arrow_keeps_nulls_empty_strings_and_quotes(engine: Engine) -> None:
+    engine.execute("CREATE TABLE t (id BIGINT, s VARCHAR)")
+    rows = pa.table({"id": pa.array([1, 2, 3, 4], pa.int64()), "s": ["", None, 'a "quoted", \n multi-line', "tab\tx"]})
+    assert engine.append("t", rows) == 4
+    got = engine.fetch_all("SELECT id, s FROM t ORDER BY id")
+    assert got == [(1, ""), (2, None), (3, 'a "quoted", \n multi-line'), (4, "tab\tx")]
+
+
+def test_transaction_rolls_back_on_error(engine: Engine) -> None:
+    engine.execute("CREATE TABLE t (id BIGINT)")
+    with pytest.raises(RuntimeError), engine.transaction():
+        engine.execute("INSERT INTO t VALUES (1)")
+        engine.append("t", pa.table({"id": pa.array([2], pa.int64())}))
+        raise RuntimeError("boom")
+    assert engine.fetch_all("SELECT * FROM t") == []
+    with engine.transaction(), engine.transaction():  # nesting joins the outer transaction
+        engine.execute("INSERT INTO t VALUES (3)")
+    assert engine.fetch_all("SELECT * FROM t") == [(3,)]
+
+
+def test_engine_errors_carry_the_sql(engine: Engine) -> None:
+    with pytest.raises(EngineError) as info:
+        engine.execute("SELECT * FROM no_such_table")
+    assert "no_such_table" in info.value.sql
+    assert info.value.__cause__ is not None
+
+
+def test_upsert_on_conflict(engine: Engine) -> None:
+    engine.execute("CREATE TABLE kv (k VARCHAR PRIMARY KEY, v BIGINT)")
+    for v in (1, 2):
+        engine.execute("INSERT INTO kv VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", ("a", v))
+    assert engine.fetch_all("SELECT k, v FROM kv") == [("a", 2)]
+
+
+def test_fetch_arrow(engine: Engine) -> None:
+    engine.execute("CREATE TABLE t (id BIGINT, s VARCHAR)")
+    engine.execute("INSERT INTO t VALUES (1, 'a'), (2, NULL)")
+    table = engine.fetch_arrow("SELECT id, s FROM t ORDER BY id")
+    assert table.column_names == ["id", "s"]
+    assert table.to_pylist() == [{"id": 1, "s": "a"}, {"id": 2, "s": None}]
+
+
+def test_migrations_create_the_documented_surface(engine: Engine) -> None:
+    cols = engine.fetch_arrow("SELECT * FROM events LIMIT 0").column_names
+    for required in (
+        "message_id",
+        "source_id",
+        "type",
+        "event",
+        "user_id",
+        "anonymous_id",
+        "timestamp",
+        "received_at",
+        "properties",
+        "traits",
+        "context",
+    ):
+        assert required in cols
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM sources",
+        "DROP TABLE raw_events",
+        "INSERT INTO sources VALUES (1)",
+        "SELECT 1; DROP TABLE x",
+        "UPDATE sources SET name = 'x'",
+        "CREATE TABLE x (a INT)",
+        "COPY raw_events TO '/tmp/x.csv'",
+        "ATTACH 'x.db'",
+    ],
+)
+def test_read_only_queries_refuse_writes(engine: Engine, sql: str) -> None:
+    with pytest.raises(Rejected):
+        run_read_only(engine, sql)
+    assert engine.fetch_one("SELECT count(*) FROM raw_events") == (0,)
+
+
+def test_read_only_query_runs_selects(engine: Engine) -> None:
+    table = run_read_only(engine, "WITH x AS (SELECT 1 AS a) SELECT a FROM x UNION ALL SELECT 2")
+    assert sorted(table.column("a").to_pylist()) == [1, 2]
+    assert check_read_only("SELECT count(*) FROM events") == "SELECT count(*) FROM events"

@@ -1,0 +1,152 @@
+"""Loading the journal into the raw log, deduplication and consumer offsets, on both engines."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from opencdp.store import Engine
+from opencdp.store.journal import Journal
+from opencdp.store.raw_log import RawLog, parse_lines
+
+
+def accepted(source: str, message_id: str, received: datetime | None = None, **fields: Any) -> bytes:
+    received = received or datetime.now(UTC)
+    doc = {
+        "type": "track",
+        "event": "E",
+        "userId": "u",
+        "messageId": message_id,
+        "receivedAt": received.isoformat(),
+        "timestamp": received.isoformat(),
+        **fields,
+    }
+    return b"A\t" + source.encode() + b"\t" + msgspec.json.encode(doc) + b"\n"
+
+
+def rejected_line(source: str, code: str) -> bytes:
+    doc = {"code": code, "reason": "why", "receivedAt": datetime.now(UTC).isoformat(), "payload": '{"x":1}'}
+    return b"R\t" + source.encode() + b"\t" + msgspec.json.encode(doc) + b"\n"
+
+
+def stored_ids(engine: Engine) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in engine.fetch_all("SELECT source_id, message_id FROM events ORDER BY seq")]
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    return Journal(tmp_path / "journal", segment_bytes=4096)
+
+
+def test_load_moves_lines_in_order_with_columns(engine: Engine, journal: Journal) -> None:
+    journal.write_sync(
+        accepted("s1", "m1", properties={"p": 1}, anonymousId="a1")
+        + rejected_line("s1", "missing_event")
+        + accepted("s1", "m2", traits={"email": "x@example.com"})
+    )
+    result = RawLog(engine).load_all(journal)
+    assert (result.lines, result.accepted, result.rejected, result.duplicates) == (3, 2, 1, 0)
+    rows = engine.fetch_all(
+        "SELECT seq, message_id, type, event, user_id, anonymous_id, properties, traits FROM events ORDER BY seq"
+    )
+    assert [r[0] for r in rows] == [1, 2]
+    assert rows[0][1:6] == ("m1", "track", "E", "u", "a1")
+    assert json.loads(rows[0][6]) == {"p": 1}
+    assert json.loads(rows[1][7]) == {"email": "x@example.com"}
+    assert engine.fetch_all("SELECT source_id, code, payload FROM rejected_messages") == [
+        ("s1", "missing_event", '{"x":1}')
+    ]
+
+
+def test_duplicates_within_and_across_loads_are_stored_once(engine: Engine, journal: Journal) -> None:
+    log = RawLog(engine)
+    journal.write_sync(accepted("s1", "m1") + accepted("s1", "m1") + accepted("s2", "m1"))
+    log.load_all(journal)
+    journal.write_sync(accepted("s1", "m1") + accepted("s1", "m2"))
+    result = log.load_all(journal)
+    assert result.accepted == 1 and result.duplicates == 1
+    assert stored_ids(engine) == [("s1", "m1"), ("s2", "m1"), ("s1", "m2")]
+
+
+def test_dedup_window(engine: Engine, journal: Journal) -> None:
+    old = datetime.now(UTC) - timedelta(days=10)
+    log = RawLog(engine, dedup_window=timedelta(days=7))
+    journal.write_sync(accepted("s1", "m1", received=old))
+    log.load_all(journal)
+    journal.write_sync(accepted("s1", "m1"))  # same id, but the first copy is outside the window
+    log.load_all(journal)
+    assert stored_ids(engine) == [("s1", "m1"), ("s1", "m1")]
+
+
+def test_loading_is_idempotent_after_a_crash_before_commit(engine: Engine, journal: Journal) -> None:
+    log = RawLog(engine)
+    journal.write_sync(b"".join(accepted("s1", f"m{i}") for i in range(100)))
+
+    class Crash(Exception):
+        pass
+
+    with pytest.raises(Crash), engine.transaction():
+        log.load(journal)
+        raise Crash  # the process dies before the load transaction commits
+    assert stored_ids(engine) == []
+    log.load_all(journal)
+    log.load_all(journal)
+    assert stored_ids(engine) == [("s1", f"m{i}") for i in range(100)]
+
+
+def test_consumer_offsets(engine: Engine, journal: Journal) -> None:
+    log = RawLog(engine)
+    journal.write_sync(b"".join(accepted("s1", f"m{i}") for i in range(10)))
+    log.load_all(journal)
+    first = log.read("identity", limit=4)
+    assert first.column("message_id").to_pylist() == ["m0", "m1", "m2", "m3"]
+    log.commit("identity", first.column("seq").to_pylist()[-1])
+    assert log.read("identity", limit=100).column("message_id").to_pylist() == [f"m{i}" for i in range(4, 10)]
+    assert log.read("other", limit=1).column("message_id").to_pylist() == ["m0"]  # consumers are independent
+    log.commit("identity", 10)
+    assert log.read("identity").num_rows == 0
+    assert log.offset("identity") == 10
+
+
+def test_parse_lines_keeps_json_verbatim() -> None:
+    line = accepted("s1", "m1", properties={"tab": "a\tb", "nl": "x\ny", "quote": 'q"'})
+    table = parse_lines(line + line)
+    assert table.column("kind").to_pylist() == ["A", "A"]
+    assert json.loads(table.column("doc")[0].as_py())["properties"] == {"tab": "a\tb", "nl": "x\ny", "quote": 'q"'}
+    assert table.column("pos").to_pylist() == [0, 1]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ids=st.lists(st.sampled_from([f"m{i}" for i in range(12)]), min_size=1, max_size=40),
+    cuts=st.lists(st.integers(min_value=1, max_value=40), max_size=5),
+)
+def test_stored_once_whatever_the_load_batching(
+    tmp_path_factory: pytest.TempPathFactory, ids: list[str], cuts: list[int]
+) -> None:
+    """Whatever the duplicates and however the journal is cut into loads: each id once, in first-seen order."""
+    from opencdp.store.duckdb_engine import DuckDBEngine
+    from opencdp.store.schema import migrate
+
+    d = tmp_path_factory.mktemp("prop")
+    engine = DuckDBEngine(d / "db.duckdb")
+    migrate(engine)
+    journal = Journal(d / "journal")
+    log = RawLog(engine)
+    start = 0
+    for cut in [*sorted(set(cuts)), len(ids)]:
+        if cut > start:
+            journal.write_sync(b"".join(accepted("s", i) for i in ids[start:cut]))
+            log.load_all(journal, max_bytes=300)
+            start = cut
+    expected = list(dict.fromkeys(ids))
+    assert [m for _, m in stored_ids(engine)] == expected
+    journal.close()
+    engine.close()
