@@ -25,14 +25,15 @@ def admin_token_path(settings: Settings) -> Path:
 
 def ensure_admin_token(settings: Settings) -> str:
     """The admin token from settings, else from ``data_dir/admin_token`` (created, mode 0600, if missing)."""
-    if settings.admin_token is not None:
-        return settings.admin_token.get_secret_value()
+    configured = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
+    if configured:  # an empty token is "unset", never a token that anyone could present
+        return configured
     path = admin_token_path(settings)
-    if path.exists():
+    if path.exists() and path.read_text().strip():
         return path.read_text().strip()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     token = "adm_" + secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token

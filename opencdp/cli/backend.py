@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from opencdp.api.runtime import admin_token_path, ensure_admin_token
+from opencdp.api.runtime import ensure_admin_token
 from opencdp.api.server import server_file
 from opencdp.config import Settings
-from opencdp.errors import OpenCDPError, Rejected, Transient
+from opencdp.errors import Rejected, Transient
 from opencdp.model.sources import Source, SourceKind, SourceLimits
 from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
@@ -71,8 +71,6 @@ class Backend:
         self.settings = settings
         url = running_server(settings) if settings.engine == "duckdb" else None
         self.remote = Remote(url, ensure_admin_token(settings)) if url else None
-        if url and not admin_token_path(settings).exists() and settings.admin_token is None:
-            raise OpenCDPError("a server is running but no admin token was found; set OPENCDP_ADMIN_TOKEN")
 
     @contextmanager
     def _registry(self, *, read_only: bool = False) -> Iterator[SourceRegistry]:

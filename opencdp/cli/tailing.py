@@ -31,7 +31,8 @@ def follow(settings: Settings, source: str | None, *, as_json: bool, console: Co
                 continue
             doc = json.loads(line)
             if "tail" in doc:
-                console.print(f"[dim]following {source or 'all sources'}... (Ctrl-C to stop)[/dim]")
+                if not as_json:
+                    console.print(f"[dim]following {source or 'all sources'}... (Ctrl-C to stop)[/dim]")
                 continue
             if as_json:
                 print(json.dumps(doc), flush=True)

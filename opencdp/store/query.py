@@ -6,7 +6,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from opencdp.errors import Rejected
+from opencdp.errors import EngineError, Rejected
 from opencdp.store.engine import Engine
 
 _READ_ONLY = (exp.Select, exp.SetOperation, exp.Describe, exp.Show)
@@ -39,7 +39,10 @@ def run_read_only(engine: Engine, sql: str) -> pa.Table:
         with engine.transaction():
             if engine.capabilities.concurrent_processes:
                 engine.execute("SET TRANSACTION READ ONLY")
-            result = engine.fetch_arrow(sql)
+            try:
+                result = engine.fetch_arrow(sql)
+            except EngineError as exc:  # a wrong query is the caller's to fix, not a reason to retry
+                raise Rejected(exc.message.split("\n-- while running:")[0], code="query_failed") from exc
             raise _Rollback
     except _Rollback:
         pass

@@ -1,0 +1,130 @@
+"""The ``opencdp`` command, run as a real process, with and without a server holding the DuckDB file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+
+from tests.api.test_collection import basic, track
+from tests.helpers import ServerProcess
+
+
+def cli(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OPENCDP_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    env.pop("OPENCDP_ADMIN_TOKEN", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "opencdp", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    if check:
+        assert result.returncode == 0, result.stderr + result.stdout
+    return result
+
+
+def test_sources_and_query_without_a_server(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    created = json.loads(cli(data, "sources", "create", "web", "--kind", "web", "--json").stdout)
+    assert created["name"] == "web" and created["write_key"].startswith("wk_")
+    assert json.loads(cli(data, "sources", "list", "--json").stdout)[0]["source_id"] == created["source_id"]
+    rotated = json.loads(cli(data, "sources", "rotate-key", "web", "--json").stdout)
+    assert rotated["write_key"] != created["write_key"]
+    assert json.loads(cli(data, "sources", "disable", "web", "--json").stdout)["enabled"] is False
+    dup = cli(data, "sources", "create", "web", check=False)
+    assert dup.returncode == 1 and "source_exists" in dup.stderr
+    rows = json.loads(cli(data, "query", "SELECT count(*) AS n FROM events", "--json").stdout)
+    assert rows == [{"n": 0}]
+    refused = cli(data, "query", "DROP TABLE raw_events", check=False)
+    assert refused.returncode == 1 and "read_only" in refused.stderr
+
+
+def test_cli_goes_through_a_running_server_and_reads_the_file_after(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServerProcess(data, OPENCDP_ADMIN_TOKEN="") as server:
+        # No admin token in the environment: the CLI finds the generated one in the data directory.
+        key = json.loads(cli(data, "sources", "create", "web", "--json").stdout)["write_key"]
+        for i in range(3):
+            httpx.post(server.url + "/v1/track", json=track(properties={"i": i}), headers=basic(key)).raise_for_status()
+        rows = json.loads(cli(data, "query", "SELECT event, properties FROM events ORDER BY seq", "--json").stdout)
+        assert [json.loads(r["properties"])["i"] for r in rows] == [0, 1, 2]
+        out = cli(data, "query", "SELECT type, count(*) AS n FROM events GROUP BY type", "--csv").stdout
+        assert list(csv.DictReader(io.StringIO(out))) == [{"type": "track", "n": "3"}]
+        table = cli(data, "query", "SELECT type FROM events LIMIT 1").stdout
+        assert "track" in table and "1 row(s)" in table
+    # Server stopped: any DuckDB client reads the documented view straight from the file.
+    con = duckdb.connect(str(data / "opencdp.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*), count(DISTINCT message_id) FROM events").fetchone() == (3, 3)
+    con.close()
+
+
+def test_tail_prints_messages_live(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServerProcess(data, OPENCDP_ADMIN_TOKEN="") as server:
+        key = json.loads(cli(data, "sources", "create", "web", "--json").stdout)["write_key"]
+        env = {**os.environ, "OPENCDP_DATA_DIR": str(data)}
+        env.pop("OPENCDP_ADMIN_TOKEN", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "opencdp", "tail", "--json"], env=env, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + 30
+            seen = None
+            while time.monotonic() < deadline and seen is None:
+                httpx.post(server.url + "/v1/track", json=track(event="Tailed"), headers=basic(key)).raise_for_status()
+                line = proc.stdout.readline()
+                if line.strip():
+                    seen = json.loads(line)
+            assert seen is not None and seen["message"]["event"] == "Tailed"
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)
+
+
+def test_help_for_every_command(tmp_path: Path) -> None:
+    for args in (
+        ["--help"],
+        ["serve", "--help"],
+        ["demo", "--help"],
+        ["sources", "--help"],
+        ["query", "--help"],
+        ["tail", "--help"],
+        ["sources", "create", "--help"],
+    ):
+        assert "Usage" in cli(tmp_path, *args).stdout
+
+
+def test_demo_sends_traffic_that_lands_in_events(tmp_path: Path) -> None:
+    from tests.helpers import free_port, wait_healthy
+
+    data = tmp_path / "data"
+    port = free_port()
+    env = {**os.environ, "OPENCDP_DATA_DIR": str(data)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opencdp", "demo", "--port", str(port), "--events", "40", "--rate", "400"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        n = 0
+        while time.monotonic() < deadline and n < 40:
+            n = json.loads(cli(data, "query", "SELECT count(*) AS n FROM events", "--json").stdout)[0]["n"]
+            time.sleep(0.2)
+        assert n >= 40
+        kinds = json.loads(cli(data, "query", "SELECT DISTINCT type FROM events", "--json").stdout)
+        assert {"page", "track"} <= {k["type"] for k in kinds}
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert "write key" in out and "curl" in out
