@@ -145,16 +145,25 @@ class Journal:
             os.ftruncate(self._fd, start)
         except OSError:
             log.exception("journal: could not roll back a failed write; reopening a new segment")
-            self._rotate()
+            try:
+                self._rotate()
+            except OSError:  # the caller still answers Transient with the original error
+                log.exception("journal: could not finish the old segment or open a new one")
 
     def _rotate(self) -> None:
-        try:
-            os.fsync(self._fd)
-        finally:
-            os.close(self._fd)
+        # Never keep a closed descriptor in ``_fd``: the OS hands its number to the next file or socket opened,
+        # and a later write would land there. If opening fails, ``_fd`` stays -1: the next write fails with
+        # EBADF, and its rollback rotates again.
+        fd, self._fd = self._fd, -1
         self._segment += 1
         self._size = 0
-        self._fd = self._open(self._segment)
+        try:
+            if fd >= 0:
+                os.fsync(fd)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            self._fd = self._open(self._segment)
 
     async def append(self, data: bytes) -> None:
         """Durably append ``data`` (complete lines). Returns once it is on disk; raises :class:`Transient`."""
@@ -230,6 +239,10 @@ class Journal:
                     f.seek(pos.offset)
                     data = f.read(end - pos.offset)
                 cut = data.find(b"\n") + 1
+                if cut == 0:  # a finished segment's torn tail (a failed write that could not be rolled back)
+                    log.warning("journal: skipping %d torn bytes at the end of segment %d", len(data), pos.segment)
+                    pos = Position(pos.segment + 1, 0)
+                    continue
             return data[:cut], Position(pos.segment, pos.offset + cut)
         return b"", pos
 
@@ -242,6 +255,8 @@ class Journal:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         with self._lock:
+            if self._fd < 0:  # a failed rotation left no segment open
+                return
             try:
                 os.fsync(self._fd)
             finally:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -73,17 +74,25 @@ def test_tail_prints_messages_live(tmp_path: Path) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "opencdp", "tail", "--json"], env=env, stdout=subprocess.PIPE, text=True
         )
+        stop = threading.Event()
+
+        def send_until_seen() -> None:  # the tail may subscribe after the first posts: keep sending
+            while not stop.wait(0.2):
+                httpx.post(server.url + "/v1/track", json=track(event="Tailed"), headers=basic(key)).raise_for_status()
+
+        sender = threading.Thread(target=send_until_seen, daemon=True)
+        watchdog = threading.Timer(30, proc.kill)  # bounds the blocking readline below
+        sender.start()
+        watchdog.start()
         try:
             assert proc.stdout is not None
-            deadline = time.monotonic() + 30
-            seen = None
-            while time.monotonic() < deadline and seen is None:
-                httpx.post(server.url + "/v1/track", json=track(event="Tailed"), headers=basic(key)).raise_for_status()
-                line = proc.stdout.readline()
-                if line.strip():
-                    seen = json.loads(line)
-            assert seen is not None and seen["message"]["event"] == "Tailed"
+            line = proc.stdout.readline()
+            assert line, "tail printed nothing within 30 s"
+            assert json.loads(line)["message"]["event"] == "Tailed"
         finally:
+            stop.set()
+            watchdog.cancel()
+            sender.join(timeout=10)
             proc.terminate()
             proc.communicate(timeout=10)
 
