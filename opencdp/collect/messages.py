@@ -23,6 +23,8 @@ from opencdp.errors import Rejected
 TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 BATCH_TYPES = TYPES
 MAX_MESSAGE_ID = 100
+SERVER_FIELDS_ALLOWANCE = 1024
+"""Room for the fields the server adds (receivedAt, sentAt, ...): a client's size limit is on what it sent."""
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 
 _decode_doc = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
@@ -214,17 +216,17 @@ def normalise(doc: Doc, type_: str, req: RequestInfo, envelope: Doc | None = Non
     if original is None:  # no device time to correct: the event happened when it arrived
         out["originalTimestamp"] = out["timestamp"] = req.received_at_text
     else:
-        out["originalTimestamp"] = timestamps.format_utc(original)
+        out["originalTimestamp"] = timestamps.format_parsed(original_text, original)
         out["timestamp"] = timestamps.format_utc(timestamps.corrected(req.received_at, original, sent_at))
     if sent_at is not None:
-        out["sentAt"] = timestamps.format_utc(sent_at)
+        out["sentAt"] = timestamps.format_parsed(sent_text, sent_at)
     if flags:
         out["_opencdp"] = {"flags": flags}
 
     line = _encode(out)
     if b"\n" in line or b"\r" in line or b"\t" in line:  # whitespace between tokens of a pretty-printed payload
         line = msgspec.json.format(line, indent=-1)
-    if len(line) > req.max_message_bytes:
+    if len(line) > req.max_message_bytes + SERVER_FIELDS_ALLOWANCE:
         raise Rejected(f"the message exceeds {req.max_message_bytes} bytes", code="message_too_large")
     check_depth(line, req.max_depth)
     return line
@@ -273,6 +275,8 @@ def collect_batch(doc: Doc, req: RequestInfo) -> Outcome:
         try:
             if index >= req.max_batch_items:
                 raise Rejected(f"a batch holds at most {req.max_batch_items} items", code="too_many_items")
+            if len(item) > req.max_message_bytes:  # as sent, which is what SDKs measure
+                raise Rejected(f"the message exceeds {req.max_message_bytes} bytes", code="message_too_large")
             try:
                 item_doc = _decode_doc(item)
             except msgspec.DecodeError as exc:

@@ -37,8 +37,9 @@ class SourceLimits(BaseModel):
     @classmethod
     def for_kind(cls, kind: SourceKind) -> SourceLimits:
         if kind == "rudderstack":
-            # rudder-sdk-python caps messages and batches at 4 MiB, like rudder-server's gateway default.
-            return cls(max_message_bytes=4096 * KIB, max_batch_bytes=4096 * KIB)
+            # rudder-sdk-python caps messages at 4 MiB, like rudder-server's gateway default, but closes a batch
+            # only once it has reached 4 MiB: a batch carries up to 4 MiB plus one more message (and its commas).
+            return cls(max_message_bytes=4096 * KIB, max_batch_bytes=8192 * KIB + 64 * KIB)
         return cls()
 
 
