@@ -120,15 +120,13 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         return {"columns": table.column_names, "rows": table_rows(table)}
 
     @app.get("/admin/v1/rejected", dependencies=admin)
-    def rejected(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
+    def rejected(
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100, source: str | None = None
+    ) -> list[dict[str, Any]]:
         """Items and requests that failed validation, newest first, with the reason."""
         runtime.load()
-        table = runtime.engine.fetch_arrow(
-            "SELECT seq, source_id, received_at, code, reason, payload FROM rejected_messages "
-            "ORDER BY seq DESC LIMIT ?",
-            (limit,),
-        )
-        return table_rows(table)
+        source_id = runtime.registry.get(source).source_id if source else None
+        return table_rows(runtime.raw_log.rejected(source_id, limit))
 
     @app.get("/admin/v1/tail", dependencies=admin)
     async def tail(source: str | None = None) -> StreamingResponse:

@@ -102,6 +102,19 @@ class Backend:
                 return registry.rotate_key(ref)
             return registry.set_enabled(ref, action == "enable")
 
+    def rejected(self, source: str | None, limit: int) -> pa.Table:
+        """The newest refused items and requests, optionally of one source."""
+        if self.remote:
+            params: dict[str, str | int] = {"limit": limit, **({"source": source} if source else {})}
+            return pa.Table.from_pylist(self.remote.call("GET", "/admin/v1/rejected", params=params))
+        engine = open_engine(self.settings)
+        try:
+            self._catch_up(engine)
+            source_id = SourceRegistry(engine).get(source).source_id if source else None
+            return RawLog(engine).rejected(source_id, limit)
+        finally:
+            engine.close()
+
     def query(self, sql: str) -> pa.Table:
         if self.remote:
             result = self.remote.call("POST", "/admin/v1/query", json={"sql": sql})

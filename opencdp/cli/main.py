@@ -150,6 +150,21 @@ def query(
 
 
 @app.command()
+def rejected(
+    source: Annotated[str | None, typer.Option(help="Only this source (id or name).")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1, max=10_000)] = 50,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show messages and requests that were refused, with the reason (kept, never dropped)."""
+    try:
+        table = Backend(settings_for(data_dir)).rejected(source, limit)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    output.table(table, as_json=as_json, as_csv=False, console=console)
+
+
+@app.command()
 def tail(
     source: Annotated[str | None, typer.Option(help="Only this source (id or name).")] = None,
     data_dir: DataDir = None,

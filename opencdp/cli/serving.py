@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 import uvicorn
@@ -14,9 +15,16 @@ from opencdp.cli.demo_traffic import DEMO_SOURCES, drive_traffic
 from opencdp.config import Settings
 from opencdp.model.sources import Source
 
+SWITCH_INTERVAL_SECONDS = 0.0002
+"""How long a thread may hold the GIL while another waits (CPython's default is 0.005)."""
+
 
 def run_server(settings: Settings, host: str, port: int, *, log_level: str = "info") -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Each group commit hands the journal's writer thread the GIL twice; with CPython's default 5 ms switch
+    # interval a busy event loop keeps that thread waiting up to 5 ms each time, which capped single calls at
+    # ~5.5k/s on one core (with 0.2 ms: ~10k/s; benchmarks/, docs/performance.md).
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     server = Server(settings, address=(host, port))
     uvicorn.run(
         server,

@@ -140,6 +140,21 @@ def check_depth(raw: bytes, max_depth: int) -> None:
         raise Rejected(f"the message is nested deeper than {max_depth} levels", code="too_deep")
 
 
+def _time_field(doc: Doc, key: str, invalid: dict[str, Any]) -> tuple[str | None, datetime | None]:
+    """A timestamp field as text and parsed; an unreadable one is recorded in ``invalid`` and read as absent."""
+    raw = doc.get(key)
+    if raw is None:
+        return None, None
+    value = _decode_any(raw)
+    if value is None or value == "":
+        return None, None
+    parsed = timestamps.parse(value)
+    if parsed is None:
+        invalid[key] = value
+        return None, None
+    return value, parsed
+
+
 def _merge(base: Any, over: Any) -> Any:
     """Deep merge of two JSON objects; values in ``over`` win."""
     if not isinstance(base, dict) or not isinstance(over, dict):
@@ -203,15 +218,16 @@ def normalise(doc: Doc, type_: str, req: RequestInfo, envelope: Doc | None = Non
     if req.ip is not None:
         out["context"] = _with_ip(out.get("context"), req.ip)
 
-    flags: list[str] = []
-    sent_text = string_field(doc, "sentAt") or (string_field(envelope, "sentAt") if envelope else None)
-    sent_at = timestamps.parse(sent_text) if sent_text else None
-    if sent_text and sent_at is None:
-        flags.append("invalid_sent_at")
-    original_text = string_field(doc, "originalTimestamp") or string_field(doc, "timestamp")
-    original = timestamps.parse(original_text) if original_text else None
-    if original_text and original is None:
-        flags.append("invalid_timestamp")
+    # Timestamps are never a reason to refuse a message. A value that cannot be read is replaced (the server's
+    # columns must always hold a real time) and kept, as sent, under ``_opencdp.invalid`` with a flag.
+    invalid: dict[str, Any] = {}
+    sent_text, sent_at = _time_field(doc, "sentAt", invalid)
+    if sent_text is None and envelope is not None:
+        sent_text, sent_at = _time_field(envelope, "sentAt", invalid)
+    original_text, original = _time_field(doc, "originalTimestamp", invalid)
+    if original_text is None:
+        original_text, original = _time_field(doc, "timestamp", invalid)
+    out.pop("sentAt", None)
     out["receivedAt"] = req.received_at_text
     if original is None:  # no device time to correct: the event happened when it arrived
         out["originalTimestamp"] = out["timestamp"] = req.received_at_text
@@ -220,8 +236,9 @@ def normalise(doc: Doc, type_: str, req: RequestInfo, envelope: Doc | None = Non
         out["timestamp"] = timestamps.format_utc(timestamps.corrected(req.received_at, original, sent_at))
     if sent_at is not None:
         out["sentAt"] = timestamps.format_parsed(sent_text, sent_at)
-    if flags:
-        out["_opencdp"] = {"flags": flags}
+    if invalid:
+        flags = ["invalid_sent_at" if key == "sentAt" else "invalid_timestamp" for key in invalid]
+        out["_opencdp"] = {"flags": sorted(set(flags)), "invalid": invalid}
 
     line = _encode(out)
     if b"\n" in line or b"\r" in line or b"\t" in line:  # whitespace between tokens of a pretty-printed payload

@@ -47,8 +47,25 @@ def _parse_odd(value: str) -> datetime | None:
 
 
 def format_utc(dt: datetime) -> str:
-    """RFC 3339, UTC, milliseconds: ``2024-05-01T12:00:00.123Z``."""
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339, UTC, milliseconds (truncated): ``2024-05-01T12:00:00.123Z``."""
+    # Up to four calls per message on the collection hot path: plain ``isoformat()`` sliced to milliseconds
+    # costs ~1.0 us where ``isoformat(timespec="milliseconds")`` costs ~1.3 us (keyword parsing).
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
+    text = dt.isoformat()  # 2024-05-01T12:00:00.123456+00:00, or 2024-05-01T12:00:00+00:00
+    return text[:23] + "Z" if dt.microsecond else text[:19] + ".000Z"
+
+
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z").fullmatch
+
+
+def format_parsed(text: str | None, dt: datetime) -> str:
+    """``format_utc(dt)`` for ``dt = parse(text)``, without formatting when ``text`` already is that form.
+
+    What ``toISOString()`` and most SDKs send is already RFC 3339 UTC with milliseconds, and ``parse`` of such
+    a text (when it is a real date) formats back to the same text, so the hot path keeps it as it came.
+    """
+    return text if text is not None and _CANONICAL(text) else format_utc(dt)
 
 
 def corrected(received_at: datetime, original: datetime, sent_at: datetime | None) -> datetime:

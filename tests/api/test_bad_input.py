@@ -214,8 +214,33 @@ def test_unparseable_timestamp_is_kept_and_flagged(server: ThreadedServer, key: 
     assert r.status_code == 200
     [row] = events(server.admin)
     m = row["message"]
-    assert m["_opencdp"] == {"flags": ["invalid_timestamp"]}
+    assert m["_opencdp"] == {"flags": ["invalid_timestamp"], "invalid": {"timestamp": "yesterday-ish"}}
     assert m["timestamp"] == m["receivedAt"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"sentAt": "garbage"},
+        {"sentAt": 1700000000},
+        {"timestamp": 1700000000, "sentAt": ["x"]},
+        {"originalTimestamp": "not a time", "timestamp": "2024-01-01T00:00:00.000Z"},
+        {"timestamp": "2024-02-30T00:00:00Z"},
+    ],
+)
+def test_unreadable_time_fields_never_block_the_log(server: ThreadedServer, key: str, fields: dict[str, Any]) -> None:
+    """An unreadable sentAt/timestamp of any JSON type is kept aside; the message and those after it load."""
+    first = track(**fields)
+    assert post(server, "/v1/track", key, json=first).status_code == 200
+    batch = {"batch": [{"type": "track", **track(**fields)}], "sentAt": "also garbage"}
+    assert post(server, "/v1/batch", key, json=batch).status_code == 200
+    after = track()
+    assert post(server, "/v1/track", key, json=after).status_code == 200
+    rows = events(server.admin)
+    assert [r["message_id"] for r in rows] == [first["messageId"], batch["batch"][0]["messageId"], after["messageId"]]
+    kept = rows[0]["message"]["_opencdp"]["invalid"]
+    assert all(kept[k] == v for k, v in fields.items() if k in kept)
+    assert server.admin.query("SELECT count(*) AS n FROM events WHERE timestamp IS NULL")[0]["n"] == 0
 
 
 def test_rate_limit_is_429_with_retry_after(server: ThreadedServer) -> None:

@@ -59,10 +59,15 @@ def test_cli_goes_through_a_running_server_and_reads_the_file_after(tmp_path: Pa
         assert list(csv.DictReader(io.StringIO(out))) == [{"type": "track", "n": "3"}]
         table = cli(data, "query", "SELECT type FROM events LIMIT 1").stdout
         assert "track" in table and "1 row(s)" in table
+        assert httpx.post(server.url + "/v1/track", json={"userId": "u"}, headers=basic(key)).status_code == 400
+        [refused] = json.loads(cli(data, "rejected", "--source", "web", "--json").stdout)
+        assert refused["code"] == "missing_event" and json.loads(refused["payload"]) == {"userId": "u"}
+        assert json.loads(cli(data, "rejected", "--source", "nope", "--json", check=False).stdout or "[]") == []
     # Server stopped: any DuckDB client reads the documented view straight from the file.
     con = duckdb.connect(str(data / "opencdp.duckdb"), read_only=True)
     assert con.execute("SELECT count(*), count(DISTINCT message_id) FROM events").fetchone() == (3, 3)
     con.close()
+    assert [r["code"] for r in json.loads(cli(data, "rejected", "--json").stdout)] == ["missing_event"]
 
 
 def test_tail_prints_messages_live(tmp_path: Path) -> None:

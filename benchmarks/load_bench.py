@@ -1,0 +1,156 @@
+"""Journal -> engine load benchmark: ``RawLog.load_all`` from a pre-filled journal into DuckDB.
+
+Fills an ingest journal with ``--rows`` stored track events (each the ~1.3 KB line collection writes for
+the benchmark's payload, with a unique messageId), then times, in the same run:
+
+* ``load_all`` into an empty DuckDB raw log (parse, stage, extract columns, dedup, insert, commit);
+* ``load_all`` of as many new rows again, into the raw log that now holds the first batch (the dedup
+  anti-join then has something to look at);
+* baseline 1: DuckDB ``read_json`` of the same documents as an NDJSON file into a new table;
+* baseline 2: the plain Arrow append of the same journal bytes into a staging table (what ``load`` does
+  before its ``INSERT ... SELECT``).
+
+Prints one line per figure and a ``LOADJSON`` line for ``benchmarks/bench.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT))  # after PYTHONPATH: another checkout of opencdp can be measured
+
+from benchmarks.payloads import PLACEHOLDER, single_body  # noqa: E402
+from opencdp.collect.messages import RequestInfo, journal_line, normalise, parse_body  # noqa: E402
+from opencdp.collect.timestamps import format_utc  # noqa: E402
+from opencdp.config import Settings  # noqa: E402
+from opencdp.store import open_engine  # noqa: E402
+from opencdp.store.journal import Journal  # noqa: E402
+from opencdp.store.raw_log import RawLog, parse_lines  # noqa: E402
+
+SOURCE_ID = "src_0123456789abcdef"
+ID_MARK = "M" * 36
+
+
+def stored_doc() -> bytes:
+    """The journal document collection writes for the benchmark's track event (messageId = ``ID_MARK``)."""
+    now = datetime.now(UTC)
+    req = RequestInfo(SOURCE_ID, now, format_utc(now), 32 * 1024, 2500, 32)
+    return normalise(parse_body(single_body().replace(PLACEHOLDER.encode(), ID_MARK.encode())), "track", req)
+
+
+def docs(first: int, count: int) -> list[bytes]:
+    template = stored_doc()
+    head, tail = template.split(ID_MARK.encode())
+    return [head + f"bench-{i:030d}".encode() + tail for i in range(first, first + count)]
+
+
+def fill(journal: Journal, rows: list[bytes], chunk_bytes: int = 8 * 1024 * 1024) -> int:
+    """Append rows as journal lines; returns the bytes written."""
+    chunk: list[bytes] = []
+    size = total = 0
+    for doc in rows:
+        line = journal_line(b"A", SOURCE_ID, doc)
+        chunk.append(line)
+        size += len(line)
+        if size >= chunk_bytes:
+            journal.write_sync(b"".join(chunk))
+            total, chunk, size = total + size, [], 0
+    if chunk:
+        journal.write_sync(b"".join(chunk))
+        total += size
+    return total
+
+
+def timed_load(raw_log: RawLog, journal: Journal, expected: int) -> float:
+    t0 = time.perf_counter()
+    result = raw_log.load_all(journal)
+    seconds = time.perf_counter() - t0
+    if result.accepted != expected:
+        raise RuntimeError(f"loaded {result.accepted} rows, expected {expected}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--tmpdir", default="/var/tmp")
+    args = parser.parse_args()
+    n = args.rows
+    work = Path(tempfile.mkdtemp(prefix="opencdp-loadbench-", dir=args.tmpdir))
+    try:
+        first = docs(0, n)
+        settings = Settings(data_dir=work / "data")
+        journal = Journal(settings.journal_dir, fsync=False)
+        journal_bytes = fill(journal, first)
+        engine = open_engine(settings)
+        raw_log = RawLog(engine)
+        t_empty = timed_load(raw_log, journal, n)
+        fill(journal, docs(n, n))
+        t_second = timed_load(raw_log, journal, n)
+        engine.close()
+        journal.close()
+
+        ndjson = work / "events.ndjson"
+        ndjson.write_bytes(b"\n".join(first) + b"\n")
+        con = duckdb.connect(str(work / "read_json.duckdb"))
+        t0 = time.perf_counter()
+        con.execute(f"CREATE TABLE events AS SELECT * FROM read_json('{ndjson}', format = 'newline_delimited')")
+        t_read_json = time.perf_counter() - t0
+        loaded = con.execute("SELECT count(*) FROM events").fetchone()
+        con.close()
+        if loaded != (n,):
+            raise RuntimeError(f"read_json loaded {loaded}, expected {n}")
+
+        data = b"".join(journal_line(b"A", SOURCE_ID, d) for d in first)
+        con = duckdb.connect(str(work / "append.duckdb"))
+        con.execute("CREATE TABLE stage (kind VARCHAR, source_id VARCHAR, doc VARCHAR, pos BIGINT)")
+        t0 = time.perf_counter()
+        table = parse_lines(data)
+        con.register("src", table)
+        con.execute("BEGIN")
+        con.execute("INSERT INTO stage SELECT kind, source_id, doc, pos FROM src")
+        con.execute("COMMIT")
+        t_append = time.perf_counter() - t0
+        con.close()
+
+        figures = {
+            "rows": n,
+            "line_bytes": journal_bytes / n,
+            "load_all_rows_per_s": n / t_empty,
+            "load_all_second_rows_per_s": n / t_second,
+            "read_json_rows_per_s": n / t_read_json,
+            "arrow_append_rows_per_s": n / t_append,
+        }
+        print(f"  journal: {n:,} lines of {figures['line_bytes']:,.0f} B ({journal_bytes / 1e6:,.0f} MB)")
+        print(
+            f"  RawLog.load_all, empty raw log        {figures['load_all_rows_per_s']:10,.0f} rows/s  ({t_empty:.2f} s)"
+        )
+        print(
+            f"  RawLog.load_all, raw log of {n:,} rows {figures['load_all_second_rows_per_s']:10,.0f} rows/s"
+            f"  ({t_second:.2f} s)"
+        )
+        print(
+            f"  baseline DuckDB read_json (NDJSON)    "
+            f"{figures['read_json_rows_per_s']:10,.0f} rows/s  ({t_read_json:.2f} s)"
+        )
+        print(
+            f"  baseline Arrow parse + append         "
+            f"{figures['arrow_append_rows_per_s']:10,.0f} rows/s  ({t_append:.2f} s)"
+        )
+        print("LOADJSON " + json.dumps(figures), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+CREATE TABLE IF NOT EXISTS _cdp_schema_version (version BIGINT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS sources (source_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, write_key TEXT NOT NULL UNIQUE, enabled BOOLEAN NOT NULL, limits JSON NOT NULL, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS raw_events (seq BIGINT NOT NULL, source_id TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL, event TEXT, user_id TEXT, anonymous_id TEXT, timestamp TIMESTAMPTZ, original_timestamp TIMESTAMPTZ, sent_at TIMESTAMPTZ, received_at TIMESTAMPTZ NOT NULL, message JSON NOT NULL);
+
+CREATE TABLE IF NOT EXISTS rejected_messages (seq BIGINT NOT NULL, source_id TEXT NOT NULL, received_at TIMESTAMPTZ NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, payload TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS _cdp_stage_journal (kind TEXT NOT NULL, source_id TEXT NOT NULL, doc TEXT NOT NULL, pos BIGINT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS _cdp_journal_position (segment BIGINT NOT NULL, byte_offset BIGINT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
+CREATE UNIQUE INDEX IF NOT EXISTS raw_events_seq ON raw_events(seq);
+
+CREATE INDEX IF NOT EXISTS raw_events_message ON raw_events(source_id, message_id);
+
+CREATE INDEX IF NOT EXISTS raw_events_received ON raw_events(received_at);
+
+CREATE OR REPLACE VIEW events AS SELECT seq, message_id, source_id, type, event, user_id, anonymous_id, timestamp, original_timestamp, sent_at, received_at, JSON_EXTRACT_PATH(message, 'properties') AS properties, JSON_EXTRACT_PATH(message, 'traits') AS traits, JSON_EXTRACT_PATH(message, 'context') AS context, message FROM raw_events;

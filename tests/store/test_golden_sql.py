@@ -1,0 +1,37 @@
+"""The SQL each engine runs, pinned in golden files so that a change in it (ours or sqlglot's) shows in review.
+
+Run ``pytest tests/store/test_golden_sql.py --update-golden`` to rewrite them after an intended change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from opencdp.store import raw_log, schema
+from opencdp.store.duckdb_engine import DuckDBEngine
+from opencdp.store.engine import _transpile
+from opencdp.store.postgres_engine import PostgresEngine
+
+GOLDEN = Path(__file__).parent.parent / "golden" / "sql"
+
+STAGES = {
+    "schema": {"duckdb": [*schema.TABLES, *schema.VIEWS], "postgres": [*schema.TABLES, *schema.INDEXES, *schema.VIEWS]},
+    "raw_log_load": {
+        "duckdb": [raw_log.INSERT_ACCEPTED_DUCKDB, raw_log.INSERT_REJECTED],
+        "postgres": [raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED],
+    },
+}
+
+
+@pytest.mark.parametrize("engine_cls", [DuckDBEngine, PostgresEngine], ids=["duckdb", "postgres"])
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_rendered_sql_matches_golden(stage: str, engine_cls: type, update_golden: bool) -> None:
+    dialect = engine_cls.capabilities.dialect
+    rendered = ";\n\n".join(_transpile(sql.strip(), dialect) for sql in STAGES[stage][dialect]) + ";\n"
+    path = GOLDEN / f"{stage}.{dialect}.sql"
+    if update_golden:
+        path.write_text(rendered)
+    assert path.exists(), f"{path} is missing: run with --update-golden to create it"
+    assert rendered == path.read_text(), f"{path} differs: rerun with --update-golden if the change is intended"
