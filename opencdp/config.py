@@ -42,9 +42,6 @@ class Settings(BaseSettings):
     load_interval_seconds: float = 0.2
     """How often the loader moves journalled messages into the engine's ``raw_events`` table."""
 
-    load_max_bytes: int = 64 * 1024 * 1024
-    """Upper bound on journal bytes loaded into the engine in one transaction."""
-
     journal_retention_segments: int = 2
     """Fully loaded journal segments kept on disk (older ones are deleted)."""
 

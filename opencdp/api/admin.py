@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from opencdp.api.runtime import Runtime
 from opencdp.errors import OpenCDPError, Rejected, Transient
 from opencdp.model.sources import Source, SourceKind, SourceLimits
+from opencdp.store.journal import line_parts
 from opencdp.store.query import run_read_only
 
 
@@ -145,7 +146,7 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
                 while True:
                     lines = await queue.get()
                     for line in lines:
-                        kind, src, doc = line.split(b"\t", 2)
+                        kind, src, doc = line_parts(line)
                         if source_id is None or src == source_id:
                             yield (
                                 msgspec.json.encode(

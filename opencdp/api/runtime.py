@@ -63,7 +63,7 @@ class Runtime:
         """Move everything journalled so far into the engine. Engine failures are logged and retried later."""
         with self._load_lock:
             try:
-                result = self.raw_log.load_all(self.journal, max_bytes=self.settings.load_max_bytes)
+                result = self.raw_log.load_all(self.journal)
             except Exception as exc:
                 self.last_load_error = str(exc).splitlines()[0]
                 log.warning("loader: %s (will retry)", self.last_load_error)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from opencdp.collect import messages
 from opencdp.collect.timestamps import format_utc
@@ -22,6 +22,20 @@ from opencdp.store.journal import Journal
 from opencdp.store.sources import SourceRegistry
 
 CLIENT_SIDE_KINDS = frozenset({"web", "mobile"})
+_ZERO, _ONE_MS = timedelta(0), timedelta(milliseconds=1)
+_received_text: tuple[datetime, str] = (datetime.min.replace(tzinfo=UTC), "")
+"""The start of the millisecond last formatted as a ``receivedAt`` text, and that text."""
+
+
+def received_now() -> tuple[datetime, str]:
+    """The time now and ``format_utc`` of it, formatted once per millisecond (many requests share one)."""
+    global _received_text
+    now = datetime.now(UTC)
+    start, text = _received_text
+    if not _ZERO <= now - start < _ONE_MS:
+        text = format_utc(now)
+        _received_text = (now.replace(microsecond=now.microsecond - now.microsecond % 1000), text)
+    return now, text
 
 
 class TokenBucket:
@@ -88,11 +102,11 @@ class Ingestor:
 
     @staticmethod
     def request_info(source: Source, ip: str | None) -> messages.RequestInfo:
-        now = datetime.now(UTC)
+        now, text = received_now()
         return messages.RequestInfo(
             source_id=source.source_id,
             received_at=now,
-            received_at_text=format_utc(now),
+            received_at_text=text,
             max_message_bytes=source.limits.max_message_bytes,
             max_batch_items=source.limits.max_batch_items,
             max_depth=source.limits.max_depth,

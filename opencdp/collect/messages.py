@@ -19,6 +19,7 @@ import msgspec
 
 from opencdp.collect import timestamps
 from opencdp.errors import Rejected
+from opencdp.store import journal
 
 TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 BATCH_TYPES = TYPES
@@ -26,6 +27,8 @@ MAX_MESSAGE_ID = 100
 SERVER_FIELDS_ALLOWANCE = 1024
 """Room for the fields the server adds (receivedAt, sentAt, ...): a client's size limit is on what it sent."""
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
+_OBJECT_OR_NULL = (ord("{"), ord("n"))
+"""First bytes of a JSON object or null (a value msgspec kept raw starts with its first token)."""
 
 _decode_doc = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _decode_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
@@ -74,7 +77,8 @@ class Outcome:
 def parse_body(body: bytes) -> Doc:
     """The top level of a JSON object body; raises :class:`Rejected` for anything else."""
     try:
-        body.decode("utf-8")
+        if not body.isascii():  # ASCII is UTF-8, and checking it costs no copy
+            body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Rejected("the body is not valid UTF-8", code="invalid_utf8") from exc
     try:
@@ -93,9 +97,11 @@ def string_field(doc: Doc, key: str) -> str | None:
     if raw is None:
         return None
     value = _decode_any(raw)
-    if value is None or isinstance(value, str):
+    if value is None:
+        return None
+    if isinstance(value, str) and "\x00" not in value:  # no engine stores NUL in a text column
         return value
-    raise Rejected(f"{key} must be a string", code=f"invalid_{_snake(key)}")
+    raise Rejected(f"{key} must be a string without NUL characters", code=f"invalid_{_snake(key)}")
 
 
 def _id_field(doc: Doc, key: str) -> str | None:
@@ -106,11 +112,11 @@ def _id_field(doc: Doc, key: str) -> str | None:
     value = _decode_any(raw)
     if value is None or value == "":
         return None
-    if isinstance(value, str):
+    if isinstance(value, str) and "\x00" not in value:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    raise Rejected(f"{key} must be a string or a number", code=f"invalid_{_snake(key)}")
+    raise Rejected(f"{key} must be a string or a number, without NUL characters", code=f"invalid_{_snake(key)}")
 
 
 def _snake(key: str) -> str:
@@ -181,7 +187,7 @@ def _with_ip(context: msgspec.Raw | None, ip: str) -> msgspec.Raw:
 
 
 def normalise(doc: Doc, type_: str, req: RequestInfo, envelope: Doc | None = None) -> bytes:
-    """One message as the journal stores it (compact JSON), or :class:`Rejected` naming what is wrong."""
+    """The journal line of one message (its header fields and compact JSON), or :class:`Rejected`."""
     if type_ not in TYPES:
         raise Rejected(f"unknown message type {type_!r}", code="invalid_type")
     user_id = _id_field(doc, "userId")
@@ -193,13 +199,14 @@ def normalise(doc: Doc, type_: str, req: RequestInfo, envelope: Doc | None = Non
             raise Rejected("alias requires userId", code="missing_user_id")
     elif user_id is None and anonymous_id is None:
         raise Rejected("a message needs userId or anonymousId", code="no_user_anon_id")
-    if type_ == "track" and not string_field(doc, "event"):
+    event = string_field(doc, "event")
+    if type_ == "track" and not event:
         raise Rejected("track requires an event name", code="missing_event")
     if type_ == "group" and _id_field(doc, "groupId") is None:
         raise Rejected("group requires groupId", code="missing_group_id")
     for key in _OBJECT_FIELDS:
         raw = doc.get(key)
-        if raw is not None and bytes(memoryview(raw)[:1]) not in (b"{", b"n"):  # an object, or null
+        if raw is not None and (not raw or memoryview(raw)[0] not in _OBJECT_OR_NULL):  # an object, or null
             raise Rejected(f"{key} must be an object", code=f"invalid_{key}")
     message_id = string_field(doc, "messageId")
     if message_id is not None and len(message_id) > MAX_MESSAGE_ID:
@@ -209,7 +216,7 @@ def normalise(doc: Doc, type_: str, req: RequestInfo, envelope: Doc | None = Non
     out.pop("writeKey", None)
     out["type"] = type_
     if not message_id:
-        out["messageId"] = str(uuid.uuid4())
+        message_id = out["messageId"] = str(uuid.uuid4())
     if envelope is not None:
         for key in ("context", "integrations"):
             if key in envelope:
@@ -246,11 +253,12 @@ def normalise(doc: Doc, type_: str, req: RequestInfo, envelope: Doc | None = Non
     if len(line) > req.max_message_bytes + SERVER_FIELDS_ALLOWANCE:
         raise Rejected(f"the message exceeds {req.max_message_bytes} bytes", code="message_too_large")
     check_depth(line, req.max_depth)
-    return line
-
-
-def journal_line(kind: bytes, source_id: str, doc: bytes) -> bytes:
-    return kind + b"\t" + source_id.encode() + b"\t" + doc + b"\n"
+    return journal.accepted_line(
+        req.source_id,
+        (message_id, type_, event, user_id, anonymous_id),
+        (out["timestamp"], out["originalTimestamp"], out.get("sentAt"), req.received_at_text),
+        line,
+    )
 
 
 def rejected_line(req: RequestInfo, error: ItemError, payload: bytes) -> bytes:
@@ -263,13 +271,13 @@ def rejected_line(req: RequestInfo, error: ItemError, payload: bytes) -> bytes:
             "payload": payload.decode("utf-8", "replace"),
         }
     )
-    return journal_line(b"R", req.source_id, doc)
+    return journal.rejected_line(req.source_id, req.received_at_text, doc)
 
 
 def collect_single(doc: Doc, type_: str, req: RequestInfo, body: bytes) -> Outcome:
     outcome = Outcome()
     try:
-        outcome.lines.append(journal_line(b"A", req.source_id, normalise(doc, type_, req)))
+        outcome.lines.append(normalise(doc, type_, req))
         outcome.accepted = 1
     except Rejected as exc:
         error = ItemError(None, exc.code, exc.message)
@@ -302,7 +310,7 @@ def collect_batch(doc: Doc, req: RequestInfo) -> Outcome:
             if type_ is None:
                 raise Rejected("a batch item needs a type", code="missing_type")
             line = normalise(item_doc, type_, req, envelope)
-            outcome.lines.append(journal_line(b"A", req.source_id, line))
+            outcome.lines.append(line)
             outcome.accepted += 1
         except Rejected as exc:
             error = ItemError(index, exc.code, exc.message)

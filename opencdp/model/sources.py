@@ -17,7 +17,7 @@ class SourceLimits(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_message_bytes: int = Field(default=32 * KIB, gt=0)
+    max_message_bytes: int = Field(default=32 * KIB, gt=0, le=16 * 1024 * KIB)
     """Largest single call, and largest item in a batch (after decompression)."""
     max_batch_bytes: int = Field(default=500 * KIB, gt=0)
     """Largest batch request body (after decompression)."""

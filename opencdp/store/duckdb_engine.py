@@ -13,6 +13,10 @@ import pyarrow as pa
 from opencdp.errors import Transient
 from opencdp.store.engine import Capabilities, Engine
 
+MAX_LINE_BYTES = 32 * 1024 * 1024
+"""Longest line the bulk reader accepts (DuckDB's default is 2 MB; a journal line holds a message of up to
+the largest per-source limit, 16 MiB, plus the server's fields)."""
+
 
 class DuckDBEngine(Engine):
     capabilities = Capabilities(
@@ -41,6 +45,17 @@ class DuckDBEngine(Engine):
             conn.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM _cdp_append_src')
         finally:
             conn.unregister("_cdp_append_src")
+
+    def _copy_tsv(self, conn: Any, table: str, path: Path, columns: Sequence[tuple[str, str]]) -> None:
+        names = ", ".join(f'"{name}"' for name, _ in columns)
+        spec = ", ".join(f"'{name}': '{type_}'" for name, type_ in columns)
+        # \x01 never occurs in the file (JSON escapes control characters), so it stands for "no quoting".
+        conn.execute(
+            f"INSERT INTO \"{table}\" ({names}) SELECT {names} FROM read_csv(?, delim = '\t', quote = '\x01', "
+            f"escape = '\x01', header = false, auto_detect = false, nullstr = '', max_line_size = {MAX_LINE_BYTES}, "
+            f"buffer_size = {2 * MAX_LINE_BYTES}, columns = {{{spec}}})",
+            [str(path)],
+        )
 
     def _fetch_arrow(self, conn: Any, sql: str, params: Sequence[object]) -> pa.Table:
         result: pa.Table = conn.sql(sql, params=list(params) or None).to_arrow_table()

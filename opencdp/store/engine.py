@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, final
 
 import pyarrow as pa
@@ -66,6 +67,10 @@ class Engine(ABC):
 
     @abstractmethod
     def _fetch_arrow(self, conn: Any, sql: str, params: Sequence[object]) -> pa.Table: ...
+
+    @abstractmethod
+    def _copy_tsv(self, conn: Any, table: str, path: Path, columns: Sequence[tuple[str, str]]) -> None:
+        """Bulk-insert a tab-separated file (no header, no quoting or escaping, empty field = NULL)."""
 
     def _begin(self, conn: Any) -> None:
         conn.execute("BEGIN")
@@ -134,6 +139,18 @@ class Engine(ABC):
         except Exception as exc:
             raise EngineError(f"{type(exc).__name__}: {exc}", sql=f"-- append {rows.num_rows} rows to {table}") from exc
         return int(rows.num_rows)
+
+    @final
+    def copy_tsv(self, table: str, path: Path, columns: Sequence[tuple[str, str]]) -> None:
+        """Bulk-insert a tab-separated file into ``table`` with the engine's own reader (no Python per row).
+
+        ``columns`` names the file's fields in order, with their SQL types; the file has no header, no quoting
+        and no escaping, and an empty field is NULL (the ingest journal's format).
+        """
+        try:
+            self._copy_tsv(self._conn(), table, path, columns)
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", sql=f"-- bulk read of {path.name} into {table}") from exc
 
     @final
     @contextmanager

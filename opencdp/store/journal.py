@@ -6,10 +6,10 @@ per group, not per request. The loader (:mod:`opencdp.store.raw_log`) later move
 engine's tables in bulk and records how far it got in the same transaction, so a crash at any point
 neither loses nor doubles a message.
 
-Layout: ``journal/<segment:012d>.jrn``, each a sequence of complete lines ``kind \\t source_id \\t json \\n``.
-A line never contains a raw tab or newline inside ``json`` (JSON escapes control characters in strings, and
-collection writes compact JSON). Recovery truncates a torn tail (bytes after the last newline), which can
-only hold a group that was never acknowledged.
+Layout: ``journal/<segment:012d>.jrn``, each a sequence of complete lines in the format of :data:`COLUMNS`.
+Recovery truncates a torn tail (bytes after the last newline), which can only hold a group that was never
+acknowledged. The loader asks the journal to :meth:`Journal.seal` the active segment, then loads whole
+sealed segment files with the engine's own bulk reader.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +46,75 @@ def list_segments(directory: Path) -> list[int]:
     return sorted(int(p.stem) for p in directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
 
 
+def _cut_torn_tail(path: Path) -> None:
+    data_len = path.stat().st_size
+    if not data_len:
+        return
+    with path.open("r+b") as f:
+        f.seek(data_len - 1)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        good = f.read().rfind(b"\n") + 1
+        log.warning("journal: cutting %d torn bytes off the end of %s", data_len - good, path.name)
+        f.truncate(good)
+        os.fsync(f.fileno())
+
+
+# The line format, shared by collection (which writes it) and the engines' bulk readers (which load it).
+# Tab-separated, no quoting or escaping, an empty field is NULL. Every field but ``doc`` is either produced by
+# the server or checked to hold no tab, CR, LF or \x01; ``doc`` is compact JSON, which holds none of them
+# raw. Kinds: ``A`` an accepted message; ``X`` an accepted message whose client-supplied header fields could
+# not be written safely (a tab in a userId, say): they are left empty and read from ``doc`` instead;
+# ``R`` a rejected item, with ``doc`` = {code, reason, index, payload}.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("kind", "VARCHAR"),
+    ("source_id", "VARCHAR"),
+    ("message_id", "VARCHAR"),
+    ("type", "VARCHAR"),
+    ("event", "VARCHAR"),
+    ("user_id", "VARCHAR"),
+    ("anonymous_id", "VARCHAR"),
+    ("timestamp", "TIMESTAMPTZ"),
+    ("original_timestamp", "TIMESTAMPTZ"),
+    ("sent_at", "TIMESTAMPTZ"),
+    ("received_at", "TIMESTAMPTZ"),
+    ("doc", "VARCHAR"),
+)
+_UNSAFE = re.compile("[\t\n\r\x01]").search
+
+
+def accepted_line(
+    source_id: str,
+    client: tuple[str, str, str | None, str | None, str | None],
+    times: tuple[str, str, str | None, str],
+    doc: bytes,
+) -> bytes:
+    """A journal line for an accepted message.
+
+    ``client`` is (message_id, type, event, user_id, anonymous_id) as the client sent them; ``times`` is
+    (timestamp, original_timestamp, sent_at, received_at) as the server formatted them.
+    """
+    values = [v or "" for v in client]
+    fields = "\t".join(values)
+    kind = "A"
+    if _UNSAFE("".join(values)):
+        kind, fields = "X", "\t\t\t\t"
+    head = f"{kind}\t{source_id}\t{fields}\t{times[0]}\t{times[1]}\t{times[2] or ''}\t{times[3]}\t"
+    return head.encode() + doc + b"\n"
+
+
+def line_parts(line: bytes) -> tuple[bytes, bytes, bytes]:
+    """(kind, source_id, doc) of one journal line."""
+    fields = line.rstrip(b"\n").split(b"\t", len(COLUMNS) - 1)
+    return fields[0], fields[1], fields[-1]
+
+
+def rejected_line(source_id: str, received_at: str, doc: bytes) -> bytes:
+    """A journal line for a rejected item or request (``doc`` holds code, reason and payload)."""
+    return f"R\t{source_id}\t\t\t\t\t\t\t\t\t{received_at}\t".encode() + doc + b"\n"
+
+
 class Journal:
     """Appends lines durably. ``append`` is awaited by request handlers; one thread does the disk I/O."""
 
@@ -65,6 +135,8 @@ class Journal:
         self._segment, self._size = self._recover()
         self._fd = self._open(self._segment)
         self._committed = Position(self._segment, self._size)
+        # A segment may already be loaded (whole) by a previous run: never append to it, start a new one.
+        self._sealed = True
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._waiters: list[asyncio.Future[None]] = []
@@ -122,7 +194,7 @@ class Journal:
         On failure nothing of ``data`` stays in the journal and :class:`Transient` is raised.
         """
         with self._lock:
-            if self._size and self._size + len(data) > self.segment_bytes:
+            if self._size and (self._sealed or self._size + len(data) > self.segment_bytes):
                 self._rotate()
             start = self._size
             try:
@@ -136,6 +208,7 @@ class Journal:
                 self._undo(start)
                 raise Transient(f"journal write failed: {exc.strerror}", code="storage_unavailable") from exc
             self._size = start + len(data)
+            self._sealed = False  # an empty sealed segment was written to: it is the live one now
             self._committed = Position(self._segment, self._size)
             self.groups += 1
             return self._committed
@@ -155,6 +228,7 @@ class Journal:
         # and a later write would land there. If opening fails, ``_fd`` stays -1: the next write fails with
         # EBADF, and its rollback rotates again.
         fd, self._fd = self._fd, -1
+        self._sealed = False
         self._segment += 1
         self._size = 0
         try:
@@ -182,15 +256,20 @@ class Journal:
         try:
             while self._pending:
                 # Take everything queued so far (up to the group cap): one write and one fsync for all of it.
-                take, size = 0, 0
-                while take < len(self._pending) and (
-                    take == 0 or size + len(self._pending[take]) <= self.group_max_bytes
-                ):
-                    size += len(self._pending[take])
-                    take += 1
-                chunks, self._pending = self._pending[:take], self._pending[take:]
-                waiters, self._waiters = self._waiters[:take], self._waiters[take:]
-                self._pending_bytes -= size
+                if self._pending_bytes <= self.group_max_bytes:  # all of it fits (the usual case): no counting
+                    chunks, self._pending = self._pending, []
+                    waiters, self._waiters = self._waiters, []
+                    self._pending_bytes = 0
+                else:
+                    take, size = 0, 0
+                    while take < len(self._pending) and (
+                        take == 0 or size + len(self._pending[take]) <= self.group_max_bytes
+                    ):
+                        size += len(self._pending[take])
+                        take += 1
+                    chunks, self._pending = self._pending[:take], self._pending[take:]
+                    waiters, self._waiters = self._waiters[:take], self._waiters[take:]
+                    self._pending_bytes -= size
                 try:
                     await loop.run_in_executor(self._executor, self.write_sync, b"".join(chunks))
                 except Exception as exc:
@@ -211,40 +290,30 @@ class Journal:
         with self._lock:
             return self._committed
 
-    def read(self, start: Position, max_bytes: int) -> tuple[bytes, Position]:
-        """Durable bytes from ``start`` (complete lines, one segment at most) and the position after them.
+    def seal(self) -> Position:
+        """Close the active segment to writes (the next write starts a new one) and return its end.
 
-        A position at the end of a finished segment moves on to the start of the next one.
+        Every segment up to the returned position is then immutable, so the loader can hand whole files to
+        the engine's own bulk reader.
         """
-        committed = self.committed
-        pos = start
-        if pos.segment == 0:
-            segments = list_segments(self.directory)
-            pos = Position(segments[0] if segments else committed.segment, 0)
-        while pos < committed:
-            if pos.segment < committed.segment:
-                path = segment_path(self.directory, pos.segment)
-                end = path.stat().st_size if path.exists() else 0
-            else:
-                path, end = segment_path(self.directory, pos.segment), committed.offset
-            if pos.offset >= end:
-                pos = Position(pos.segment + 1, 0)
-                continue
-            with path.open("rb") as f:
-                f.seek(pos.offset)
-                data = f.read(min(max_bytes, end - pos.offset))
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than max_bytes: read it whole
-                with path.open("rb") as f:
-                    f.seek(pos.offset)
-                    data = f.read(end - pos.offset)
-                cut = data.find(b"\n") + 1
-                if cut == 0:  # a finished segment's torn tail (a failed write that could not be rolled back)
-                    log.warning("journal: skipping %d torn bytes at the end of segment %d", len(data), pos.segment)
-                    pos = Position(pos.segment + 1, 0)
-                    continue
-            return data[:cut], Position(pos.segment, pos.offset + cut)
-        return b"", pos
+        with self._lock:
+            if self._size:  # an empty active segment stays open: it is not offered for loading either
+                self._sealed = True
+            return self._committed
+
+    def segments_to_load(self, loaded: Position, until: Position) -> list[tuple[int, Path]]:
+        """Sealed segments after ``loaded`` up to ``until`` (from :meth:`seal`), oldest first, with their paths.
+
+        A segment's torn tail (a failed write whose rollback failed too; never acknowledged) is cut off first.
+        """
+        out = []
+        last = until.segment if until.offset else until.segment - 1
+        for segment in list_segments(self.directory):
+            if loaded.segment < segment <= last:
+                path = segment_path(self.directory, segment)
+                _cut_torn_tail(path)
+                out.append((segment, path))
+        return out
 
     def prune(self, loaded: Position, keep: int) -> None:
         """Delete segments wholly before ``loaded``, keeping the newest ``keep`` of those for inspection."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -55,6 +56,16 @@ class PostgresEngine(Engine):
         )
         with conn.cursor() as cur, cur.copy(stmt) as copy:
             copy.write(buf.getvalue())
+
+    def _copy_tsv(self, conn: Any, table: str, path: Path, columns: Sequence[tuple[str, str]]) -> None:
+        # CSV mode treats backslashes literally (text mode would unescape JSON's); \x01 never occurs in the
+        # file, so quoting is off in effect, and an unquoted empty field is NULL.
+        stmt = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, DELIMITER E'\\t', QUOTE E'\\x01', NULL '')").format(
+            pgsql.Identifier(table), pgsql.SQL(", ").join(pgsql.Identifier(name) for name, _ in columns)
+        )
+        with conn.cursor() as cur, cur.copy(stmt) as copy, path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                copy.write(chunk)
 
     def _fetch_arrow(self, conn: Any, sql: str, params: Sequence[object]) -> pa.Table:
         with conn.cursor() as cur:

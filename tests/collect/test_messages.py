@@ -25,8 +25,14 @@ def req(ip: str | None = None) -> RequestInfo:
     return RequestInfo("src", NOW, timestamps.format_utc(NOW), 32 * 1024, 2500, 32, ip=ip)
 
 
+def doc_of(line: bytes) -> bytes:
+    """The stored JSON of a journal line (its last field)."""
+    assert line.endswith(b"\n")
+    return line[:-1].rsplit(b"\t", 1)[1]
+
+
 def norm(message: dict[str, Any], type_: str = "track", ip: str | None = None) -> dict[str, Any]:
-    return json.loads(normalise(parse_body(json.dumps(message).encode()), type_, req(ip)))
+    return json.loads(doc_of(normalise(parse_body(json.dumps(message).encode()), type_, req(ip))))
 
 
 @pytest.mark.parametrize(
@@ -103,7 +109,7 @@ def test_server_sources_get_no_ip() -> None:
 
 def test_pretty_printed_payloads_are_compacted_into_one_line() -> None:
     body = b'{\n\t"userId": "u",\n  "event": "E",\r\n  "properties": {\n    "a": [1,\n 2]\n  }\n}'
-    line = normalise(parse_body(body), "track", req())
+    line = doc_of(normalise(parse_body(body), "track", req()))
     assert b"\n" not in line and b"\t" not in line and b"\r" not in line
     assert json.loads(line)["properties"] == {"a": [1, 2]}
 
@@ -116,7 +122,7 @@ def test_batch_envelope_context_merges_with_item_winning() -> None:
         "sentAt": NOW.isoformat(),
     }
     outcome = collect_batch(parse_body(json.dumps(body).encode()), req())
-    doc = json.loads(outcome.lines[0].split(b"\t", 2)[2])
+    doc = json.loads(doc_of(outcome.lines[0]))
     assert doc["context"] == {"library": {"name": "item", "version": "1"}, "locale": "de", "x": 1}
     assert doc["integrations"] == {"All": False}
     assert doc["sentAt"] == timestamps.format_utc(NOW)
@@ -124,8 +130,8 @@ def test_batch_envelope_context_merges_with_item_winning() -> None:
 
 def test_unknown_fields_and_raw_values_pass_through_byte_for_byte() -> None:
     body = b'{"userId":"u","event":"E","properties":{"price":1.10,"big":12345678901234567890,"s":"\\u00e9"},"x":[true]}'
-    doc = json.loads(normalise(parse_body(body), "track", req()))
-    line = normalise(parse_body(body), "track", req())
+    line = doc_of(normalise(parse_body(body), "track", req()))
+    doc = json.loads(line)
     assert b'"price":1.10' in line and b"12345678901234567890" in line and b'"\\u00e9"' in line
     assert doc["x"] == [True]
 
@@ -177,3 +183,27 @@ def test_corrupt_gzip() -> None:
 def test_raw_values_are_not_reencoded() -> None:
     raw = msgspec.json.decode(b'{"a": {"b" : 1}}', type=dict[str, msgspec.Raw])
     assert bytes(raw["a"]) == b'{"b" : 1}'
+
+
+def test_journal_line_header_fields() -> None:
+    line = normalise(parse_body(b'{"userId":42,"anonymousId":"a1","event":"E","messageId":"m1"}'), "track", req())
+    fields = line[:-1].split(b"\t")
+    assert len(fields) == 12
+    assert fields[:7] == [b"A", b"src", b"m1", b"track", b"E", b"42", b"a1"]
+    assert fields[9] == b""  # no sentAt
+    assert fields[10] == b"2026-11-25T12:00:00.123Z"
+
+
+@pytest.mark.parametrize("user_id", ["with\ttab", "with\nnewline", "with\rcr", "with\x01soh"])
+def test_client_fields_that_would_break_the_line_are_left_to_the_json(user_id: str) -> None:
+    line = normalise(parse_body(json.dumps({"userId": user_id, "event": "E"}).encode()), "track", req())
+    fields = line[:-1].split(b"\t")
+    assert len(fields) == 12 and fields[0] == b"X"
+    assert fields[2:7] == [b""] * 5
+    assert json.loads(fields[11])["userId"] == user_id
+
+
+def test_nul_characters_in_ids_are_refused() -> None:
+    with pytest.raises(Rejected) as info:
+        normalise(parse_body(b'{"userId":"a\\u0000b","event":"E"}'), "track", req())
+    assert info.value.code == "invalid_user_id"

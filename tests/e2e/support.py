@@ -45,12 +45,13 @@ def store_counts(admin: Admin) -> tuple[int, int]:
 
 
 def journal_ids(data_dir: Path) -> Counter[str]:
-    """messageIds of the complete accepted (``A``) lines in the journal files on disk (a torn tail is ignored)."""
+    """messageIds of the complete accepted (``A``/``X``) lines in the journal files on disk (a torn tail is ignored)."""
     ids: Counter[str] = Counter()
     for path in sorted((data_dir / "journal").glob("*.jrn")):
         data = path.read_bytes()
         for line in data[: data.rfind(b"\n") + 1].splitlines():
-            kind, _source, doc = line.split(b"\t", 2)
-            if kind == b"A":
+            fields = line.split(b"\t", 11)
+            kind, doc = fields[0], fields[11]
+            if kind in (b"A", b"X"):
                 ids[json.loads(doc)["messageId"]] += 1
     return ids

@@ -90,6 +90,7 @@ class RetryingSender(threading.Thread):
 
 
 def test_kill9_mid_stream_keeps_every_acknowledged_message_once(server_process: ServerProcess) -> None:
+    server_process.env["OPENCDP_JOURNAL_RETENTION_SEGMENTS"] = "100000"  # keep loaded segments to count copies
     server = server_process.start()
     source = server.admin.create_source("crash-stream", "server", UNLIMITED)
     deadline = time.monotonic() + 40

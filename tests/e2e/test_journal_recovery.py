@@ -19,7 +19,7 @@ import pytest
 from opencdp.config import Settings
 from opencdp.errors import Transient
 from opencdp.store import Engine, open_engine
-from opencdp.store.journal import Journal, Position, segment_path
+from opencdp.store.journal import Journal, Position, accepted_line, segment_path
 from opencdp.store.raw_log import RawLog
 
 SOURCE = "src_recovery"
@@ -38,7 +38,8 @@ def line(message_id: str, **extra: object) -> bytes:
         "timestamp": now,
         "originalTimestamp": now,
     }
-    return b"A\t" + SOURCE.encode() + b"\t" + json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+    encoded = json.dumps(doc, separators=(",", ":")).encode()
+    return accepted_line(SOURCE, (message_id, "track", "Recovered", "u1", None), (now, now, None, now), encoded)
 
 
 def lines(ids: list[str]) -> bytes:
@@ -86,12 +87,13 @@ def test_a_torn_tail_is_cut_back_and_the_complete_lines_load(
     assert raw_log.load_all(journal).accepted == 5
     assert loaded(engine) == ids
 
-    # Appending goes on right after the last complete line, and nothing of the torn write ever loads.
+    # Writing goes on in a new segment (the old one may be loaded already), and nothing torn ever loads.
     after = line("after")
     journal.write_sync(after)
     raw_log.load_all(journal)
     journal.close()
-    assert path.read_bytes() == good + after
+    assert path.read_bytes() == good
+    assert segment_path(directory, 2).read_bytes() == after
     assert loaded(engine) == [*ids, "after"]
     assert counts(engine) == (6, 6)
 
@@ -116,7 +118,7 @@ def test_a_torn_tail_left_in_a_finished_segment_is_skipped_not_looped_on(
     duck_settings: Settings, engine: Engine
 ) -> None:
     """A write that failed and could not be rolled back (ftruncate failed too) leaves its bytes in the old
-    segment and the journal moves on to a new one; the loader must step over them, not spin on them."""
+    segment and the journal moves on to a new one; the loader cuts them off, it does not spin on them."""
     directory = duck_settings.journal_dir
     journal = Journal(directory)
     journal.write_sync(lines(["a", "b"]))
@@ -168,11 +170,12 @@ def test_a_load_that_dies_before_commit_is_redone_exactly_once(duck_settings: Se
     journal = Journal(duck_settings.journal_dir)
     first = lines([f"a{i}" for i in range(10)])
     journal.write_sync(first)
+    journal.seal()  # a load came by here: the a's are one segment, the rest the next one
     journal.write_sync(lines([f"b{i}" for i in range(10)] + ["a3"]))  # a3: a retry whose first answer was lost
     journal.write_sync(lines([f"c{i}" for i in range(10)] + ["b7", "c2"]))
     raw_log = RawLog(engine)
 
-    raw_log.load(journal, max_bytes=len(first))  # part of the journal
+    raw_log.load(journal)  # the first segment
     assert raw_log.position() == Position(1, len(first))
     assert len(loaded(engine)) == 10
 
@@ -212,7 +215,7 @@ if sys.argv[2] == "inside":
         raw_log.load(journal)
         os.kill(os.getpid(), signal.SIGKILL)  # dies with the inserts done and the position moved, not committed
 else:
-    raw_log.load(journal, max_bytes=int(sys.argv[3]))
+    raw_log.load(journal)  # the oldest segment
     os.kill(os.getpid(), signal.SIGKILL)  # dies after a commit, without closing anything
 """
 
@@ -229,11 +232,12 @@ def test_a_loader_process_killed_mid_load_leaves_nothing_lost_or_doubled(duck_se
     journal = Journal(duck_settings.journal_dir)
     first = lines([f"a{i}" for i in range(10)])
     journal.write_sync(first)
+    journal.seal()
     journal.write_sync(lines([f"b{i}" for i in range(10)] + ["a1"]))
     journal.close()
     open_engine(duck_settings).close()
 
-    _loader_killed(duck_settings.data_dir, "after", str(len(first)))  # loads the a's, commits, dies
+    _loader_killed(duck_settings.data_dir, "after")  # loads the a's (segment 1), commits, dies
     _loader_killed(duck_settings.data_dir, "inside")  # loads the b's, dies before COMMIT
 
     engine = open_engine(duck_settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -120,3 +121,19 @@ def test_read_only_query_runs_selects(engine: Engine) -> None:
     table = run_read_only(engine, "WITH x AS (SELECT 1 AS a) SELECT a FROM x UNION ALL SELECT 2")
     assert sorted(table.column("a").to_pylist()) == [1, 2]
     assert check_read_only("SELECT count(*) FROM events") == "SELECT count(*) FROM events"
+
+
+def test_copy_tsv_reads_the_journal_format(engine: Engine, tmp_path: Path) -> None:
+    """The engines' bulk readers take tabs as separators only: quotes, backslashes and JSON escapes stay."""
+    engine.execute("CREATE TABLE t (k VARCHAR, n VARCHAR, ts TIMESTAMPTZ, doc VARCHAR)")
+    docs = ['{"q":"say \\"hi\\"","bs":"a\\\\b","tab":"x\\ty","nl":"1\\n2","u":"Grüße \\u00e9"}', "{}", '"', "\\N"]
+    path = tmp_path / "rows.tsv"
+    path.write_bytes(
+        "".join(f"A\t{'' if i else 'x'}\t2024-05-01T12:00:00.123Z\t{d}\n" for i, d in enumerate(docs)).encode()
+    )
+    engine.copy_tsv("t", path, [("k", "VARCHAR"), ("n", "VARCHAR"), ("ts", "TIMESTAMPTZ"), ("doc", "VARCHAR")])
+    rows = engine.fetch_all("SELECT k, n, ts, doc FROM t ORDER BY doc")
+    assert sorted(r[3] for r in rows) == sorted(docs)
+    assert {r[1] for r in rows} == {"x", None}  # an empty field is NULL
+    assert {r[2] for r in rows} == {datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)}
+    assert json.loads(docs[0])["q"] == 'say "hi"'

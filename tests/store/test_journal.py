@@ -20,12 +20,8 @@ def line(i: int) -> bytes:
 
 
 def read_all(journal: Journal) -> bytes:
-    out, pos = b"", Position(0, 0)
-    while True:
-        data, pos = journal.read(pos, 1000)
-        if not data:
-            return out
-        out += data
+    """Everything durable in the journal, segment after segment, as the loader would see it."""
+    return b"".join(path.read_bytes() for _, path in journal.segments_to_load(Position(0, 0), journal.seal()))
 
 
 def test_concurrent_appends_share_group_commits(tmp_path: Path) -> None:
@@ -50,15 +46,27 @@ def test_rotation_and_reads_across_segments(tmp_path: Path) -> None:
     journal.close()
 
 
-def test_reads_return_complete_lines_only(tmp_path: Path) -> None:
+def test_sealing_closes_the_active_segment_to_writes(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    journal.write_sync(b"".join(line(i) for i in range(10)))
-    data, pos = journal.read(Position(0, 0), 30)  # smaller than two lines
-    assert data.endswith(b"\n") and data.count(b"\n") == 1
-    rest, end = journal.read(pos, 10_000)
-    assert data + rest == b"".join(line(i) for i in range(10))
-    assert end == journal.committed
+    journal.write_sync(line(1))
+    end = journal.seal()
+    assert end == Position(1, len(line(1)))
+    assert [s for s, _ in journal.segments_to_load(Position(0, 0), end)] == [1]
+    journal.write_sync(line(2))  # goes to a new segment: segment 1 stays as it was when sealed
+    assert segment_path(tmp_path, 1).read_bytes() == line(1)
+    assert segment_path(tmp_path, 2).read_bytes() == line(2)
+    assert [s for s, _ in journal.segments_to_load(end, journal.seal())] == [2]
     journal.close()
+
+
+def test_a_reopened_journal_never_appends_to_an_old_segment(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.write_sync(line(1))
+    journal.close()
+    reopened = Journal(tmp_path)
+    reopened.write_sync(line(2))
+    assert list_segments(tmp_path) == [1, 2]
+    reopened.close()
 
 
 def test_recovery_truncates_a_torn_tail_and_keeps_appending(tmp_path: Path) -> None:
@@ -70,7 +78,7 @@ def test_recovery_truncates_a_torn_tail_and_keeps_appending(tmp_path: Path) -> N
         f.write(b'A\tsrc\t{"messageId":"torn')
     reopened = Journal(tmp_path)
     assert path.read_bytes() == line(1) + line(2)
-    reopened.write_sync(line(3))
+    reopened.write_sync(line(3))  # in a new segment
     assert read_all(reopened) == line(1) + line(2) + line(3)
     reopened.close()
 
@@ -99,7 +107,9 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytes
     journal.write_sync(line(3))
     assert read_all(journal) == line(1) + line(3)  # the half-written line was rolled back
     journal.close()
-    assert Journal(tmp_path).committed == Position(1, len(line(1) + line(3)))
+    reopened = Journal(tmp_path)
+    assert reopened.committed == Position(1, len(line(1) + line(3)))
+    reopened.close()
 
 
 def test_async_append_failure_raises_transient_for_every_waiter(
@@ -130,4 +140,15 @@ def test_prune_keeps_unloaded_segments(tmp_path: Path) -> None:
     left = list_segments(tmp_path)
     assert left[0] == segments[3]  # segments 3 and 4 kept for inspection, 5+ not yet loaded
     assert left[-1] == segments[-1]
+    journal.close()
+
+
+def test_an_empty_active_segment_is_never_offered_for_loading(tmp_path: Path) -> None:
+    """Sealing an empty active segment must not let the loader mark it loaded while writes still go to it."""
+    journal = Journal(tmp_path)
+    end = journal.seal()
+    assert journal.segments_to_load(Position(0, 0), end) == []
+    journal.write_sync(line(1))  # lands in that same segment
+    end = journal.seal()
+    assert [s for s, _ in journal.segments_to_load(Position(0, 0), end)] == [1]
     journal.close()
