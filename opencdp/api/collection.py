@@ -73,15 +73,17 @@ def basic_write_key(header: bytes | None) -> str | None:
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise Rejected("malformed Basic authorization header", code="invalid_write_key", status=401) from exc
     key = decoded.split(":", 1)[0] or None
-    if len(_basic_keys) >= _BASIC_KEYS_CACHED:
-        _basic_keys.clear()
-    _basic_keys[header] = key
+    if len(header) <= _BASIC_HEADER_CACHED_BYTES:
+        if len(_basic_keys) >= _BASIC_KEYS_CACHED:
+            _basic_keys.clear()
+        _basic_keys[header] = key
     return key
 
 
 # Clients send the same few Authorization headers over and over: decoding one costs ~1 us a request.
 _basic_keys: dict[bytes, str | None] = {}
 _BASIC_KEYS_CACHED = 1024
+_BASIC_HEADER_CACHED_BYTES = 512
 
 
 def settings_document(write_key: str, api_host: str, protocol: str) -> dict[str, Any]:
