@@ -18,6 +18,9 @@ MAX_LINE_BYTES = 32 * 1024 * 1024
 the largest per-source limit, 16 MiB, plus the server's fields)."""
 
 
+CHECKPOINT_THRESHOLD = "256MB"
+
+
 class DuckDBEngine(Engine):
     capabilities = Capabilities(
         dialect="duckdb", secondary_indexes=False, max_identifier_length=255, concurrent_processes=False
@@ -32,6 +35,11 @@ class DuckDBEngine(Engine):
         except duckdb.IOException as exc:
             # Another process (a running ``opencdp serve``) holds DuckDB's single-writer lock.
             raise Transient(f"the DuckDB file {self.path} is in use by another process", code="engine_locked") from exc
+        if not read_only:
+            # DuckDB checkpoints (rewrites the changed row groups into the file) whenever its WAL passes 16 MB;
+            # with loads every fraction of a second that was a third of the loader's time. 256 MB makes a load of
+            # 1,500 rows ~1.5x cheaper, at the price of replaying up to that much WAL after a crash.
+            self._root.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self._root_lock = threading.Lock()
 
     def _connect(self) -> Any:

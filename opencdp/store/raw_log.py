@@ -17,7 +17,18 @@ import pyarrow as pa
 from opencdp.store.engine import Engine
 from opencdp.store.journal import COLUMNS, Journal, Position
 
-STAGE = "_cdp_stage_journal"
+STAGE = "_cdp_load_stage"
+
+# One load's staging area: the journal's columns plus ``pos``, numbered by a sequence in the order the engine's
+# bulk reader inserts the file's lines. Temporary (per connection, never written to the engine's WAL: the staged
+# rows would otherwise be logged twice, inserted and deleted, on every load).
+STAGE_DDL = (
+    "CREATE TEMP SEQUENCE IF NOT EXISTS _cdp_load_pos",
+    f"""CREATE TEMP TABLE IF NOT EXISTS {STAGE} (
+        {", ".join(f"{name} {type_}" for name, type_ in COLUMNS)},
+        pos BIGINT DEFAULT nextval('_cdp_load_pos')
+    )""",
+)
 
 
 def _client_field(column: str, path: str) -> str:
@@ -40,7 +51,7 @@ FROM (
                {_client_field("event", "$.event")},
                {_client_field("user_id", "$.userId")},
                {_client_field("anonymous_id", "$.anonymousId")}
-        FROM _cdp_stage_journal
+        FROM {STAGE}
         WHERE kind IN ('A', 'X')
     ) AS s
 ) AS x
@@ -51,14 +62,14 @@ WHERE copy_no = 1
   )
 """
 
-INSERT_REJECTED = """
+INSERT_REJECTED = f"""
 INSERT INTO rejected_messages (seq, source_id, received_at, code, reason, payload)
 SELECT (SELECT coalesce(max(seq), 0) FROM rejected_messages) + row_number() OVER (ORDER BY pos),
        source_id, received_at,
        json_extract_string(j, '$.code'),
        json_extract_string(j, '$.reason'),
        json_extract_string(j, '$.payload')
-FROM (SELECT pos, source_id, received_at, CAST(doc AS JSON) AS j FROM _cdp_stage_journal WHERE kind = 'R') AS s
+FROM (SELECT pos, source_id, received_at, CAST(doc AS JSON) AS j FROM {STAGE} WHERE kind = 'R') AS s
 """
 
 
@@ -117,6 +128,8 @@ class RawLog:
             return LoadResult(0, 0, 0, end)
         since = datetime.now(UTC) - self.dedup_window
         with self.engine.transaction():
+            for ddl in STAGE_DDL:
+                self.engine.execute(ddl)
             self.engine.execute(f"DELETE FROM {STAGE}")
             self.engine.copy_tsv(STAGE, path, COLUMNS)
             staged = self.engine.fetch_one(f"SELECT count(*) FROM {STAGE}")

@@ -46,24 +46,6 @@ TABLES: tuple[str, ...] = (
         reason VARCHAR NOT NULL,
         payload VARCHAR NOT NULL
     )""",
-    # Staging area for one load transaction (emptied before and after each load): the journal's columns, and
-    # the line's place in the file, numbered as the engine's bulk reader inserts them.
-    """CREATE SEQUENCE IF NOT EXISTS _cdp_stage_pos""",
-    """CREATE TABLE IF NOT EXISTS _cdp_stage_journal (
-        kind VARCHAR NOT NULL,
-        source_id VARCHAR NOT NULL,
-        message_id VARCHAR,
-        type VARCHAR,
-        event VARCHAR,
-        user_id VARCHAR,
-        anonymous_id VARCHAR,
-        timestamp TIMESTAMPTZ,
-        original_timestamp TIMESTAMPTZ,
-        sent_at TIMESTAMPTZ,
-        received_at TIMESTAMPTZ NOT NULL,
-        doc VARCHAR NOT NULL,
-        pos BIGINT DEFAULT nextval('_cdp_stage_pos')
-    )""",
     # The last journal segment loaded into the tables, and its size (one row, updated in the load transaction).
     """CREATE TABLE IF NOT EXISTS _cdp_journal_position (
         segment BIGINT NOT NULL,

@@ -19,8 +19,8 @@ GOLDEN = Path(__file__).parent.parent / "golden" / "sql"
 STAGES = {
     "schema": {"duckdb": [*schema.TABLES, *schema.VIEWS], "postgres": [*schema.TABLES, *schema.INDEXES, *schema.VIEWS]},
     "raw_log_load": {
-        "duckdb": [raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED],
-        "postgres": [raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED],
+        "duckdb": [*raw_log.STAGE_DDL, raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED],
+        "postgres": [*raw_log.STAGE_DDL, raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED],
     },
 }
 

@@ -1,3 +1,10 @@
+CREATE TEMP SEQUENCE IF NOT EXISTS _cdp_load_pos;
+
+CREATE TEMP TABLE IF NOT EXISTS _cdp_load_stage (
+        kind VARCHAR, source_id VARCHAR, message_id VARCHAR, type VARCHAR, event VARCHAR, user_id VARCHAR, anonymous_id VARCHAR, timestamp TIMESTAMPTZ, original_timestamp TIMESTAMPTZ, sent_at TIMESTAMPTZ, received_at TIMESTAMPTZ, doc VARCHAR,
+        pos BIGINT DEFAULT nextval('_cdp_load_pos')
+    );
+
 INSERT INTO raw_events (seq, source_id, message_id, type, event, user_id, anonymous_id, timestamp,
                         original_timestamp, sent_at, received_at, message)
 SELECT (SELECT coalesce(max(seq), 0) FROM raw_events) + row_number() OVER (ORDER BY pos),
@@ -12,7 +19,7 @@ FROM (
                CASE WHEN kind = 'X' THEN json_extract_string(CAST(doc AS JSON), '$.event') ELSE event END AS event,
                CASE WHEN kind = 'X' THEN json_extract_string(CAST(doc AS JSON), '$.userId') ELSE user_id END AS user_id,
                CASE WHEN kind = 'X' THEN json_extract_string(CAST(doc AS JSON), '$.anonymousId') ELSE anonymous_id END AS anonymous_id
-        FROM _cdp_stage_journal
+        FROM _cdp_load_stage
         WHERE kind IN ('A', 'X')
     ) AS s
 ) AS x
@@ -28,4 +35,4 @@ SELECT (SELECT coalesce(max(seq), 0) FROM rejected_messages) + row_number() OVER
        json_extract_string(j, '$.code'),
        json_extract_string(j, '$.reason'),
        json_extract_string(j, '$.payload')
-FROM (SELECT pos, source_id, received_at, CAST(doc AS JSON) AS j FROM _cdp_stage_journal WHERE kind = 'R') AS s;
+FROM (SELECT pos, source_id, received_at, CAST(doc AS JSON) AS j FROM _cdp_load_stage WHERE kind = 'R') AS s;

@@ -35,24 +35,6 @@ CREATE TABLE IF NOT EXISTS rejected_messages (
         payload VARCHAR NOT NULL
     );
 
-CREATE SEQUENCE IF NOT EXISTS _cdp_stage_pos;
-
-CREATE TABLE IF NOT EXISTS _cdp_stage_journal (
-        kind VARCHAR NOT NULL,
-        source_id VARCHAR NOT NULL,
-        message_id VARCHAR,
-        type VARCHAR,
-        event VARCHAR,
-        user_id VARCHAR,
-        anonymous_id VARCHAR,
-        timestamp TIMESTAMPTZ,
-        original_timestamp TIMESTAMPTZ,
-        sent_at TIMESTAMPTZ,
-        received_at TIMESTAMPTZ NOT NULL,
-        doc VARCHAR NOT NULL,
-        pos BIGINT DEFAULT nextval('_cdp_stage_pos')
-    );
-
 CREATE TABLE IF NOT EXISTS _cdp_journal_position (
         segment BIGINT NOT NULL,
         byte_offset BIGINT NOT NULL

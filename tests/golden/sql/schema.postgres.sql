@@ -6,10 +6,6 @@ CREATE TABLE IF NOT EXISTS raw_events (seq BIGINT NOT NULL, source_id TEXT NOT N
 
 CREATE TABLE IF NOT EXISTS rejected_messages (seq BIGINT NOT NULL, source_id TEXT NOT NULL, received_at TIMESTAMPTZ NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, payload TEXT NOT NULL);
 
-CREATE SEQUENCE IF NOT EXISTS _cdp_stage_pos;
-
-CREATE TABLE IF NOT EXISTS _cdp_stage_journal (kind TEXT NOT NULL, source_id TEXT NOT NULL, message_id TEXT, type TEXT, event TEXT, user_id TEXT, anonymous_id TEXT, timestamp TIMESTAMPTZ, original_timestamp TIMESTAMPTZ, sent_at TIMESTAMPTZ, received_at TIMESTAMPTZ NOT NULL, doc TEXT NOT NULL, pos BIGINT DEFAULT NEXTVAL('_cdp_stage_pos'));
-
 CREATE TABLE IF NOT EXISTS _cdp_journal_position (segment BIGINT NOT NULL, byte_offset BIGINT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
