@@ -69,7 +69,8 @@ class Backend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        url = running_server(settings) if settings.engine == "duckdb" else None
+        # Whatever the engine, a running server owns the journal: go through it.
+        url = running_server(settings)
         self.remote = Remote(url, ensure_admin_token(settings)) if url else None
 
     @contextmanager
@@ -133,7 +134,12 @@ class Backend:
 
     def _catch_up(self, engine: Engine) -> None:
         """Load what a server acknowledged but had not loaded when it stopped (e.g. after ``kill -9``)."""
-        journal = Journal(self.settings.journal_dir, fsync=self.settings.fsync)
+        try:
+            journal = Journal(self.settings.journal_dir, fsync=self.settings.fsync)
+        except Transient as exc:
+            if exc.code != "journal_locked":
+                raise
+            return  # a live server owns the journal and loads it itself
         try:
             RawLog(engine, dedup_window=timedelta(days=self.settings.dedup_window_days)).load_all(journal)
         finally:

@@ -15,6 +15,7 @@ sealed segment files with the engine's own bulk reader.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import re
@@ -44,6 +45,21 @@ def segment_path(directory: Path, segment: int) -> Path:
 
 def list_segments(directory: Path) -> list[int]:
     return sorted(int(p.stem) for p in directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
+
+
+def _lock_directory(directory: Path) -> int:
+    """Take the journal directory for this process (``flock``; released when the process dies, even by kill -9).
+
+    A second process would cut what it takes for a torn tail off the live segment, and load a segment that is
+    still being written: it must not open the journal at all.
+    """
+    fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise Transient(f"the journal in {directory} is in use by another process", code="journal_locked") from exc
+    return fd
 
 
 def _cut_torn_tail(path: Path) -> None:
@@ -131,6 +147,7 @@ class Journal:
         self.group_max_bytes = group_max_bytes
         self.fsync = fsync
         directory.mkdir(parents=True, exist_ok=True)
+        self._owner = _lock_directory(directory)  # one process at a time writes, recovers and loads
         self._lock = threading.Lock()  # guards the file and ``_committed`` against the loader's reads
         self._segment, self._size = self._recover()
         self._fd = self._open(self._segment)
@@ -324,9 +341,9 @@ class Journal:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         with self._lock:
-            if self._fd < 0:  # a failed rotation left no segment open
-                return
             try:
-                os.fsync(self._fd)
+                if self._fd >= 0:  # a failed rotation may have left no segment open
+                    os.fsync(self._fd)
+                    os.close(self._fd)
             finally:
-                os.close(self._fd)
+                os.close(self._owner)  # releases the directory lock

@@ -152,3 +152,33 @@ def test_an_empty_active_segment_is_never_offered_for_loading(tmp_path: Path) ->
     end = journal.seal()
     assert [s for s, _ in journal.segments_to_load(Position(0, 0), end)] == [1]
     journal.close()
+
+
+def test_one_process_at_a_time_owns_the_journal(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.write_sync(line(1))
+    with pytest.raises(Transient) as info:
+        Journal(tmp_path)  # another owner would cut the live segment's tail and load it while it grows
+    assert info.value.code == "journal_locked"
+    journal.close()
+    again = Journal(tmp_path)  # released on close (and by the OS when a process dies)
+    again.close()
+
+
+def test_a_killed_owner_releases_the_journal(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, sys; from pathlib import Path; from opencdp.store.journal import Journal; "
+        "Journal(Path(sys.argv[1])); print('locked', flush=True); signal.pause()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        with pytest.raises(Transient):
+            Journal(tmp_path)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    Journal(tmp_path).close()
