@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     load_interval_seconds: float = 0.2
     """How often the loader moves journalled messages into the engine's ``raw_events`` table."""
 
+    max_unloaded_bytes: int = 2 * 1024 * 1024 * 1024
+    """Collection answers 503 + Retry-After while the loader is this far behind (journalled, not yet in the engine):
+    the disk does not fill up while the engine is down or slower than the traffic."""
+
     journal_retention_segments: int = 2
     """Fully loaded journal segments kept on disk (older ones are deleted)."""
 

@@ -54,7 +54,7 @@ class Runtime:
         )
         self.registry = SourceRegistry(self.engine)
         self.raw_log = RawLog(self.engine, dedup_window=timedelta(days=settings.dedup_window_days))
-        self.ingestor = Ingestor(self.registry, self.journal)
+        self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
         self._load_lock = threading.Lock()
         self.last_load_error: str | None = None
         self.load()  # catch up with whatever a previous run journalled but did not load
@@ -69,7 +69,7 @@ class Runtime:
                 log.warning("loader: %s (will retry)", self.last_load_error)
                 return None
             self.last_load_error = None
-            self.journal.prune(result.position, self.settings.journal_retention_segments)
+            self.journal.mark_loaded(result.position, self.settings.journal_retention_segments)
             return result
 
     def close(self) -> None:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from opencdp.collect import messages
 from opencdp.collect.timestamps import format_utc
-from opencdp.errors import Rejected
+from opencdp.errors import Rejected, Transient
 from opencdp.model.sources import Source
 from opencdp.store.journal import Journal
 from opencdp.store.sources import SourceRegistry
@@ -65,9 +67,10 @@ class IngestResult:
 
 
 class Ingestor:
-    def __init__(self, registry: SourceRegistry, journal: Journal) -> None:
+    def __init__(self, registry: SourceRegistry, journal: Journal, *, max_backlog_bytes: int = 2**31) -> None:
         self.registry = registry
         self.journal = journal
+        self.max_backlog_bytes = max_backlog_bytes
         self._keys: dict[str, Source] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
@@ -117,6 +120,8 @@ class Ingestor:
         """Durably journal the lines of one request (raises Transient when storage fails)."""
         if not lines:
             return
+        if self.journal.unloaded_bytes > self.max_backlog_bytes:
+            raise Transient("the loader is too far behind; retry shortly", code="backlog_full", retry_after=2)
         await self.journal.append(b"".join(lines))
         for listener in self.listeners:
             listener(lines)
@@ -129,6 +134,13 @@ class Ingestor:
 
 
 MAX_LOAD_PAUSE_SECONDS = 1.0
+LOADER_NICE = 10
+
+
+def _background_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux nice is per thread), so collection comes first."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICE)
 
 
 async def run_loader(load: Callable[[], object], interval: float, stop: asyncio.Event) -> None:
@@ -138,9 +150,11 @@ async def run_loader(load: Callable[[], object], interval: float, stop: asyncio.
     collection keeps at least two thirds of the core, and each load gets larger and cheaper per row.
     """
     pause = interval
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=pause)
-        started = time.monotonic()
-        await asyncio.to_thread(load)
-        pause = min(max(interval, 2 * (time.monotonic() - started)), MAX_LOAD_PAUSE_SECONDS)
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1, thread_name_prefix="opencdp-loader", initializer=_background_priority) as executor:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=pause)
+            started = time.monotonic()
+            await loop.run_in_executor(executor, load)
+            pause = min(max(interval, 2 * (time.monotonic() - started)), MAX_LOAD_PAUSE_SECONDS)

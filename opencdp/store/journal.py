@@ -152,6 +152,8 @@ class Journal:
         self._segment, self._size = self._recover()
         self._fd = self._open(self._segment)
         self._committed = Position(self._segment, self._size)
+        # Until the loader reports, everything on disk counts as not loaded.
+        self._unloaded_bytes = sum(segment_path(directory, s).stat().st_size for s in list_segments(directory))
         # A segment may already be loaded (whole) by a previous run: never append to it, start a new one.
         self._sealed = True
         self._pending: list[bytes] = []
@@ -225,6 +227,7 @@ class Journal:
                 self._undo(start)
                 raise Transient(f"journal write failed: {exc.strerror}", code="storage_unavailable") from exc
             self._size = start + len(data)
+            self._unloaded_bytes += len(data)
             self._sealed = False  # an empty sealed segment was written to: it is the live one now
             self._committed = Position(self._segment, self._size)
             self.groups += 1
@@ -332,8 +335,21 @@ class Journal:
                 out.append((segment, path))
         return out
 
-    def prune(self, loaded: Position, keep: int) -> None:
-        """Delete segments wholly before ``loaded``, keeping the newest ``keep`` of those for inspection."""
+    @property
+    def unloaded_bytes(self) -> int:
+        """Bytes journalled but not yet reported loaded (:meth:`mark_loaded`): the loader's backlog."""
+        return self._unloaded_bytes
+
+    def mark_loaded(self, loaded: Position, keep: int) -> None:
+        """Record that everything through ``loaded`` is in the engine, and delete the segments wholly before it,
+        keeping the newest ``keep`` of those for inspection."""
+        with self._lock:
+            sizes = {
+                s: self._size if s == self._segment else segment_path(self.directory, s).stat().st_size
+                for s in list_segments(self.directory)
+                if s > loaded.segment
+            }
+            self._unloaded_bytes = sum(sizes.values())
         done = [s for s in list_segments(self.directory) if s < loaded.segment]
         for segment in done[: max(0, len(done) - keep)]:
             segment_path(self.directory, segment).unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 
 from opencdp.model.sources import SourceLimits
 from tests.api.test_collection import basic, track
+from tests.conftest import make_settings
 from tests.helpers import ThreadedServer, events
 
 
@@ -276,3 +278,19 @@ def test_message_ids_are_kept_verbatim_up_to_100_chars(server: ThreadedServer, k
     assert len(mid) == 100
     assert post(server, "/v1/track", key, json=track(messageId=mid)).status_code == 200
     assert events(server.admin)[0]["message_id"] == mid
+
+
+def test_a_loader_far_behind_gets_503_not_a_full_disk(tmp_path: Path) -> None:
+    """While more than ``max_unloaded_bytes`` wait for the engine, collection answers 503 + Retry-After."""
+    settings = make_settings(tmp_path, "duckdb", max_unloaded_bytes=1, load_interval_seconds=3600)
+    with ThreadedServer(settings) as srv:
+        key = srv.admin.create_source("web").write_key
+        first, second = track(), track()
+        assert post(srv, "/v1/track", key, json=first).status_code == 200
+        r = post(srv, "/v1/track", key, json=second)
+        assert r.status_code == 503
+        assert r.json()["code"] == "backlog_full"
+        assert int(r.headers["retry-after"]) >= 1
+        assert [e["message_id"] for e in events(srv.admin)] == [first["messageId"]]  # a query loads the backlog
+        assert post(srv, "/v1/track", key, json=second).status_code == 200  # the retry is accepted now
+        assert [e["message_id"] for e in events(srv.admin)] == [first["messageId"], second["messageId"]]

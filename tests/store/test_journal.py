@@ -130,13 +130,13 @@ def test_async_append_failure_raises_transient_for_every_waiter(
     journal.close()
 
 
-def test_prune_keeps_unloaded_segments(tmp_path: Path) -> None:
+def test_mark_loaded_prunes_but_keeps_unloaded_segments(tmp_path: Path) -> None:
     journal = Journal(tmp_path, segment_bytes=100)
     for i in range(30):
         journal.write_sync(line(i))
     segments = list_segments(tmp_path)
     loaded = Position(segments[5], 0)
-    journal.prune(loaded, keep=2)
+    journal.mark_loaded(loaded, keep=2)
     left = list_segments(tmp_path)
     assert left[0] == segments[3]  # segments 3 and 4 kept for inspection, 5+ not yet loaded
     assert left[-1] == segments[-1]
@@ -182,3 +182,18 @@ def test_a_killed_owner_releases_the_journal(tmp_path: Path) -> None:
         proc.kill()
         proc.communicate(timeout=10)
     Journal(tmp_path).close()
+
+
+def test_unloaded_bytes_track_the_loader_backlog(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.write_sync(line(1))
+    journal.write_sync(line(2))
+    assert journal.unloaded_bytes == len(line(1) + line(2))
+    end = journal.seal()
+    journal.write_sync(line(3))  # a new segment
+    journal.mark_loaded(end, keep=2)
+    assert journal.unloaded_bytes == len(line(3))
+    journal.close()
+    reopened = Journal(tmp_path)
+    assert reopened.unloaded_bytes == len(line(1) + line(2) + line(3))  # unknown until the loader reports
+    reopened.close()
