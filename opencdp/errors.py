@@ -55,6 +55,12 @@ class Terminal(OpenCDPError):
     code = "terminal"
 
 
+class UnreadableInput(Terminal):
+    """The engine refused the data itself (a malformed bulk file): the same input will fail again."""
+
+    code = "unreadable_input"
+
+
 class EngineError(Transient):
     """The storage engine failed while running a statement; the statement is kept for diagnosis."""
 

@@ -176,6 +176,7 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
             },
             "loaded": {"segment": loaded.segment, "offset": loaded.offset},
             "last_load_error": runtime.last_load_error,
+            "held_segments": runtime.journal.held(),
         }
 
     return app

@@ -22,6 +22,7 @@ CHECKPOINT_THRESHOLD = "256MB"
 
 
 class DuckDBEngine(Engine):
+    data_errors = (duckdb.InvalidInputException, duckdb.ConversionException)
     capabilities = Capabilities(
         dialect="duckdb", secondary_indexes=False, max_identifier_length=255, concurrent_processes=False
     )

@@ -21,7 +21,7 @@ from typing import Any, final
 import pyarrow as pa
 import sqlglot
 
-from opencdp.errors import EngineError
+from opencdp.errors import EngineError, UnreadableInput
 
 log = logging.getLogger("opencdp.store")
 
@@ -50,6 +50,8 @@ class Engine(ABC):
     """A SQL engine holding OpenCDP's tables. Thread-safe: each thread gets its own connection."""
 
     capabilities: Capabilities
+    data_errors: tuple[type[Exception], ...] = ()
+    """Driver exceptions that mean "the data is malformed" (retrying the same input cannot help)."""
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -149,6 +151,8 @@ class Engine(ABC):
         """
         try:
             self._copy_tsv(self._conn(), table, path, columns)
+        except self.data_errors as exc:
+            raise UnreadableInput(f"{path.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
         except Exception as exc:
             raise EngineError(f"{type(exc).__name__}: {exc}", sql=f"-- bulk read of {path.name} into {table}") from exc
 

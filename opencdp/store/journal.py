@@ -29,6 +29,7 @@ from opencdp.errors import Transient
 log = logging.getLogger("opencdp.journal")
 
 SUFFIX = ".jrn"
+HELD_DIR = "held"
 
 
 @dataclass(frozen=True, order=True)
@@ -334,6 +335,20 @@ class Journal:
                 _cut_torn_tail(path)
                 out.append((segment, path))
         return out
+
+    def hold(self, segment: int) -> Path:
+        """Move a sealed segment the engine could not read into ``held/`` (kept for an operator, never deleted)."""
+        held = self.directory / HELD_DIR
+        held.mkdir(exist_ok=True)
+        target = held / segment_path(self.directory, segment).name
+        segment_path(self.directory, segment).replace(target)
+        self._fsync_dir()
+        return target
+
+    def held(self) -> list[str]:
+        """Names of the segments set aside by :meth:`hold`."""
+        held = self.directory / HELD_DIR
+        return sorted(p.name for p in held.glob(f"*{SUFFIX}")) if held.exists() else []
 
     @property
     def unloaded_bytes(self) -> int:

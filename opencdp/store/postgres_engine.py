@@ -18,6 +18,7 @@ from opencdp.store.engine import Capabilities, Engine
 
 
 class PostgresEngine(Engine):
+    data_errors = (psycopg.DataError,)
     capabilities = Capabilities(
         dialect="postgres", secondary_indexes=True, max_identifier_length=63, concurrent_processes=True
     )

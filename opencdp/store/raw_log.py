@@ -8,14 +8,18 @@ Consumers (the processor of later stages) read ``raw_events`` by ``seq`` and com
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 
+from opencdp.errors import UnreadableInput
 from opencdp.store.engine import Engine
-from opencdp.store.journal import COLUMNS, Journal, Position
+from opencdp.store.journal import COLUMNS, HELD_DIR, Journal, Position
+
+log = logging.getLogger("opencdp.loader")
 
 STAGE = "_cdp_load_stage"
 
@@ -107,7 +111,7 @@ class RawLog:
         pending = journal.segments_to_load(self.position(), journal.seal())
         if not pending:
             return LoadResult(0, 0, 0, self.position())
-        return self._load_segment(*pending[0])
+        return self._load_or_hold(journal, *pending[0])
 
     def load_all(self, journal: Journal) -> LoadResult:
         """Load every segment up to the journal's end as it is when called (one transaction per segment).
@@ -117,8 +121,19 @@ class RawLog:
         """
         total = LoadResult(0, 0, 0, self.position())
         for segment, path in journal.segments_to_load(total.position, journal.seal()):
-            total = total + self._load_segment(segment, path)
+            total = total + self._load_or_hold(journal, segment, path)
         return total
+
+    def _load_or_hold(self, journal: Journal, segment: int, path: Path) -> LoadResult:
+        """Load a segment; one the engine cannot read is set aside (kept, not lost) so the rest still loads."""
+        try:
+            return self._load_segment(segment, path)
+        except UnreadableInput as exc:
+            log.error("loader: %s; the segment is set aside in %s for an operator", exc.message, HELD_DIR)
+            journal.hold(segment)
+            end = Position(segment, 0)
+            self._set_position(end)
+            return LoadResult(0, 0, 0, end)
 
     def _load_segment(self, segment: int, path: Path) -> LoadResult:
         size = path.stat().st_size

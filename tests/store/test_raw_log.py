@@ -166,3 +166,20 @@ def test_stored_once_whatever_the_load_batching(
     assert [m for _, m in stored_ids(engine)] == expected
     journal.close()
     engine.close()
+
+
+def test_a_segment_the_engine_cannot_read_is_set_aside_and_the_rest_loads(engine: Engine, journal: Journal) -> None:
+    """A malformed line (here: a corrupted one, too few fields) must not stop the raw log for good."""
+    log = RawLog(engine)
+    journal.write_sync(accepted("s1", "before"))
+    journal.seal()
+    journal.write_sync(accepted("s1", "in-bad-segment") + b"A\tcorrupted-line\n")
+    bad = journal.seal()
+    journal.write_sync(accepted("s1", "after"))
+    log.load_all(journal)
+    assert stored_ids(engine) == [("s1", "before"), ("s1", "after")]
+    assert journal.held() == [f"{bad.segment:012d}.jrn"]
+    held = journal.directory / "held" / journal.held()[0]
+    assert b"in-bad-segment" in held.read_bytes()  # kept on disk for an operator, not lost
+    log.load_all(journal)
+    assert stored_ids(engine) == [("s1", "before"), ("s1", "after")]
