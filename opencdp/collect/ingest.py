@@ -1,7 +1,8 @@
 """The collection front: authenticates write keys, rate-limits, validates and durably journals messages.
 
-This is the only writer of the raw log. It holds an in-memory map of write keys (refreshed from the
-engine when an admin changes a source, and periodically for engines shared between processes).
+This is the only writer of the raw log. It holds an in-memory map of write keys, refreshed from the engine
+when an admin changes a source through this server (a source changed by another process is seen after a
+restart).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from opencdp.collect import messages
@@ -58,12 +58,6 @@ class TokenBucket:
             self.tokens -= 1
             return 0.0
         return (1 - self.tokens) / self.rate
-
-
-@dataclass(slots=True)
-class IngestResult:
-    accepted: int
-    errors: list[messages.ItemError]
 
 
 class Ingestor:

@@ -22,7 +22,6 @@ from opencdp.errors import Rejected
 from opencdp.store import journal
 
 TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
-BATCH_TYPES = TYPES
 MAX_MESSAGE_ID = 100
 SERVER_FIELDS_ALLOWANCE = 1024
 """Room for the fields the server adds (receivedAt, sentAt, ...): a client's size limit is on what it sent."""

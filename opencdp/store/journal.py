@@ -168,32 +168,13 @@ class Journal:
 
     # -- recovery and files ---------------------------------------------------------------------------------
     def _recover(self) -> tuple[int, int]:
+        """The last segment and its size, after cutting off a torn tail (a write that was never acknowledged)."""
         segments = list_segments(self.directory)
         if not segments:
             return 1, 0
-        last = segments[-1]
-        path = segment_path(self.directory, last)
-        data_len = path.stat().st_size
-        if data_len:
-            with path.open("rb") as f:
-                # Find the last newline; anything after it is a torn, unacknowledged write.
-                tail_start = max(0, data_len - 1024 * 1024)
-                f.seek(tail_start)
-                tail = f.read()
-            cut = tail.rfind(b"\n")
-            good = tail_start + cut + 1 if cut >= 0 else self._scan_last_newline(path)
-            if good != data_len:
-                log.warning("journal: truncating %d torn bytes at the end of %s", data_len - good, path.name)
-                with path.open("r+b") as f:
-                    f.truncate(good)
-                    os.fsync(f.fileno())
-                data_len = good
-        return last, data_len
-
-    @staticmethod
-    def _scan_last_newline(path: Path) -> int:
-        data = path.read_bytes()
-        return data.rfind(b"\n") + 1
+        path = segment_path(self.directory, segments[-1])
+        _cut_torn_tail(path)
+        return segments[-1], path.stat().st_size
 
     def _open(self, segment: int) -> int:
         fd = os.open(segment_path(self.directory, segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
