@@ -180,8 +180,8 @@ class ServerProcess:
 
 def events(admin: Admin, where: str = "TRUE") -> list[dict[str, Any]]:
     rows = admin.query(
-        "SELECT message_id, source_id, type, event, user_id, anonymous_id, message "
-        f"FROM events WHERE {where} ORDER BY seq"
+        "SELECT message_id, source_id, type, event, user_id, anonymous_id, timestamp, original_timestamp, sent_at, "
+        f"received_at, message FROM events WHERE {where} ORDER BY seq"
     )
     for r in rows:
         r["message"] = json.loads(r["message"])

@@ -176,19 +176,19 @@ class CollectionApp:
         if length is not None and length.isdigit() and int(length) > limit:
             raise too_large(limit)
         ip = self._client_ip(scope, headers)
-        body = b""
+        raw = b""
         try:
             encoding = headers.get(b"content-encoding")
             if encoding is None:
-                body = await _read_plain_body(receive, limit)
+                raw = await _read_plain_body(receive, limit)
             else:
-                body = await _read_body(receive, BodyReader(limit, encoding.decode("latin-1")))
-            doc = messages.parse_body(body)
+                raw = await _read_body(receive, BodyReader(limit, encoding.decode("latin-1")))
+            body = messages.read_body(raw, batch=path not in SINGLE_ROUTES)
         except Rejected as exc:
             if source is not None and exc.code != "payload_too_large":
-                await self.ingestor.reject(source, ip, exc, body)
+                await self.ingestor.reject(source, ip, exc, raw)
             raise
-        body_key = messages.string_field(doc, "writeKey") if "writeKey" in doc else None
+        body_key = body.write_key
         if header_key and body_key and header_key != body_key:
             raise Rejected(
                 "the Authorization header and the body name different write keys",
@@ -200,28 +200,26 @@ class CollectionApp:
         wait = self.ingestor.throttle(source)
         if wait:
             return 429, _error("rate_limited", f"retry in {wait:.2f}s", retry_after=wait)
-        return await self._store(source, path, doc, body, ip)
+        return await self._store(source, path, body, ip)
 
-    async def _store(
-        self, source: Source, path: str, doc: messages.Doc, body: bytes, ip: str | None
-    ) -> tuple[int, bytes]:
+    async def _store(self, source: Source, path: str, body: messages.Body, ip: str | None) -> tuple[int, bytes]:
         req = self.ingestor.request_info(source, ip)
         single = SINGLE_ROUTES.get(path)
         if single is not None:
-            if len(body) > source.limits.max_message_bytes:
+            if len(body.raw) > source.limits.max_message_bytes:
                 error = Rejected(
                     f"a single call is limited to {source.limits.max_message_bytes} bytes", code="payload_too_large"
                 )
-                await self.ingestor.reject(source, ip, error, body)
+                await self.ingestor.reject(source, ip, error, body.raw)
                 raise error
-            outcome = messages.collect_single(doc, single, req, body)
+            outcome = messages.collect_single(body, single, req)
         else:
-            if len(body) > source.limits.max_batch_bytes:
+            if len(body.raw) > source.limits.max_batch_bytes:
                 raise too_large(source.limits.max_batch_bytes)
             try:
-                outcome = messages.collect_batch(doc, req)
+                outcome = messages.collect_batch(body, req)
             except Rejected as exc:
-                await self.ingestor.reject(source, ip, exc, body)
+                await self.ingestor.reject(source, ip, exc, body.raw)
                 raise
         await self.ingestor.write(outcome.lines)
         if single is not None and outcome.errors:

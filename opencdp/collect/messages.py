@@ -1,15 +1,22 @@
 """Segment-spec messages: validation and normalisation into journal lines (pure functions, no I/O).
 
-The hot path keeps payloads as raw JSON: a message is decoded only one level deep
-(``dict[str, msgspec.Raw]``), the handful of fields the server must check are decoded on their own, and
-``properties``, ``traits``, ``context`` and every unknown field pass through byte for byte. The stored
-message is the message as sent plus the server-side fields (``type``, ``messageId`` when absent,
-``receivedAt``, ``sentAt``, ``originalTimestamp``, corrected ``timestamp``, ``context.ip`` for client-side
-sources); the body ``writeKey`` is authentication, not data, and is not stored.
+The stored message is the message as sent, byte for byte, with ``type`` and ``messageId`` added when absent.
+The server's own fields (``receivedAt``, ``sentAt``, ``originalTimestamp``, the skew-corrected ``timestamp``)
+are columns of the journal line and of the raw log, not edits of the message. Two paths produce a line:
+
+- :func:`_fast_line`, for the usual message: one msgspec decode into :class:`Checked` (the dozen fields the
+  server must read; everything else is skipped, not built), checks, and the raw bytes kept as they came.
+- :func:`normalise`, for everything else (errors with their precise codes, a ``writeKey`` in the message, a
+  batch envelope's ``context`` to merge, ``context.ip`` to fill for client-side sources, timestamps that need
+  reformatting or cannot be read): the message decoded one level deep (``dict[str, msgspec.Raw]``) and
+  re-encoded. Both give the same line for a message the fast path takes (tested).
+
+The body ``writeKey`` is authentication, not data, and is not stored.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +40,46 @@ _decode_doc = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _decode_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
+
+_ABSENT = msgspec.Raw(b"")
+_FAST_TYPES = frozenset({"identify", "track", "page", "screen"})
+"""Types whose checks the fast path makes (alias and group have more: they take :func:`normalise`)."""
+MAX_CORRECTION_YEARS = 5000
+"""A device clock off by more than this is not corrected: PostgreSQL's range would not hold the result."""
+
+Id = str | int | float | None
+
+
+class Checked(msgspec.Struct, gc=False):
+    """The fields of a message the server reads; msgspec skips every other field without building it."""
+
+    type: str | msgspec.UnsetType | None = msgspec.UNSET  # absent and null differ: the fast path adds an absent one
+    event: str | None = None
+    user_id: Id = msgspec.field(default=None, name="userId")
+    anonymous_id: Id = msgspec.field(default=None, name="anonymousId")
+    message_id: str | msgspec.UnsetType | None = msgspec.field(default=msgspec.UNSET, name="messageId")
+    timestamp: str | None = None
+    original_timestamp: str | None = msgspec.field(default=None, name="originalTimestamp")
+    sent_at: str | None = msgspec.field(default=None, name="sentAt")
+    write_key: str | None = msgspec.field(default=None, name="writeKey")
+    properties: msgspec.Raw = _ABSENT
+    traits: msgspec.Raw = _ABSENT
+    context: msgspec.Raw = _ABSENT
+    integrations: msgspec.Raw = _ABSENT
+
+
+class Envelope(msgspec.Struct, gc=False):
+    """A batch body, its items kept raw."""
+
+    batch: list[msgspec.Raw] | None = None
+    sent_at: str | None = msgspec.field(default=None, name="sentAt")
+    write_key: str | None = msgspec.field(default=None, name="writeKey")
+    context: msgspec.Raw = _ABSENT
+    integrations: msgspec.Raw = _ABSENT
+
+
+_decode_checked = msgspec.json.Decoder(Checked).decode
+_decode_envelope = msgspec.json.Decoder(Envelope).decode
 
 Doc = dict[str, msgspec.Raw]
 
@@ -75,11 +122,7 @@ class Outcome:
 
 def parse_body(body: bytes) -> Doc:
     """The top level of a JSON object body; raises :class:`Rejected` for anything else."""
-    try:
-        if not body.isascii():  # ASCII is UTF-8, and checking it costs no copy
-            body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Rejected("the body is not valid UTF-8", code="invalid_utf8") from exc
+    check_utf8(body)
     try:
         return _decode_doc(body)
     except msgspec.ValidationError as exc:
@@ -188,7 +231,11 @@ def _with_ip(context: msgspec.Raw | None, ip: str) -> msgspec.Raw:
 
 
 def normalise(doc: Doc, type_: str, req: RequestInfo, envelope: Doc | None = None) -> bytes:
-    """The journal line of one message (its header fields and compact JSON), or :class:`Rejected`."""
+    """The journal line of one message read as a ``Doc`` (any shape), or :class:`Rejected`.
+
+    This is the general path, for whatever :func:`_fast_line` leaves: errors, a ``writeKey`` to drop, an
+    envelope to merge, an ``ip`` to add, timestamps to reformat or that cannot be read.
+    """
     if type_ not in TYPES:
         raise Rejected(f"unknown message type {type_!r}", code="invalid_type")
     user_id = _id_field(doc, "userId")
@@ -226,8 +273,8 @@ def normalise(doc: Doc, type_: str, req: RequestInfo, envelope: Doc | None = Non
     if req.ip is not None:
         out["context"] = _with_ip(out.get("context"), req.ip)
 
-    # Timestamps are never a reason to refuse a message. A value that cannot be read is replaced (the server's
-    # columns must always hold a real time) and kept, as sent, under ``_opencdp.invalid`` with a flag.
+    # Timestamps are never a reason to refuse a message. A value that cannot be read stays in the message as
+    # sent, is listed under ``_opencdp.invalid`` with a flag, and counts as absent for the server's columns.
     invalid: dict[str, Any] = {}
     sent_text, sent_at = _time_field(doc, "sentAt", invalid)
     if sent_text is None and envelope is not None:
@@ -235,31 +282,22 @@ def normalise(doc: Doc, type_: str, req: RequestInfo, envelope: Doc | None = Non
     original_text, original = _time_field(doc, "originalTimestamp", invalid)
     if original_text is None:
         original_text, original = _time_field(doc, "timestamp", invalid)
-    out.pop("sentAt", None)
-    out["receivedAt"] = req.received_at_text
-    if original is None:  # no device time to correct: the event happened when it arrived
-        out["originalTimestamp"] = out["timestamp"] = req.received_at_text
-    else:
-        out["originalTimestamp"] = timestamps.format_parsed(original_text, original)
-        out["timestamp"] = timestamps.format_utc(timestamps.corrected(req.received_at, original, sent_at))
-    if sent_at is not None:
-        out["sentAt"] = timestamps.format_parsed(sent_text, sent_at)
     if invalid:
         flags = ["invalid_sent_at" if key == "sentAt" else "invalid_timestamp" for key in invalid]
         out["_opencdp"] = {"flags": sorted(set(flags)), "invalid": invalid}
-
+    times = (
+        _uncorrectable(original_text, original, sent_at),
+        None if original is None else timestamps.format_parsed(original_text, original),
+        None if sent_at is None else timestamps.format_parsed(sent_text, sent_at),
+        req.received_at_text,
+    )
     line = _encode(out)
     if b"\n" in line or b"\r" in line or b"\t" in line:  # whitespace between tokens of a pretty-printed payload
         line = msgspec.json.format(line, indent=-1)
     if len(line) > req.max_message_bytes + SERVER_FIELDS_ALLOWANCE:
         raise Rejected(f"the message exceeds {req.max_message_bytes} bytes", code="message_too_large")
     check_depth(line, req.max_depth)
-    return journal.accepted_line(
-        req.source_id,
-        (message_id, type_, event, user_id, anonymous_id),
-        (out["timestamp"], out["originalTimestamp"], out.get("sentAt"), req.received_at_text),
-        line,
-    )
+    return journal.accepted_line(req.source_id, (message_id, type_, event, user_id, anonymous_id), times, line)
 
 
 def rejected_line(req: RequestInfo, error: ItemError, payload: bytes) -> bytes:
@@ -275,27 +313,164 @@ def rejected_line(req: RequestInfo, error: ItemError, payload: bytes) -> bytes:
     return journal.rejected_line(req.source_id, req.received_at_text, doc)
 
 
-def collect_single(doc: Doc, type_: str, req: RequestInfo, body: bytes) -> Outcome:
+@dataclass(slots=True)
+class Body:
+    """A request body, read as far as the request needs before the source is known.
+
+    ``fast`` is the body decoded into :class:`Checked` (a single call) or :class:`Envelope` (a batch); it is
+    None when that decode failed, and then ``doc`` holds the body read one level deep (:func:`parse_body`, which
+    raises :class:`Rejected` for a body that is not a JSON object).
+    """
+
+    raw: bytes
+    write_key: str | None
+    fast: Checked | Envelope | None = None
+    doc: Doc | None = None
+
+
+def read_body(raw: bytes, *, batch: bool) -> Body:
+    """Read a request body: its write key and its messages' fields; :class:`Rejected` when it is unreadable."""
+    check_utf8(raw)
+    try:
+        fast = _decode_envelope(raw) if batch else _decode_checked(raw)
+    except (msgspec.DecodeError, RecursionError):
+        doc = parse_body(raw)
+        return Body(raw, string_field(doc, "writeKey") if "writeKey" in doc else None, doc=doc)
+    return Body(raw, fast.write_key, fast=fast)
+
+
+def check_utf8(raw: bytes) -> None:
+    try:
+        if not raw.isascii():  # ASCII is UTF-8, and checking it costs no copy
+            raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected("the body is not valid UTF-8", code="invalid_utf8") from exc
+
+
+def _fast_id(value: Id) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if value.__class__ is str else str(value)
+
+
+def _readable(text: str) -> datetime | None:
+    """A timestamp already in the canonical form (``2024-05-01T12:00:00.123Z``) that is a real date, else None."""
+    if _CANONICAL(text) is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z").fullmatch
+
+
+def _uncorrectable(original_text: str | None, original: datetime | None, sent_at: datetime | None) -> str | None:
+    """The ``timestamp`` to store when the skew correction must not run (a clock off by millennia), else None.
+
+    The correction itself (``receivedAt - (sentAt - originalTimestamp)``) is made by the loader, in SQL.
+    """
+    if original is None or sent_at is None or abs(sent_at.year - original.year) <= MAX_CORRECTION_YEARS:
+        return None
+    return timestamps.format_parsed(original_text, original)
+
+
+Sent = tuple[str, datetime] | None
+"""A batch's ``sentAt``, as sent (already in the canonical form) and parsed."""
+
+
+def _fast_line(f: Checked, raw: bytes, type_: str | None, req: RequestInfo, batch_sent: Sent) -> bytes | None:
+    """The journal line of a usual message, from its raw bytes; None sends it to :func:`normalise`.
+
+    ``type_`` is the route's type (None for a batch item).
+    """
+    if f.write_key is not None or req.ip is not None:
+        return None
+    prefix = b""
+    if f.type is msgspec.UNSET:
+        if type_ is None:
+            return None
+        prefix = b'"type":"' + type_.encode() + b'",'
+    elif type_ is None:
+        type_ = f.type
+    elif f.type != type_:
+        return None
+    if type_ not in _FAST_TYPES:
+        return None
+    user_id, anonymous_id, event = _fast_id(f.user_id), _fast_id(f.anonymous_id), f.event
+    if (user_id is None and anonymous_id is None) or (type_ == "track" and not event):
+        return None
+    for value in (f.properties, f.traits, f.context, f.integrations):
+        if value is not _ABSENT and memoryview(value)[0] not in _OBJECT_OR_NULL:  # not an object, nor null
+            return None
+    message_id = f.message_id
+    if message_id is msgspec.UNSET:
+        message_id = str(uuid.uuid4())
+        prefix += b'"messageId":"' + message_id.encode() + b'",'
+    elif not message_id or len(message_id) > MAX_MESSAGE_ID:
+        return None
+    original_text = f.original_timestamp or f.timestamp
+    original = sent_at = None
+    if original_text is not None and (original := _readable(original_text)) is None:
+        return None
+    sent = f.sent_at
+    if sent is not None:
+        if (sent_at := _readable(sent)) is None:
+            return None
+    elif batch_sent is not None:
+        sent, sent_at = batch_sent
+    if original is not None and sent_at is not None and abs(sent_at.year - original.year) > MAX_CORRECTION_YEARS:
+        return None
+    doc = bytes(raw).strip()
+    if b"\n" in doc or b"\r" in doc or b"\t" in doc:  # whitespace between tokens of a pretty-printed message
+        doc = msgspec.json.format(doc, indent=-1)
+    if prefix:
+        doc = b"{" + prefix + doc[1:]  # the message has keys (an id at least): the prefix ends with a comma
+    if len(doc) > req.max_message_bytes + SERVER_FIELDS_ALLOWANCE:
+        return None
+    # Counting brackets bounds the depth; ``replace`` counts with memchr where ``count`` reads byte by byte.
+    brackets = len(doc) - len(doc.replace(b"{", b"")) + (len(doc) - len(doc.replace(b"[", b"")) if b"[" in doc else 0)
+    if brackets > req.max_depth and _depth(doc) > req.max_depth:
+        return None  # too deep: normalise says so
+    line = journal.accepted_line(
+        req.source_id,
+        (message_id, type_, event, user_id, anonymous_id),
+        (None, original_text, sent, req.received_at_text),
+        doc,
+    )
+    return line if line[0] == _ACCEPTED_KIND else None  # an id with a tab or NUL: normalise decides
+
+
+_ACCEPTED_KIND = ord("A")
+
+
+def collect_single(body: Body, type_: str, req: RequestInfo) -> Outcome:
     outcome = Outcome()
     try:
-        outcome.lines.append(normalise(doc, type_, req))
+        line = None
+        if isinstance(body.fast, Checked):
+            line = _fast_line(body.fast, body.raw, type_, req, None)
+        if line is None:
+            line = normalise(body.doc if body.doc is not None else parse_body(body.raw), type_, req)
+        outcome.lines.append(line)
         outcome.accepted = 1
     except Rejected as exc:
         error = ItemError(None, exc.code, exc.message)
         outcome.errors.append(error)
-        outcome.lines.append(rejected_line(req, error, body))
+        outcome.lines.append(rejected_line(req, error, body.raw))
     return outcome
 
 
-def collect_batch(doc: Doc, req: RequestInfo) -> Outcome:
-    raw_batch = doc.get("batch")
-    if raw_batch is None:
-        raise Rejected("a batch body needs a 'batch' array", code="missing_batch")
-    try:
-        items = _decode_list(raw_batch)
-    except msgspec.DecodeError as exc:
-        raise Rejected("'batch' must be an array", code="invalid_batch") from exc
-    envelope: Doc | None = {k: doc[k] for k in ("context", "integrations", "sentAt") if k in doc} or None
+def collect_batch(body: Body, req: RequestInfo) -> Outcome:
+    """The lines of a batch: each valid item accepted, each invalid one rejected with its index and reason."""
+    envelope = body.fast if isinstance(body.fast, Envelope) else None
+    items, batch_sent, fast = (
+        _envelope_items(envelope)
+        if envelope is not None
+        else (_doc_items(body.doc or parse_body(body.raw)), None, False)
+    )
+    slow_envelope = _slow_envelope(body, envelope)
     outcome = Outcome()
     for index, item in enumerate(items):
         try:
@@ -303,14 +478,14 @@ def collect_batch(doc: Doc, req: RequestInfo) -> Outcome:
                 raise Rejected(f"a batch holds at most {req.max_batch_items} items", code="too_many_items")
             if len(item) > req.max_message_bytes:  # as sent, which is what SDKs measure
                 raise Rejected(f"the message exceeds {req.max_message_bytes} bytes", code="message_too_large")
-            try:
-                item_doc = _decode_doc(item)
-            except msgspec.DecodeError as exc:
-                raise Rejected("a batch item must be a JSON object", code="invalid_item") from exc
-            type_ = string_field(item_doc, "type")
-            if type_ is None:
-                raise Rejected("a batch item needs a type", code="missing_type")
-            line = normalise(item_doc, type_, req, envelope)
+            line = None
+            if fast:
+                try:
+                    line = _fast_line(_decode_checked(item), item, None, req, batch_sent)
+                except (msgspec.DecodeError, RecursionError):
+                    line = None
+            if line is None:
+                line = _slow_item(item, req, slow_envelope)
             outcome.lines.append(line)
             outcome.accepted += 1
         except Rejected as exc:
@@ -318,3 +493,54 @@ def collect_batch(doc: Doc, req: RequestInfo) -> Outcome:
             outcome.errors.append(error)
             outcome.lines.append(rejected_line(req, error, bytes(item)))
     return outcome
+
+
+def _envelope_items(envelope: Envelope) -> tuple[list[msgspec.Raw], Sent, bool]:
+    """A decoded batch's items, its sentAt for the fast path, and whether the fast path may run at all."""
+    if envelope.batch is None:
+        raise Rejected("a batch body needs a 'batch' array", code="missing_batch")
+    fast = not envelope.context and not envelope.integrations  # an envelope to merge: every item goes slow
+    sent: Sent = None
+    if envelope.sent_at:
+        parsed = _readable(envelope.sent_at)
+        if parsed is None:
+            fast = False  # unreadable, or to be reformatted: normalise decides, per item
+        else:
+            sent = (envelope.sent_at, parsed)
+    return envelope.batch, sent, fast
+
+
+def _doc_items(doc: Doc) -> list[msgspec.Raw]:
+    raw_batch = doc.get("batch")
+    if raw_batch is None:
+        raise Rejected("a batch body needs a 'batch' array", code="missing_batch")
+    try:
+        return _decode_list(raw_batch)
+    except msgspec.DecodeError as exc:
+        raise Rejected("'batch' must be an array", code="invalid_batch") from exc
+
+
+def _slow_envelope(body: Body, envelope: Envelope | None) -> Doc | None:
+    """The batch-level fields :func:`normalise` merges into each item."""
+    if envelope is None:
+        doc = body.doc or {}
+        return {k: doc[k] for k in ("context", "integrations", "sentAt") if k in doc} or None
+    out: Doc = {}
+    if envelope.context:
+        out["context"] = envelope.context
+    if envelope.integrations:
+        out["integrations"] = envelope.integrations
+    if envelope.sent_at is not None:
+        out["sentAt"] = msgspec.Raw(_encode(envelope.sent_at))
+    return out or None
+
+
+def _slow_item(item: msgspec.Raw, req: RequestInfo, envelope: Doc | None) -> bytes:
+    try:
+        item_doc = _decode_doc(item)
+    except msgspec.DecodeError as exc:
+        raise Rejected("a batch item must be a JSON object", code="invalid_item") from exc
+    type_ = string_field(item_doc, "type")
+    if type_ is None:
+        raise Rejected("a batch item needs a type", code="missing_type")
+    return normalise(item_doc, type_, req, envelope)

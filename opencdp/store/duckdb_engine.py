@@ -45,7 +45,9 @@ class DuckDBEngine(Engine):
 
     def _connect(self) -> Any:
         with self._root_lock:
-            return self._root.cursor()
+            conn = self._root.cursor()
+        conn.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC, and interval arithmetic is exact
+        return conn
 
     def _append(self, conn: Any, table: str, rows: pa.Table) -> None:
         conn.register("_cdp_append_src", rows)

@@ -98,26 +98,29 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("received_at", "TIMESTAMPTZ"),
     ("doc", "VARCHAR"),
 )
-_UNSAFE = re.compile("[\t\n\r\x01]").search
+_UNSAFE = re.compile("[\t\n\r\x00\x01]").search
 
 
 def accepted_line(
     source_id: str,
     client: tuple[str, str, str | None, str | None, str | None],
-    times: tuple[str, str, str | None, str],
+    times: tuple[str | None, str | None, str | None, str],
     doc: bytes,
 ) -> bytes:
     """A journal line for an accepted message.
 
     ``client`` is (message_id, type, event, user_id, anonymous_id) as the client sent them; ``times`` is
-    (timestamp, original_timestamp, sent_at, received_at) as the server formatted them.
+    (timestamp, original_timestamp, sent_at, received_at) in RFC 3339. An empty ``timestamp`` is derived when
+    the line is loaded (``original_timestamp`` corrected for the device's clock skew, see
+    :mod:`opencdp.store.raw_log`); an empty ``original_timestamp`` means the message carried none.
     """
-    values = [v or "" for v in client]
-    fields = "\t".join(values)
+    message_id, type_, event, user_id, anonymous_id = client
+    fields = f"{message_id}\t{type_}\t{event or ''}\t{user_id or ''}\t{anonymous_id or ''}"
     kind = "A"
-    if _UNSAFE("".join(values)):
+    if _UNSAFE(fields.replace("\t", " ", 4)):
         kind, fields = "X", "\t\t\t\t"
-    head = f"{kind}\t{source_id}\t{fields}\t{times[0]}\t{times[1]}\t{times[2] or ''}\t{times[3]}\t"
+    timestamp, original, sent_at, received_at = times
+    head = f"{kind}\t{source_id}\t{fields}\t{timestamp or ''}\t{original or ''}\t{sent_at or ''}\t{received_at}\t"
     return head.encode() + doc + b"\n"
 
 

@@ -43,6 +43,7 @@ class PostgresEngine(Engine):
         for json_type in ("json", "jsonb"):
             conn.adapters.register_loader(json_type, TextLoader)
         conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(self.schema)))
+        conn.execute("SET TIME ZONE 'UTC'")  # as on DuckDB: timestamps in UTC, exact interval arithmetic
         conn.commit()
         conn.autocommit = True
         return conn

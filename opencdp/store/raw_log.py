@@ -40,12 +40,18 @@ def _client_field(column: str, path: str) -> str:
     return f"CASE WHEN kind = 'X' THEN json_extract_string(CAST(doc AS JSON), '{path}') ELSE {column} END AS {column}"
 
 
+# ``timestamp`` follows Segment's clock-skew rule, receivedAt - (sentAt - originalTimestamp), computed here for a
+# whole load rather than per message on the collection path; a message without a device time happened when it
+# arrived. Sessions run in UTC (both engines), so the interval arithmetic is exact.
 INSERT_ACCEPTED = f"""
 INSERT INTO raw_events (seq, source_id, message_id, type, event, user_id, anonymous_id, timestamp,
                         original_timestamp, sent_at, received_at, message)
 SELECT (SELECT coalesce(max(seq), 0) FROM raw_events) + row_number() OVER (ORDER BY pos),
-       source_id, message_id, type, event, user_id, anonymous_id, timestamp, original_timestamp, sent_at,
-       received_at, CAST(doc AS JSON)
+       source_id, message_id, type, event, user_id, anonymous_id,
+       coalesce(timestamp, CASE WHEN sent_at IS NULL OR original_timestamp IS NULL
+                                THEN coalesce(original_timestamp, received_at)
+                                ELSE received_at - (sent_at - original_timestamp) END),
+       coalesce(original_timestamp, received_at), sent_at, received_at, CAST(doc AS JSON)
 FROM (
     SELECT *, row_number() OVER (PARTITION BY source_id, message_id ORDER BY pos) AS copy_no
     FROM (

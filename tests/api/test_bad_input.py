@@ -217,7 +217,8 @@ def test_unparseable_timestamp_is_kept_and_flagged(server: ThreadedServer, key: 
     [row] = events(server.admin)
     m = row["message"]
     assert m["_opencdp"] == {"flags": ["invalid_timestamp"], "invalid": {"timestamp": "yesterday-ish"}}
-    assert m["timestamp"] == m["receivedAt"]
+    assert m["timestamp"] == "yesterday-ish"  # the message is kept as sent
+    assert row["timestamp"] == row["original_timestamp"] == row["received_at"]
 
 
 @pytest.mark.parametrize(

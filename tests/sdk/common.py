@@ -1,8 +1,8 @@
 """Shared pieces of the real-SDK tests: the calls they make, and how they check what the server stored.
 
 Every test drives a real SDK at a real OpenCDP server on loopback, then checks the raw log against what
-the SDK actually put on the wire: each messageId stored exactly once, each message stored as sent (plus
-only the server's own fields), and the properties/traits the test passed in unchanged.
+the SDK actually put on the wire: each messageId stored exactly once, each message stored as sent (the server's
+own fields are columns beside it), and the properties/traits the test passed in unchanged.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from tests.helpers import Admin, events
 
 JS_DIR = Path(__file__).parent / "js"
 NODE_MODULES = JS_DIR / "node_modules"
-SERVER_FIELDS = frozenset({"type", "receivedAt", "sentAt", "originalTimestamp", "timestamp"})
-"""What the server adds to (or rewrites in) a message; everything else must be stored as the SDK sent it."""
+SERVER_FIELDS = frozenset({"type", "messageId"})
+"""What the server adds to a message that lacks them; everything else must be stored as the SDK sent it."""
 
 TYPES = ("track", "identify", "page", "screen", "group", "alias")
 
@@ -126,7 +126,7 @@ def wait_for_events(admin: Admin, source_id: str, expected: int, timeout: float 
 
 
 def assert_stored_exactly_once(rows: list[dict[str, Any]], message_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Every id stored once, nothing else stored; returns the stored messages by messageId."""
+    """Every id stored once, nothing else stored; returns the stored rows (columns and ``message``) by messageId."""
     assert len(set(message_ids)) == len(message_ids), "the SDK produced duplicate messageIds"
     counts = Counter(r["message_id"] for r in rows)
     missing = [m for m in message_ids if m not in counts]
@@ -134,14 +134,15 @@ def assert_stored_exactly_once(rows: list[dict[str, Any]], message_ids: list[str
     twice = {m: c for m, c in counts.items() if c != 1}
     assert not twice, f"stored more than once: {twice}"
     assert set(counts) == set(message_ids), f"unexpected messages stored: {set(counts) - set(message_ids)}"
-    return {r["message_id"]: r["message"] for r in rows}
+    return {r["message_id"]: r for r in rows}
 
 
 def assert_stored_as_sent(
-    stored: dict[str, Any], sent: dict[str, Any], *, envelope_sent_at: str | None, ip: str | None = None
+    row: dict[str, Any], sent: dict[str, Any], *, envelope_sent_at: str | None, ip: str | None = None
 ) -> None:
-    """``stored`` is the wire item ``sent`` plus only the server's fields (and ``context.ip`` when given)."""
-    data = {k: v for k, v in sent.items() if k not in ("writeKey", "timestamp", "sentAt")}
+    """``row["message"]`` is the wire item ``sent`` (and ``context.ip`` when given); the time columns follow it."""
+    stored = row["message"]
+    data = {k: v for k, v in sent.items() if k != "writeKey"}
     for key, value in data.items():
         if key == "context" and ip is not None:
             assert stored["context"] == {**value, "ip": ip}, sent["messageId"]
@@ -152,12 +153,12 @@ def assert_stored_as_sent(
     if ip is not None and "context" not in sent:
         assert stored["context"] == {"ip": ip}
     device_time = sent.get("originalTimestamp") or sent["timestamp"]
-    assert same_instant(stored["originalTimestamp"], device_time), (stored["originalTimestamp"], device_time)
+    assert same_instant(row["original_timestamp"], device_time), (row["original_timestamp"], device_time)
     sent_at = sent.get("sentAt") or envelope_sent_at
     assert sent_at is not None
-    assert same_instant(stored["sentAt"], sent_at), (stored["sentAt"], sent_at)
+    assert same_instant(row["sent_at"], sent_at), (row["sent_at"], sent_at)
     # Same machine, same clock: the skew correction may move the time by the request's transit only.
-    assert abs(datetime.fromisoformat(stored["timestamp"]) - datetime.fromisoformat(device_time)) < timedelta(seconds=5)
+    assert abs(datetime.fromisoformat(row["timestamp"]) - datetime.fromisoformat(device_time)) < timedelta(seconds=5)
 
 
 def assert_payload_intact(

@@ -194,9 +194,9 @@ def check_delivery(server: ServerProcess, run: Run, made: list[dict[str, Any]]) 
         assert response.headers["access-control-allow-origin"] == run.site
 
     for r, call in zip(reported, made, strict=True):
-        message = stored[r["messageId"]]
+        message = stored[r["messageId"]]["message"]
         item, sent_at = wire[r["messageId"]]
-        assert_stored_as_sent(message, item, envelope_sent_at=sent_at, ip="127.0.0.1")
+        assert_stored_as_sent(stored[r["messageId"]], item, envelope_sent_at=sent_at, ip="127.0.0.1")
         assert message["context"]["library"]["name"] == "analytics.js"
         for key in ("event", "traits", "groupId", "previousId", "name"):
             if key in call:

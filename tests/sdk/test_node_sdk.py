@@ -63,6 +63,6 @@ def test_analytics_node_batches_are_stored_exactly_once(server_process: ServerPr
         item, sent_at = wire[message_id]
         assert_stored_as_sent(stored[message_id], item, envelope_sent_at=sent_at)
         added = {"category": call["category"]} if call["type"] == "page" else None  # the SDK copies it in
-        assert_payload_intact(stored[message_id], call, added)
-        assert stored[message_id]["context"]["library"]["name"] == "@segment/analytics-node"
+        assert_payload_intact(stored[message_id]["message"], call, added)
+        assert stored[message_id]["message"]["context"]["library"]["name"] == "@segment/analytics-node"
     assert server_process.admin.rejected() == []

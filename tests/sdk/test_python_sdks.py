@@ -84,7 +84,7 @@ def test_segment_python_sdk_batches_are_stored_exactly_once(
     stored = assert_stored_exactly_once(wait_for_events(server.admin, source.source_id, N), message_ids)
     for (item, sent_at), call in zip(segment_spy.items(), made, strict=True):
         assert_stored_as_sent(stored[item["messageId"]], item, envelope_sent_at=sent_at)
-        assert_payload_intact(stored[item["messageId"]], call)
+        assert_payload_intact(stored[item["messageId"]]["message"], call)
     assert server.admin.rejected() == []
 
 
@@ -128,8 +128,9 @@ def test_rudder_python_sdk_batches_are_stored_exactly_once(
 
     stored = assert_stored_exactly_once(wait_for_events(server.admin, source.source_id, len(made)), message_ids)
     for (item, sent_at), call in zip(items, made, strict=True):
-        message = stored[item["messageId"]]
-        assert_stored_as_sent(message, item, envelope_sent_at=sent_at)
+        row = stored[item["messageId"]]
+        message = row["message"]
+        assert_stored_as_sent(row, item, envelope_sent_at=sent_at)
         assert message["channel"] == "server"
         if call["type"] == "identify":  # rudder-sdk-python moves identify traits into context.traits
             assert message["context"]["traits"] == call["traits"]

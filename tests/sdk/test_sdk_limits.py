@@ -79,7 +79,7 @@ def test_segment_python_sdk_message_at_its_size_limit_is_stored(server: Threaded
         client.shutdown()
     assert errors == []
     stored = assert_stored_exactly_once(wait_for_events(server.admin, source.source_id, 1), [msg["messageId"]])
-    assert stored[msg["messageId"]]["properties"] == msg["properties"]
+    assert stored[msg["messageId"]]["message"]["properties"] == msg["properties"]
     assert server.admin.rejected() == []
 
 
@@ -114,5 +114,5 @@ def test_rudder_python_sdk_megabyte_messages_are_all_stored(server: ThreadedServ
     assert errors == []
     ids = [m["messageId"] for m in sent]
     stored = assert_stored_exactly_once(wait_for_events(server.admin, source.source_id, len(ids)), ids)
-    assert [stored[i]["properties"]["i"] for i in ids] == list(range(5))
-    assert all(len(stored[i]["properties"]["blob"]) == MIB for i in ids)
+    assert [stored[i]["message"]["properties"]["i"] for i in ids] == list(range(5))
+    assert all(len(stored[i]["message"]["properties"]["blob"]) == MIB for i in ids)

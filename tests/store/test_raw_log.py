@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from opencdp.collect import timestamps
 from opencdp.store import Engine
 from opencdp.store import journal as journal_format
 from opencdp.store.journal import Journal
@@ -183,3 +184,26 @@ def test_a_segment_the_engine_cannot_read_is_set_aside_and_the_rest_loads(engine
     assert b"in-bad-segment" in held.read_bytes()  # kept on disk for an operator, not lost
     log.load_all(journal)
     assert stored_ids(engine) == [("s1", "before"), ("s1", "after")]
+
+
+def test_timestamp_is_corrected_for_clock_skew_when_loaded(engine: Engine, journal: Journal) -> None:
+    """Segment's rule, computed by the engine at load, against the same rule computed in Python."""
+    received = datetime(2026, 3, 29, 1, 30, 0, 123000, tzinfo=UTC)
+    cases = {  # message_id: (originalTimestamp, sentAt)
+        "skewed": (datetime(2026, 3, 30, 2, 0, tzinfo=UTC), datetime(2026, 3, 30, 2, 0, 5, tzinfo=UTC)),
+        "behind": (datetime(2019, 1, 1, tzinfo=UTC), datetime(2019, 1, 1, 0, 0, 1, 500000, tzinfo=UTC)),
+        "no_sent_at": (datetime(2026, 1, 1, tzinfo=UTC), None),
+        "no_device_time": (None, datetime(2026, 1, 1, tzinfo=UTC)),
+    }
+    lines = b""
+    for mid, (original, sent) in cases.items():
+        times = (None, original and original.isoformat(), sent and sent.isoformat(), received.isoformat())
+        doc = msgspec.json.encode({"type": "track", "event": "E", "userId": "u", "messageId": mid})
+        lines += journal_format.accepted_line("s1", (mid, "track", "E", "u", None), times, doc)
+    journal.write_sync(lines)
+    RawLog(engine).load_all(journal)
+    query = "SELECT message_id, timestamp, original_timestamp FROM events"
+    rows = {r[0]: (r[1], r[2]) for r in engine.fetch_all(query)}
+    for mid, (original, sent) in cases.items():
+        expected = received if original is None else timestamps.corrected(received, original, sent)
+        assert rows[mid] == (expected, original or received), mid
