@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,11 @@ class Settings(BaseSettings):
 
     engine: Literal["duckdb", "postgres"] = "duckdb"
     """Storage engine: embedded DuckDB (one file in ``data_dir``) or PostgreSQL (``postgres_dsn``)."""
+
+    engine_threads: int = Field(default_factory=lambda: max(1, len(os.sched_getaffinity(0)) - 1), gt=0)
+    """Threads the embedded engine (DuckDB) may use. By default one fewer than the cores this process may run
+    on, at least one: collection keeps a core to itself, and on a one- or two-core machine all of DuckDB's work
+    runs on the loader's own thread, whose lower CPU priority then holds for it too."""
 
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     """libpq connection string used when ``engine`` is ``postgres``."""

@@ -18,10 +18,10 @@ def open_engine(settings: Settings, *, read_only: bool = False) -> Engine:
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if read_only and not settings.duckdb_path.exists():
-            engine = DuckDBEngine(settings.duckdb_path)
+            engine = DuckDBEngine(settings.duckdb_path, threads=settings.engine_threads)
             migrate(engine)
             engine.close()
-        engine = DuckDBEngine(settings.duckdb_path, read_only=read_only)
+        engine = DuckDBEngine(settings.duckdb_path, read_only=read_only, threads=settings.engine_threads)
     if not read_only:
         migrate(engine)
     return engine

@@ -27,7 +27,7 @@ class DuckDBEngine(Engine):
         dialect="duckdb", secondary_indexes=False, max_identifier_length=255, concurrent_processes=False
     )
 
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False, threads: int | None = None) -> None:
         super().__init__()
         self.path = str(path)
         self.read_only = read_only
@@ -36,6 +36,8 @@ class DuckDBEngine(Engine):
         except duckdb.IOException as exc:
             # Another process (a running ``opencdp serve``) holds DuckDB's single-writer lock.
             raise Transient(f"the DuckDB file {self.path} is in use by another process", code="engine_locked") from exc
+        if threads is not None:
+            self._root.execute(f"SET threads = {int(threads)}")
         if not read_only:
             # DuckDB checkpoints (rewrites the changed row groups into the file) whenever its WAL passes 16 MB;
             # with loads every fraction of a second that was a third of the loader's time. 256 MB makes a load of
