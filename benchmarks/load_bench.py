@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # after PYTHONPATH: another checkout of opencdp can be measured
 
 from benchmarks.payloads import PLACEHOLDER, single_body  # noqa: E402
-from opencdp.collect.messages import RequestInfo, normalise, parse_body  # noqa: E402
+from opencdp.collect.messages import RequestInfo, collect_single, read_body  # noqa: E402
 from opencdp.collect.timestamps import format_utc  # noqa: E402
 from opencdp.config import Settings  # noqa: E402
 from opencdp.store import open_engine  # noqa: E402
@@ -45,7 +45,8 @@ def stored_line() -> bytes:
     """The journal line collection writes for the benchmark's track event (messageId = ``ID_MARK``)."""
     now = datetime.now(UTC)
     req = RequestInfo(SOURCE_ID, now, format_utc(now), 32 * 1024, 2500, 32)
-    return normalise(parse_body(single_body().replace(PLACEHOLDER.encode(), ID_MARK.encode())), "track", req)
+    body = read_body(single_body().replace(PLACEHOLDER.encode(), ID_MARK.encode()), batch=False)
+    return collect_single(body, "track", req).lines[0]
 
 
 def lines(first: int, count: int) -> list[bytes]:
