@@ -306,11 +306,7 @@ def test_fast_path_and_general_path_store_the_same(
     with mock.patch.object(messages_module, "_fast_line", return_value=None):
         slow = _lines(raw, route)
     if "messageId" not in message:  # generated: differs between two runs
-        for c in fast if isinstance(fast, list) else [fast]:
-            if isinstance(c, dict):
-                c["doc"].pop("messageId", None)
-                c["message_id"] = None
-        for c in slow if isinstance(slow, list) else [slow]:
+        for c in [*(fast if isinstance(fast, list) else [fast]), *(slow if isinstance(slow, list) else [slow])]:
             if isinstance(c, dict):
                 c["doc"].pop("messageId", None)
                 c["message_id"] = None
