@@ -42,36 +42,45 @@ def _client_field(column: str, path: str) -> str:
     return f"CASE WHEN kind = 'X' THEN json_extract_string(CAST(doc AS JSON), '{path}') ELSE {column} END AS {column}"
 
 
+_RESOLVED = f"""
+    SELECT pos, source_id, timestamp, original_timestamp, sent_at, received_at, doc,
+           {_client_field("message_id", "$.messageId")},
+           {_client_field("type", "$.type")},
+           {_client_field("event", "$.event")},
+           {_client_field("user_id", "$.userId")},
+           {_client_field("anonymous_id", "$.anonymousId")}
+    FROM {STAGE}
+    WHERE kind IN ('A', 'X')"""
+
+# Which staged lines to keep is decided on narrow rows (position, source, messageId): the first copy of each
+# message in the load, unless the raw log has it within the dedup window; each kept line gets the next ``seq``
+# in journal order. Only then are the kept lines joined back to their wide columns (the JSON), so the message
+# bodies never pass through a sort or a hash aggregate.
 # ``timestamp`` follows Segment's clock-skew rule, receivedAt - (sentAt - originalTimestamp), computed here for a
 # whole load rather than per message on the collection path; a message without a device time happened when it
 # arrived. Sessions run in UTC (both engines), so the interval arithmetic is exact.
 INSERT_ACCEPTED = f"""
 INSERT INTO raw_events (seq, source_id, message_id, type, event, user_id, anonymous_id, timestamp,
                         original_timestamp, sent_at, received_at, message)
-SELECT (SELECT coalesce(max(seq), 0) FROM raw_events) + row_number() OVER (ORDER BY pos),
-       source_id, message_id, type, event, user_id, anonymous_id,
-       coalesce(timestamp, CASE WHEN sent_at IS NULL OR original_timestamp IS NULL
-                                THEN coalesce(original_timestamp, received_at)
-                                ELSE received_at - (sent_at - original_timestamp) END),
-       coalesce(original_timestamp, received_at), sent_at, received_at, CAST(doc AS JSON)
+SELECT base.n + keep.rn, s.source_id, s.message_id, s.type, s.event, s.user_id, s.anonymous_id,
+       coalesce(s.timestamp, CASE WHEN s.sent_at IS NULL OR s.original_timestamp IS NULL
+                                  THEN coalesce(s.original_timestamp, s.received_at)
+                                  ELSE s.received_at - (s.sent_at - s.original_timestamp) END),
+       coalesce(s.original_timestamp, s.received_at), s.sent_at, s.received_at, CAST(s.doc AS JSON)
 FROM (
-    SELECT *, row_number() OVER (PARTITION BY source_id, message_id ORDER BY pos) AS copy_no
+    SELECT pos, row_number() OVER (ORDER BY pos) AS rn
     FROM (
-        SELECT pos, source_id, timestamp, original_timestamp, sent_at, received_at, doc,
-               {_client_field("message_id", "$.messageId")},
-               {_client_field("type", "$.type")},
-               {_client_field("event", "$.event")},
-               {_client_field("user_id", "$.userId")},
-               {_client_field("anonymous_id", "$.anonymousId")}
-        FROM {STAGE}
-        WHERE kind IN ('A', 'X')
-    ) AS s
-) AS x
-WHERE copy_no = 1
-  AND NOT EXISTS (
-      SELECT 1 FROM raw_events AS r
-      WHERE r.source_id = x.source_id AND r.message_id = x.message_id AND r.received_at >= ?
-  )
+        SELECT min(pos) AS pos, source_id, message_id
+        FROM ({_RESOLVED}) AS narrow
+        GROUP BY source_id, message_id
+    ) AS firsts
+    WHERE NOT EXISTS (
+        SELECT 1 FROM raw_events AS r
+        WHERE r.source_id = firsts.source_id AND r.message_id = firsts.message_id AND r.received_at >= ?
+    )
+) AS keep
+JOIN ({_RESOLVED}) AS s ON s.pos = keep.pos
+CROSS JOIN (SELECT coalesce(max(seq), 0) AS n FROM raw_events) AS base
 """
 
 INSERT_REJECTED = f"""
