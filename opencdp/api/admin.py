@@ -8,17 +8,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 import pyarrow as pa
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from opencdp.api.runtime import Runtime
+from opencdp.collect.imports import decode_mapping
 from opencdp.errors import OpenCDPError, Rejected, Transient
+from opencdp.model.records import IMPORT_KINDS
 from opencdp.model.sources import Source, SourceKind, SourceLimits
 from opencdp.store.journal import line_parts
 from opencdp.store.query import run_read_only
@@ -44,6 +49,17 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value
+
+
+async def _save_upload(upload: UploadFile, directory: Path, n: int) -> Path:
+    """Stream an upload to disk under its own base name (never a path the client chose)."""
+    name = Path(upload.filename or f"upload-{n}").name or f"upload-{n}"
+    target = directory / f"{n:04d}" / name
+    target.parent.mkdir()
+    with target.open("wb") as out:
+        while chunk := await upload.read(1 << 20):
+            out.write(chunk)
+    return target
 
 
 def build_admin_app(runtime: Runtime) -> FastAPI:
@@ -119,6 +135,26 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         runtime.load()  # what was acknowledged is what the query sees
         table = run_read_only(runtime.engine, body.sql)
         return {"columns": table.column_names, "rows": table_rows(table)}
+
+    @app.post("/admin/v1/imports", dependencies=admin)
+    async def create_import(
+        source: Annotated[str, Query(description="Source name or id.")],
+        kind: Annotated[str, Query(description=f"One of {', '.join(IMPORT_KINDS)}.")],
+        files: list[UploadFile],
+        mapping: UploadFile | None = None,
+    ) -> dict[str, Any]:
+        """Import uploaded CSV, JSON Lines or Parquet files (multipart ``files``, optional ``mapping`` in YAML or
+        JSON). Answers with the summary once the raw log holds the rows: ``accepted``, ``rejected``,
+        ``duplicates``, the mapping used. Rejected rows are in the ``rejects`` view."""
+        directory = runtime.settings.data_dir / "uploads" / uuid.uuid4().hex
+        directory.mkdir(parents=True)
+        try:
+            paths = [await _save_upload(upload, directory, n) for n, upload in enumerate(files)]
+            used = decode_mapping(await mapping.read()) if mapping is not None else None
+            result = await asyncio.to_thread(runtime.import_files, source, kind, paths, used)
+            return result.summary()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     @app.get("/admin/v1/rejected", dependencies=admin)
     def rejected(

@@ -6,11 +6,14 @@ import logging
 import os
 import secrets
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from opencdp.collect.imports import Importer, ImportResult, Progress
 from opencdp.collect.ingest import Ingestor
 from opencdp.config import Settings
+from opencdp.errors import Transient
+from opencdp.model.records import Mapping
 from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
 from opencdp.store.raw_log import LoadResult, RawLog
@@ -71,6 +74,29 @@ class Runtime:
             self.last_load_error = None
             self.journal.mark_loaded(result.position, self.settings.journal_retention_segments)
             return result
+
+    def import_files(
+        self,
+        source_ref: str,
+        kind: str,
+        paths: list[Path],
+        mapping: Mapping | None = None,
+        progress: Progress | None = None,
+    ) -> ImportResult:
+        """Import files into a source's raw log and wait until it holds them; the summary is kept in ``imports``."""
+        source = self.registry.get(source_ref)
+        started = datetime.now(UTC)
+        before = self.raw_log.last_seq()
+        result = Importer(self.journal, progress=progress).run(source, kind, paths, mapping)
+        if self.load() is None:
+            raise Transient(
+                f"the import is journalled but the engine did not load it yet: {self.last_load_error}",
+                code="load_failed",
+            )
+        ids = result.message_ids
+        result.accepted = self.raw_log.count_stored(result.import_id, source.source_id, ids, before) if ids else 0
+        self.raw_log.record_import(result.summary(), result.rejects, started)
+        return result
 
     def close(self) -> None:
         self.load()

@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pyarrow as pa
 
-from opencdp.api.runtime import ensure_admin_token
+from opencdp.api.runtime import Runtime, ensure_admin_token
 from opencdp.api.server import server_file
+from opencdp.collect.imports import Progress, decode_mapping
 from opencdp.config import Settings
 from opencdp.errors import Rejected, Transient
 from opencdp.model.sources import Source, SourceKind, SourceLimits
@@ -131,6 +133,26 @@ class Backend:
             return run_read_only(engine, sql)
         finally:
             engine.close()
+
+    def import_files(
+        self, source: str, kind: str, paths: list[Path], mapping: bytes | None, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Import files (through the running server when there is one); returns the import's summary."""
+        if self.remote:
+            with ExitStack() as stack:
+                files = [("files", (p.name, stack.enter_context(p.open("rb")))) for p in paths]
+                if mapping is not None:
+                    files.append(("mapping", ("mapping.yaml", mapping)))  # type: ignore[arg-type]
+                summary: dict[str, Any] = self.remote.call(
+                    "POST", "/admin/v1/imports", params={"source": source, "kind": kind}, files=files, timeout=None
+                )
+                return summary
+        runtime = Runtime(self.settings)
+        try:
+            used = decode_mapping(mapping) if mapping is not None else None
+            return runtime.import_files(source, kind, paths, used, progress).summary()
+        finally:
+            runtime.close()
 
     def _catch_up(self, engine: Engine) -> None:
         """Load what a server acknowledged but had not loaded when it stopped (e.g. after ``kill -9``)."""

@@ -1,4 +1,4 @@
-"""``opencdp``: serve, demo, sources, query and tail."""
+"""``opencdp``: serve, demo, sources, import, query and tail."""
 
 from __future__ import annotations
 
@@ -162,6 +162,36 @@ def rejected(
     except OpenCDPError as exc:
         raise fail(exc) from exc
     output.table(table, as_json=as_json, as_csv=False, console=console)
+
+
+@app.command("import")
+def import_files(
+    files: Annotated[list[str], typer.Argument(help="CSV, JSON Lines or Parquet files, directories or globs.")],
+    source: Annotated[str, typer.Option(help="Source (name or id) the records belong to.")],
+    kind: Annotated[str, typer.Option(help="customers, orders, returns, tickets or events.")],
+    mapping: Annotated[
+        Path | None, typer.Option(help="YAML or JSON mapping of columns to fields (inferred when omitted).")
+    ] = None,
+    rejects_file: Annotated[Path | None, typer.Option(help="Write the rejected rows to this CSV file.")] = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Import a CRM, point-of-sale, finance or support export into the raw log (idempotent)."""
+    from opencdp.cli.importing import run
+
+    try:
+        run(
+            Backend(settings_for(data_dir)),
+            files,
+            source=source,
+            kind=kind,
+            mapping=mapping,
+            rejects_file=rejects_file,
+            as_json=as_json,
+            console=console,
+        )
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
 
 
 @app.command()

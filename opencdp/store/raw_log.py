@@ -8,10 +8,12 @@ Consumers (the processor of later stages) read ``raw_events`` by ``seq`` and com
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -77,6 +79,11 @@ FROM (
     WHERE NOT EXISTS (
         SELECT 1 FROM raw_events AS r
         WHERE r.source_id = firsts.source_id AND r.message_id = firsts.message_id AND r.received_at >= ?
+    )
+      -- An imported record's id is a hash of its content: the same record is never stored twice, however old.
+      AND NOT EXISTS (
+        SELECT 1 FROM raw_events AS r
+        WHERE r.type = 'record' AND r.source_id = firsts.source_id AND r.message_id = firsts.message_id
     )
 ) AS keep
 JOIN ({_RESOLVED}) AS s ON s.pos = keep.pos
@@ -210,6 +217,54 @@ class RawLog:
 
     def _set_position(self, pos: Position) -> None:
         self.engine.execute("UPDATE _cdp_journal_position SET segment = ?, byte_offset = ?", (pos.segment, pos.offset))
+
+    def last_seq(self) -> int:
+        row = self.engine.fetch_one("SELECT coalesce(max(seq), 0) FROM raw_events")
+        return int(row[0]) if row else 0
+
+    def count_stored(self, import_id: str, source_id: str, message_ids: pa.ChunkedArray, after_seq: int) -> int:
+        """How many of ``message_ids`` the raw log stored (for ``source_id``) after ``after_seq``: an import's new
+        rows, the rest being duplicates of what it already held."""
+        ids = pa.table({"import_id": pa.array([import_id] * len(message_ids), pa.string()), "message_id": message_ids})
+        with self.engine.transaction():
+            self.engine.append("_cdp_import_ids", ids)
+            row = self.engine.fetch_one(
+                "SELECT count(*) FROM raw_events AS r JOIN _cdp_import_ids AS i ON i.message_id = r.message_id "
+                "WHERE i.import_id = ? AND r.source_id = ? AND r.seq > ?",
+                (import_id, source_id, after_seq),
+            )
+            self.engine.execute("DELETE FROM _cdp_import_ids WHERE import_id = ?", (import_id,))
+        return int(row[0]) if row else 0
+
+    def record_import(self, summary: dict[str, Any], rejects: pa.Table | None, at: datetime) -> None:
+        """Keep an import's summary (``imports``) and its rejected rows (``import_rejects``)."""
+        import_id, source_id = summary["import_id"], summary["source_id"]
+        with self.engine.transaction():
+            self.engine.execute(
+                "INSERT INTO imports (import_id, source_id, kind, files, started_at, finished_at, rows_read, accepted,"
+                " rejected, duplicates, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    import_id,
+                    source_id,
+                    summary["kind"],
+                    ", ".join(summary["files"]),
+                    at,
+                    datetime.now(UTC),
+                    summary["rows"],
+                    summary["accepted"] or 0,
+                    summary["rejected"],
+                    summary["duplicates"] or 0,
+                    json.dumps(summary),
+                ),
+            )
+            if rejects is not None and rejects.num_rows:
+                n = rejects.num_rows
+                self.engine.append(
+                    "import_rejects",
+                    rejects.append_column("import_id", pa.array([import_id] * n, pa.string()))
+                    .append_column("source_id", pa.array([source_id] * n, pa.string()))
+                    .append_column("rejected_at", pa.array([at] * n, pa.timestamp("us", tz="UTC"))),
+                )
 
     def rejected(self, source_id: str | None, limit: int) -> pa.Table:
         """The newest ``limit`` rejected items (of one source, or all), newest first."""

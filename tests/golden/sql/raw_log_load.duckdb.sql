@@ -31,6 +31,11 @@ FROM (
         SELECT 1 FROM raw_events AS r
         WHERE r.source_id = firsts.source_id AND r.message_id = firsts.message_id AND r.received_at >= ?
     )
+      -- An imported record's id is a hash of its content: the same record is never stored twice, however old.
+      AND NOT EXISTS (
+        SELECT 1 FROM raw_events AS r
+        WHERE r.type = 'record' AND r.source_id = firsts.source_id AND r.message_id = firsts.message_id
+    )
 ) AS keep
 JOIN (
     SELECT pos, source_id, timestamp, original_timestamp, sent_at, received_at, doc,

@@ -40,6 +40,33 @@ CREATE TABLE IF NOT EXISTS _cdp_journal_position (
         byte_offset BIGINT NOT NULL
     );
 
+CREATE TABLE IF NOT EXISTS imports (
+        import_id VARCHAR PRIMARY KEY,
+        source_id VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        files VARCHAR NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL,
+        finished_at TIMESTAMPTZ NOT NULL,
+        rows_read BIGINT NOT NULL,
+        accepted BIGINT NOT NULL,
+        rejected BIGINT NOT NULL,
+        duplicates BIGINT NOT NULL,
+        summary JSON NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS import_rejects (
+        import_id VARCHAR NOT NULL,
+        source_id VARCHAR NOT NULL,
+        file VARCHAR NOT NULL,
+        row_number BIGINT NOT NULL,
+        column_name VARCHAR,
+        reason VARCHAR NOT NULL,
+        raw VARCHAR,
+        rejected_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS _cdp_import_ids (import_id VARCHAR NOT NULL, message_id VARCHAR NOT NULL);
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
         seq BIGINT NOT NULL,
@@ -53,4 +80,23 @@ CREATE OR REPLACE VIEW events AS
            json_extract(message, '$.traits') AS traits,
            json_extract(message, '$.context') AS context,
            message
-    FROM raw_events;
+    FROM raw_events
+    WHERE type <> 'record';
+
+CREATE OR REPLACE VIEW records AS
+    SELECT seq, source_id, event AS kind, message_id AS record_id,
+           json_extract_string(message, '$.key') AS record_key,
+           json_extract(message, '$.fields') AS fields,
+           json_extract(message, '$.attributes') AS attributes,
+           json_extract(message, '$.flags') AS flags,
+           json_extract_string(message, '$.import.id') AS import_id,
+           json_extract_string(message, '$.import.file') AS file,
+           CAST(json_extract_string(message, '$.import.row') AS BIGINT) AS row_number,
+           original_timestamp AS record_time,
+           received_at
+    FROM raw_events
+    WHERE type = 'record';
+
+CREATE OR REPLACE VIEW rejects AS
+    SELECT import_id, source_id, file, row_number, column_name, reason, raw, rejected_at
+    FROM import_rejects;

@@ -8,6 +8,12 @@ CREATE TABLE IF NOT EXISTS rejected_messages (seq BIGINT NOT NULL, source_id TEX
 
 CREATE TABLE IF NOT EXISTS _cdp_journal_position (segment BIGINT NOT NULL, byte_offset BIGINT NOT NULL);
 
+CREATE TABLE IF NOT EXISTS imports (import_id TEXT PRIMARY KEY, source_id TEXT NOT NULL, kind TEXT NOT NULL, files TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ NOT NULL, rows_read BIGINT NOT NULL, accepted BIGINT NOT NULL, rejected BIGINT NOT NULL, duplicates BIGINT NOT NULL, summary JSON NOT NULL);
+
+CREATE TABLE IF NOT EXISTS import_rejects (import_id TEXT NOT NULL, source_id TEXT NOT NULL, file TEXT NOT NULL, row_number BIGINT NOT NULL, column_name TEXT, reason TEXT NOT NULL, raw TEXT, rejected_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS _cdp_import_ids (import_id TEXT NOT NULL, message_id TEXT NOT NULL);
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
 
 CREATE UNIQUE INDEX IF NOT EXISTS raw_events_seq ON raw_events(seq);
@@ -16,4 +22,8 @@ CREATE INDEX IF NOT EXISTS raw_events_message ON raw_events(source_id, message_i
 
 CREATE INDEX IF NOT EXISTS raw_events_received ON raw_events(received_at);
 
-CREATE OR REPLACE VIEW events AS SELECT seq, message_id, source_id, type, event, user_id, anonymous_id, timestamp, original_timestamp, sent_at, received_at, JSON_EXTRACT_PATH(message, 'properties') AS properties, JSON_EXTRACT_PATH(message, 'traits') AS traits, JSON_EXTRACT_PATH(message, 'context') AS context, message FROM raw_events;
+CREATE OR REPLACE VIEW events AS SELECT seq, message_id, source_id, type, event, user_id, anonymous_id, timestamp, original_timestamp, sent_at, received_at, JSON_EXTRACT_PATH(message, 'properties') AS properties, JSON_EXTRACT_PATH(message, 'traits') AS traits, JSON_EXTRACT_PATH(message, 'context') AS context, message FROM raw_events WHERE type <> 'record';
+
+CREATE OR REPLACE VIEW records AS SELECT seq, source_id, event AS kind, message_id AS record_id, JSON_EXTRACT_PATH_TEXT(message, 'key') AS record_key, JSON_EXTRACT_PATH(message, 'fields') AS fields, JSON_EXTRACT_PATH(message, 'attributes') AS attributes, JSON_EXTRACT_PATH(message, 'flags') AS flags, JSON_EXTRACT_PATH_TEXT(message, 'import', 'id') AS import_id, JSON_EXTRACT_PATH_TEXT(message, 'import', 'file') AS file, CAST(JSON_EXTRACT_PATH_TEXT(message, 'import', 'row') AS BIGINT) AS row_number, original_timestamp AS record_time, received_at FROM raw_events WHERE type = 'record';
+
+CREATE OR REPLACE VIEW rejects AS SELECT import_id, source_id, file, row_number, column_name, reason, raw, rejected_at FROM import_rejects;

@@ -1,0 +1,98 @@
+"""Normalising values with well-kept libraries: emails, phone numbers, names, currencies (pure functions).
+
+Each function returns ``(normalised, None)`` or ``(None, reason)``: an invalid value is flagged with why, never
+guessed. The library calls cost tens of microseconds a value (email-validator ~23 µs, phonenumbers ~32 µs on
+this machine), so the importer calls them once per *distinct* value, spread over the machine's cores when there
+are many, and joins the verdicts back to the rows set-based.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache, partial
+from multiprocessing import get_context
+
+import phonenumbers
+import pycountry
+from email_validator import EmailNotValidError, validate_email
+
+Verdict = tuple[str | None, str | None]
+
+PARALLEL_FROM = 20_000
+"""Distinct values from which the work is spread over worker processes (below, starting them costs more)."""
+_CHUNK = 5_000
+
+
+def email(value: str) -> Verdict:
+    """Syntax check and normalised form (lower-case domain, IDNA); no DNS lookup, ever."""
+    try:
+        result = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        return None, str(exc)
+    return result.normalized, None
+
+
+def phone(value: str, region: str | None = None) -> Verdict:
+    """E.164 (``+4930123456``); a number without a country code needs ``region`` (ISO 3166, e.g. ``DE``)."""
+    try:
+        parsed = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        return None, f"not a phone number: {exc}"
+    if not phonenumbers.is_valid_number(parsed):
+        return None, "not a valid phone number for its country"
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def name(value: str) -> Verdict:
+    """Trimmed, NFC, single spaces; a name written all in upper or all in lower case gets capitals."""
+    text = _SPACES.sub(" ", unicodedata.normalize("NFC", value)).strip()
+    if not text:
+        return None, "empty name"
+    if text.isupper() or text.islower():
+        text = text.title()
+    return text, None
+
+
+@lru_cache(maxsize=1)
+def currency_codes() -> frozenset[str]:
+    """ISO 4217 alphabetic codes (from pycountry's copy of the standard)."""
+    return frozenset(c.alpha_3 for c in pycountry.currencies)
+
+
+def currency(value: str) -> Verdict:
+    code = value.strip().upper()
+    if code in currency_codes():
+        return code, None
+    return None, f"not an ISO 4217 currency code: {value!r}"
+
+
+def _verdicts(function: Callable[[str], Verdict], values: Sequence[str]) -> list[Verdict]:
+    return [function(v) for v in values]
+
+
+def normalise_all(function: Callable[[str], Verdict], values: Sequence[str]) -> list[Verdict]:
+    """``function`` applied to each value, in worker processes when there are many (one per available core)."""
+    cores = len(os.sched_getaffinity(0))
+    if len(values) < PARALLEL_FROM or cores < 2:
+        return _verdicts(function, values)
+    chunks = [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+    # forkserver: the workers do not inherit the server's threads and locks (fork would), and start once.
+    with ProcessPoolExecutor(max_workers=cores, mp_context=get_context("forkserver")) as pool:
+        results = pool.map(partial(_verdicts, function), chunks)
+        return [verdict for chunk in results for verdict in chunk]
+
+
+REGION_SEPARATOR = "\x1f"
+
+
+def phone_in_region(key: str) -> Verdict:
+    """``phone`` of ``"<region>\\x1f<number>"`` (an empty region: the number must carry its country code)."""
+    region, _, number = key.partition(REGION_SEPARATOR)
+    return phone(number, region or None)
