@@ -87,7 +87,15 @@ class Runtime:
         source = self.registry.get(source_ref)
         started = datetime.now(UTC)
         before = self.raw_log.last_seq()
-        result = Importer(self.journal, progress=progress).run(source, kind, paths, mapping)
+        # Load while the import writes (on the engine's own thread: another core), not only after it.
+        stop = threading.Event()
+        loader = threading.Thread(target=self._load_until, args=(stop,), name="opencdp-import-loader", daemon=True)
+        loader.start()
+        try:
+            result = Importer(self.journal, progress=progress).run(source, kind, paths, mapping)
+        finally:
+            stop.set()
+            loader.join()
         if self.load() is None:
             raise Transient(
                 f"the import is journalled but the engine did not load it yet: {self.last_load_error}",
@@ -97,6 +105,10 @@ class Runtime:
         result.accepted = self.raw_log.count_stored(result.import_id, source.source_id, ids, before) if ids else 0
         self.raw_log.record_import(result.summary(), result.rejects, started)
         return result
+
+    def _load_until(self, stop: threading.Event, interval: float = 0.2) -> None:
+        while not stop.wait(interval):
+            self.load()
 
     def close(self) -> None:
         self.load()

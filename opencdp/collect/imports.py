@@ -228,39 +228,22 @@ class Importer:
         raws = ", ".join(f"{_raw_expr(s, mapping)} AS {_col('raw_' + s.name)}" for s in mapped)
         attributes = "struct_pack(" + ", ".join(f"{_col(c)} := {_col(c)}" for c in rest) + ")" if rest else "NULL::JSON"
         reader.execute(
-            f"CREATE OR REPLACE TABLE raw AS SELECT _file, _row, {raws}, {attributes} AS attributes FROM src"
+            # ``_n``: the rows' order in the files (``src`` holds them in that order), for writing in order later.
+            "CREATE OR REPLACE TABLE raw AS SELECT _file, _row, row_number() OVER () AS _n, "
+            f"{raws}, {attributes} AS attributes FROM src"
         )
         result.rows = reader.count("SELECT count(*) FROM raw") + reader.count("SELECT count(*) FROM src_rejects")
 
         joins = []
-        for s in mapped:
-            if s.type not in _NORMALISERS:
-                continue
-            self.progress(f"checking {s.name}", 0, 0)
-            raw = _col("raw_" + s.name)
-            key = _verdict_key(s, mapping, "raw.")
-            distinct = reader.arrow(f"SELECT DISTINCT {key} AS raw FROM raw WHERE {raw} IS NOT NULL")
-            texts = distinct.column("raw").to_pylist()
-            verdicts = values.normalise_all(_NORMALISERS[s.type], texts)
-            table = pa.table(
-                {
-                    "raw": pa.array(texts, pa.string()),
-                    "value": pa.array([v for v, _ in verdicts], pa.string()),
-                    "reason": pa.array([r for _, r in verdicts], pa.string()),
-                }
-            )
-            reader.register(f"_verdicts_{s.name}", table)
-            joins.append(f"LEFT JOIN _verdicts_{s.name} AS _n_{s.name} ON _n_{s.name}.raw = {key}")
+        with values.Workers() as workers:
+            joins = [self._verdicts(reader, workers, s, mapping) for s in mapped if s.type in _NORMALISERS]
 
         typed = {s.name: _typed(s, mapping, "raw." + _col("raw_" + s.name)) for s in mapped}
         selects = ", ".join(
             f"{value} AS {_col('v_' + name)}, {reason} AS {_col('r_' + name)}"
             for name, (value, reason) in typed.items()
         )
-        reader.execute(
-            f"CREATE OR REPLACE TABLE typed AS SELECT raw.*, {selects} FROM raw {' '.join(joins)} "
-            "ORDER BY raw._file, raw._row"
-        )
+        reader.execute(f"CREATE OR REPLACE TABLE typed AS SELECT raw.*, {selects} FROM raw {' '.join(joins)}")
 
         # Rejects: a required field absent or unreadable (one row per field at fault), and the reader's own.
         required = [s for s in mapped if s.required]
@@ -283,10 +266,13 @@ class Importer:
         ok = " AND ".join(f"{_col('v_' + s.name)} IS NOT NULL" for s in required) or "TRUE"
 
         optional = [s for s in mapped if not s.required]
-        for s in optional:
-            n = reader.count(f"SELECT count(*) FROM typed WHERE {ok} AND {_col('r_' + s.name)} IS NOT NULL")
-            if n:
-                result.flagged[s.name] = n
+        if optional:
+            counts = reader.arrow(
+                "SELECT "
+                + ", ".join(f"count({_col('r_' + s.name)}) AS {_col(s.name)}" for s in optional)
+                + f" FROM typed WHERE {ok}"
+            ).to_pylist()[0]
+            result.flagged = {name: int(n) for name, n in counts.items() if n}
 
         fields = "struct_pack(" + ", ".join(f"{s.name} := {_col('v_' + s.name)}" for s in mapped) + ")"
         flags = self._map_of(optional, "r_")
@@ -295,12 +281,11 @@ class Importer:
         time = _col("v_" + spec.time) if spec.time and spec.time in mapping.fields else "NULL"
         reader.execute(
             f"""CREATE OR REPLACE TABLE out AS
-            SELECT _row, {user_id} AS user_id, {time} AS time, {_col("v_" + spec.key)} AS key, fields, attributes,
-                   flags, invalid, _file,
+            SELECT _row, _n, {user_id} AS user_id, {time} AS time,
+                   {_col("v_" + spec.key)} AS key, fields, attributes, flags, invalid, _file,
                    'rec_' || md5({_lit(spec.name)} || chr(31) || CAST(to_json(fields) AS VARCHAR) || chr(31)
                                   || coalesce(CAST(to_json(attributes) AS VARCHAR), '')) AS mid
-            FROM (SELECT *, {fields} AS fields, {flags} AS flags, {invalid} AS invalid FROM typed WHERE {ok})
-            ORDER BY _file, _row"""
+            FROM (SELECT *, {fields} AS fields, {flags} AS flags, {invalid} AS invalid FROM typed WHERE {ok})"""
         )
         total = reader.count("SELECT count(*) FROM out")
         source_id, kind, at_text = _lit(source.source_id), _lit(spec.name), _lit(_utc_text(at))
@@ -318,12 +303,30 @@ class Importer:
             || chr(10)"""
         for offset in range(0, total, CHUNK_ROWS):
             lines = reader.arrow(
-                f"SELECT {line} AS line FROM out ORDER BY _file, _row LIMIT {CHUNK_ROWS} OFFSET {offset}"
+                f"SELECT {line} AS line FROM out WHERE _n > {offset} AND _n <= {offset + CHUNK_ROWS} ORDER BY _n"
             )
             self.journal.write_sync(_concat(lines.column("line")))
             result.written += lines.num_rows
             self.progress("writing", result.written, total)
         result.message_ids = reader.arrow("SELECT DISTINCT mid FROM out").column("mid")
+
+    def _verdicts(self, reader: FileReader, workers: values.Workers, s: FieldSpec, mapping: Mapping) -> str:
+        """Check each distinct value of a field with its library; returns the JOIN that brings the verdicts in."""
+        self.progress(f"checking {s.name}", 0, 0)
+        raw = _col("raw_" + s.name)
+        key = _verdict_key(s, mapping, "raw.")
+        distinct = reader.arrow(f"SELECT DISTINCT {key} AS raw FROM raw WHERE {raw} IS NOT NULL")
+        texts = distinct.column("raw").to_pylist()
+        verdicts = workers.map(_NORMALISERS[s.type], texts)
+        table = pa.table(
+            {
+                "raw": pa.array(texts, pa.string()),
+                "value": pa.array([v for v, _ in verdicts], pa.string()),
+                "reason": pa.array([r for _, r in verdicts], pa.string()),
+            }
+        )
+        reader.register(f"_verdicts_{s.name}", table)
+        return f"LEFT JOIN _verdicts_{s.name} AS _n_{s.name} ON _n_{s.name}.raw = {key}"
 
     @staticmethod
     def _map_of(specs: list[FieldSpec], prefix: str, only_where: str | None = None) -> str:
@@ -348,7 +351,10 @@ class Importer:
             else f"{_col(c)} := {_col(c)}"
             for c in columns
         )
-        reader.execute(f"CREATE OR REPLACE TABLE out AS SELECT _file, _row, struct_pack({picks}) AS m FROM src")
+        reader.execute(
+            "CREATE OR REPLACE TABLE out AS SELECT _file, _row, row_number() OVER (ORDER BY _file, _row) AS _n, "
+            f"struct_pack({picks}) AS m FROM src ORDER BY _n"
+        )
         total = reader.count("SELECT count(*) FROM out")
         result.rows = total + reader.count("SELECT count(*) FROM src_rejects")
         rejects = [reader.arrow("SELECT _file AS file, _row AS row_number, column_name, reason, raw FROM src_rejects")]
@@ -368,7 +374,7 @@ class Importer:
                 "THEN json_merge_patch(to_json(m), "
                 "                      json_object('messageId', 'imp_' || md5(CAST(to_json(m) AS VARCHAR)))) "
                 "ELSE to_json(m) END AS VARCHAR) AS doc "
-                f"FROM out ORDER BY _file, _row LIMIT {CHUNK_ROWS} OFFSET {offset}"
+                f"FROM out WHERE _n > {offset} AND _n <= {offset + CHUNK_ROWS} ORDER BY _n"
             )
             docs = chunk.column("doc").to_pylist()
             body = b'{"batch":[' + b",".join(d.encode() for d in docs) + b"]}"

@@ -11,7 +11,7 @@ from unittest import mock
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opencdp.collect import messages as messages_module
@@ -296,6 +296,7 @@ def _lines(raw: bytes, route: str | None) -> Any:
     return outcome.errors[0].code if outcome.errors else columns_of(outcome.lines[0])
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(message=messages(), indent=st.sampled_from([None, 2]), route=st.sampled_from(["track", "identify", None]))
 def test_fast_path_and_general_path_store_the_same(
     message: dict[str, Any], indent: int | None, route: str | None

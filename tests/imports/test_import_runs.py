@@ -17,6 +17,7 @@ from opencdp.api.runtime import Runtime
 from opencdp.config import Settings
 from opencdp.errors import Rejected
 from opencdp.model.records import FieldMapping, Mapping
+from tests.conftest import make_settings
 
 
 @pytest.fixture
@@ -202,3 +203,20 @@ def test_unknown_source_and_kind_are_refused(runtime: Runtime, tmp_path: Path) -
     assert info.value.code == "unknown_kind"
     with pytest.raises(Rejected):
         runtime.import_files("nope", "customers", [path])
+
+
+def test_records_are_deduplicated_beyond_the_dedup_window(tmp_path: Path, engine_name: str) -> None:
+    """The window bounds how long a retried *message* is recognised; an imported record is recognised forever."""
+    settings = make_settings(tmp_path, engine_name, dedup_window_days=0)
+    rt = Runtime(settings)
+    try:
+        rt.registry.create("crm", "server", None)
+        path = write_csv(tmp_path / "crm.csv", HEADER, customers(5))
+        assert rt.import_files("crm", "customers", [path]).accepted == 5
+        assert rt.import_files("crm", "customers", [path]).duplicates == 5
+    finally:
+        rt.close()
+        if engine_name == "postgres":
+            from opencdp.store.postgres_engine import PostgresEngine
+
+            PostgresEngine(settings.postgres_dsn, schema=settings.postgres_schema).drop_schema()

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+from unittest import mock
+
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from email_validator.syntax import validate_email_domain_name
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opencdp.collect import values
 from opencdp.collect.imports import decode_mapping, resolve_mapping
 from opencdp.errors import Rejected
 from opencdp.model.records import KINDS, FieldMapping, Mapping, column_key, infer_mapping
+
+_email_validator_module = importlib.import_module("email_validator.validate_email")
 
 
 def test_mapping_is_inferred_from_column_names() -> None:
@@ -107,3 +116,23 @@ def test_normalising_many_values_in_worker_processes_gives_the_same_verdicts(mon
     monkeypatch.setattr(values, "PARALLEL_FROM", 100)
     monkeypatch.setattr(values, "_CHUNK", 500)
     assert values.normalise_all(values.email, texts) == serial
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    local=st.text(alphabet=st.sampled_from("abcXYZ.+_-é0"), min_size=0, max_size=12),
+    domain=st.sampled_from(
+        ["example.com", "Example.ORG", "bücher.example", "xn--bcher-kva.example", "-bad.com", "a..b", "localhost",
+         "ex_ample.com", "1.2.3.4", "[127.0.0.1]", "x" * 64 + ".com", "example"]
+    ),
+)  # fmt: skip
+def test_email_verdicts_equal_the_unmemoized_library(local: str, domain: str) -> None:
+    """values.email memoizes email-validator's domain check: the verdicts must be the library's own."""
+    address = f"{local}@{domain}"
+    memoized = values.email(address)
+    with mock.patch.object(_email_validator_module, "validate_email_domain_name", validate_email_domain_name):
+        try:
+            expected: values.Verdict = (validate_email(address, check_deliverability=False).normalized, None)
+        except EmailNotValidError as exc:
+            expected = (None, str(exc))
+    assert memoized == expected

@@ -29,12 +29,9 @@ FROM (
     ) AS firsts
     WHERE NOT EXISTS (
         SELECT 1 FROM raw_events AS r
-        WHERE r.source_id = firsts.source_id AND r.message_id = firsts.message_id AND r.received_at >= ?
-    )
-      -- An imported record's id is a hash of its content: the same record is never stored twice, however old.
-      AND NOT EXISTS (
-        SELECT 1 FROM raw_events AS r
-        WHERE r.type = 'record' AND r.source_id = firsts.source_id AND r.message_id = firsts.message_id
+        WHERE r.source_id = firsts.source_id AND r.message_id = firsts.message_id
+          -- An imported record's id is a hash of its content: the same record is never stored twice, however old.
+          AND (r.received_at >= ? OR r.type = 'record')
     )
 ) AS keep
 JOIN (
