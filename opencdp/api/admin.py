@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from opencdp.api.runtime import Runtime
 from opencdp.collect.imports import decode_mapping
 from opencdp.errors import OpenCDPError, Rejected, Transient
+from opencdp.model.plans import parse_plan
 from opencdp.model.records import IMPORT_KINDS
 from opencdp.model.sources import Source, SourceKind, SourceLimits
 from opencdp.store.journal import line_parts
@@ -155,6 +156,54 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
             return result.summary()
         finally:
             shutil.rmtree(directory, ignore_errors=True)
+
+    @app.put("/admin/v1/sources/{ref}/plan", dependencies=admin)
+    def put_plan(ref: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Save the source's tracking plan (a new version); governance applies it to what arrives next, and
+        ``POST /admin/v1/quarantine/release`` re-checks what it holds."""
+        source = runtime.registry.get(ref)
+        version = runtime.governance.plans.put(source.source_id, parse_plan(body))
+        return {"source_id": source.source_id, "version": version}
+
+    @app.get("/admin/v1/sources/{ref}/plan", dependencies=admin)
+    def get_plan(ref: str) -> dict[str, Any]:
+        source = runtime.registry.get(ref)
+        found = runtime.governance.plans.get(source.source_id)
+        if found is None:
+            raise Rejected(f"source {ref!r} has no tracking plan", code="no_plan", status=404)
+        plan, version = found
+        return {"source_id": source.source_id, "version": version, "plan": plan.model_dump()}
+
+    @app.get("/admin/v1/sources/{ref}/plan/draft", dependencies=admin)
+    def draft_plan(ref: str, days: Annotated[float, Query(gt=0)] = 30) -> dict[str, Any]:
+        """A plan drafted from the source's observed traffic, to edit and save."""
+        runtime.load()
+        source = runtime.registry.get(ref)
+        return runtime.governance.infer(source.source_id, days=days).model_dump()
+
+    @app.get("/admin/v1/violations", dependencies=admin)
+    def violations(source: str | None = None) -> list[dict[str, Any]]:
+        """Violations counted by source, event, property and rule, with when each was last seen."""
+        runtime.load()
+        source_id = runtime.registry.get(source).source_id if source else None
+        return table_rows(runtime.governance.violation_counts(source_id))
+
+    @app.get("/admin/v1/quarantine", dependencies=admin)
+    def quarantine(
+        source: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+    ) -> list[dict[str, Any]]:
+        """Messages held by a plan in block mode, oldest first, with the reasons."""
+        runtime.load()
+        source_id = runtime.registry.get(source).source_id if source else None
+        return table_rows(runtime.governance.held(source_id, limit))
+
+    @app.post("/admin/v1/quarantine/release", dependencies=admin)
+    def release(source: str | None = None, event: str | None = None) -> dict[str, int]:
+        """Re-check held messages against the current plans; those that pass now are released, each once."""
+        runtime.load()
+        source_id = runtime.registry.get(source).source_id if source else None
+        result = runtime.governance.release(source_id, event)
+        return {"released": result.released, "still_held": result.still_held}
 
     @app.get("/admin/v1/rejected", dependencies=admin)
     def rejected(

@@ -13,6 +13,7 @@ from opencdp.collect.imports import Importer, ImportResult, Progress
 from opencdp.collect.ingest import Ingestor
 from opencdp.config import Settings
 from opencdp.errors import Transient
+from opencdp.govern.stage import Governance
 from opencdp.model.records import Mapping
 from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
@@ -57,6 +58,7 @@ class Runtime:
         )
         self.registry = SourceRegistry(self.engine)
         self.raw_log = RawLog(self.engine, dedup_window=timedelta(days=settings.dedup_window_days))
+        self.governance = Governance(self.engine, self.raw_log)
         self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
         self._load_lock = threading.Lock()
         self.last_load_error: str | None = None
@@ -67,6 +69,7 @@ class Runtime:
         with self._load_lock:
             try:
                 result = self.raw_log.load_all(self.journal)
+                self.governance.run()  # the first stage, on what was just loaded
             except Exception as exc:
                 self.last_load_error = str(exc).splitlines()[0]
                 log.warning("loader: %s (will retry)", self.last_load_error)

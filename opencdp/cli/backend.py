@@ -22,6 +22,7 @@ from opencdp.api.server import server_file
 from opencdp.collect.imports import Progress, decode_mapping
 from opencdp.config import Settings
 from opencdp.errors import Rejected, Transient
+from opencdp.model.plans import parse_plan
 from opencdp.model.sources import Source, SourceKind, SourceLimits
 from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
@@ -153,6 +154,68 @@ class Backend:
             return runtime.import_files(source, kind, paths, used, progress).summary()
         finally:
             runtime.close()
+
+    # -- governance -------------------------------------------------------------------------------------------
+    @contextmanager
+    def _runtime(self) -> Iterator[Runtime]:
+        runtime = Runtime(self.settings)
+        try:
+            yield runtime
+        finally:
+            runtime.close()
+
+    def put_plan(self, source: str, doc: object) -> dict[str, Any]:
+        if self.remote:
+            result: dict[str, Any] = self.remote.call("PUT", f"/admin/v1/sources/{source}/plan", json=doc)
+            return result
+        plan = parse_plan(doc)
+        with self._runtime() as rt:
+            source_id = rt.registry.get(source).source_id
+            return {"source_id": source_id, "version": rt.governance.plans.put(source_id, plan)}
+
+    def get_plan(self, source: str) -> dict[str, Any]:
+        if self.remote:
+            result: dict[str, Any] = self.remote.call("GET", f"/admin/v1/sources/{source}/plan")
+            return result
+        with self._runtime() as rt:
+            source_id = rt.registry.get(source).source_id
+            found = rt.governance.plans.get(source_id)
+            if found is None:
+                raise Rejected(f"source {source!r} has no tracking plan", code="no_plan", status=404)
+            return {"source_id": source_id, "version": found[1], "plan": found[0].model_dump()}
+
+    def draft_plan(self, source: str, days: float) -> dict[str, Any]:
+        if self.remote:
+            result: dict[str, Any] = self.remote.call(
+                "GET", f"/admin/v1/sources/{source}/plan/draft", params={"days": days}
+            )
+            return result
+        with self._runtime() as rt:
+            return rt.governance.infer(rt.registry.get(source).source_id, days=days).model_dump()
+
+    def violations(self, source: str | None) -> pa.Table:
+        if self.remote:
+            rows = self.remote.call("GET", "/admin/v1/violations", params={"source": source} if source else {})
+            return pa.Table.from_pylist(rows)
+        with self._runtime() as rt:
+            return rt.governance.violation_counts(rt.registry.get(source).source_id if source else None)
+
+    def quarantine(self, source: str | None, limit: int) -> pa.Table:
+        if self.remote:
+            params: dict[str, str | int] = {"limit": limit, **({"source": source} if source else {})}
+            return pa.Table.from_pylist(self.remote.call("GET", "/admin/v1/quarantine", params=params))
+        with self._runtime() as rt:
+            return rt.governance.held(rt.registry.get(source).source_id if source else None, limit)
+
+    def release(self, source: str | None, event: str | None) -> dict[str, int]:
+        params = {k: v for k, v in (("source", source), ("event", event)) if v}
+        if self.remote:
+            result: dict[str, int] = self.remote.call("POST", "/admin/v1/quarantine/release", params=params)
+            return result
+        with self._runtime() as rt:
+            source_id = rt.registry.get(source).source_id if source else None
+            done = rt.governance.release(source_id, event)
+            return {"released": done.released, "still_held": done.still_held}
 
     def _catch_up(self, engine: Engine) -> None:
         """Load what a server acknowledged but had not loaded when it stopped (e.g. after ``kill -9``)."""

@@ -1,4 +1,4 @@
-"""``opencdp``: serve, demo, sources, import, query and tail."""
+"""``opencdp``: serve, demo, sources, import, plans, violations, quarantine, query and tail."""
 
 from __future__ import annotations
 
@@ -8,35 +8,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from opencdp.cli import output
+from opencdp.cli import governing, output
 from opencdp.cli.backend import Backend
-from opencdp.config import Settings
+from opencdp.cli.common import AsJson, DataDir, console, fail, settings_for
 from opencdp.errors import OpenCDPError
 from opencdp.model.sources import SourceKind, SourceLimits
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="OpenCDP: an open-source Customer Data Platform.")
 sources_app = typer.Typer(no_args_is_help=True, help="Create, list, disable and rotate sources and write keys.")
 app.add_typer(sources_app, name="sources")
-
-console = Console()
-err_console = Console(stderr=True)
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", envvar="OPENCDP_DATA_DIR", help="Data directory (default ./opencdp-data)."),
-]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def settings_for(data_dir: Path | None) -> Settings:
-    return Settings(data_dir=data_dir) if data_dir is not None else Settings()
-
-
-def fail(exc: OpenCDPError) -> typer.Exit:
-    err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.message.splitlines()[0]}")
-    return typer.Exit(code=1)
+app.add_typer(governing.plans_app, name="plans")
+app.add_typer(governing.quarantine_app, name="quarantine")
+app.command("violations")(governing.violations)
 
 
 @app.command()

@@ -110,6 +110,15 @@ class Engine(ABC):
             raise EngineError(f"{type(exc).__name__}: {exc}", sql=rendered) from exc
 
     @final
+    def execute_native(self, sql: str) -> None:
+        """Run a statement written in this engine's own dialect, as is (DDL that cannot be transpiled)."""
+        log.debug("sql: %s", sql)
+        try:
+            self._conn().execute(sql)
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", sql=sql) from exc
+
+    @final
     def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         rendered = self.render(sql)
         log.debug("sql: %s", rendered)

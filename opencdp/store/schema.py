@@ -78,6 +78,34 @@ TABLES: tuple[str, ...] = (
     )""",
     # The message ids an import wrote, while its results are counted (internal, emptied after each import).
     """CREATE TABLE IF NOT EXISTS _cdp_import_ids (import_id VARCHAR NOT NULL, message_id VARCHAR NOT NULL)""",
+    # Governance (the first stage over the raw log): one tracking plan per source, versioned.
+    """CREATE TABLE IF NOT EXISTS tracking_plans (
+        source_id VARCHAR PRIMARY KEY,
+        plan JSON NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    # Every rule a message broke, with the plan version that judged it (kept when the message is released).
+    """CREATE TABLE IF NOT EXISTS violations (
+        seq BIGINT NOT NULL,
+        source_id VARCHAR NOT NULL,
+        event VARCHAR,
+        property VARCHAR,
+        rule VARCHAR NOT NULL,
+        detail VARCHAR,
+        plan_version BIGINT,
+        found_at TIMESTAMPTZ NOT NULL
+    )""",
+    # One row per governed raw-log row: passed, flagged, blocked (held) or released; ``gseq`` orders the governed
+    # stream (a released message enters it when released, after what passed before).
+    """CREATE TABLE IF NOT EXISTS governance (
+        seq BIGINT PRIMARY KEY,
+        source_id VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        gseq BIGINT,
+        governed_at TIMESTAMPTZ NOT NULL,
+        released_at TIMESTAMPTZ
+    )""",
     # Where each consumer of the raw log has got to.
     """CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
@@ -90,6 +118,8 @@ INDEXES: tuple[str, ...] = (
     "CREATE UNIQUE INDEX IF NOT EXISTS raw_events_seq ON raw_events (seq)",
     "CREATE INDEX IF NOT EXISTS raw_events_message ON raw_events (source_id, message_id)",
     "CREATE INDEX IF NOT EXISTS raw_events_received ON raw_events (received_at)",
+    "CREATE INDEX IF NOT EXISTS violations_seq ON violations (seq)",
+    "CREATE INDEX IF NOT EXISTS governance_blocked ON governance (status) WHERE status = 'blocked'",
 )
 
 VIEWS: tuple[str, ...] = (
@@ -116,10 +146,61 @@ VIEWS: tuple[str, ...] = (
            received_at
     FROM raw_events
     WHERE type = 'record'""",
+    # The governed stream: what passed governance (or was released from the quarantine), in ``gseq`` order.
+    """CREATE OR REPLACE VIEW governed AS
+    SELECT g.gseq, g.status, r.seq, r.source_id, r.message_id, r.type, r.event, r.user_id, r.anonymous_id,
+           r.timestamp, r.original_timestamp, r.sent_at, r.received_at, r.message
+    FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq
+    WHERE g.gseq IS NOT NULL""",
+    """CREATE OR REPLACE VIEW quarantine AS
+    SELECT r.seq, r.source_id, r.type, r.event, r.message_id, r.received_at,
+           (SELECT string_agg(v.rule || CASE WHEN v.property IS NULL THEN '' ELSE ' ' || v.property END, ', ')
+            FROM violations AS v WHERE v.seq = r.seq) AS reasons,
+           r.message
+    FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq
+    WHERE g.status = 'blocked'""",
     """CREATE OR REPLACE VIEW rejects AS
     SELECT import_id, source_id, file, row_number, column_name, reason, raw, rejected_at
     FROM import_rejects""",
 )
+
+
+# Helpers whose SQL differs by engine, so that stage SQL (authored once) can call them by name.
+FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "duckdb": (
+        # A JSON value's type, as JSON Schema names it (DuckDB's json_type says VARCHAR, BIGINT, DOUBLE, ...).
+        """CREATE OR REPLACE MACRO cdp_json_type(j) AS CASE json_type(j)
+            WHEN 'VARCHAR' THEN 'string' WHEN 'BIGINT' THEN 'integer' WHEN 'UBIGINT' THEN 'integer'
+            WHEN 'HUGEINT' THEN 'integer' WHEN 'DOUBLE' THEN 'number' WHEN 'BOOLEAN' THEN 'boolean'
+            WHEN 'NULL' THEN 'null' WHEN 'OBJECT' THEN 'object' WHEN 'ARRAY' THEN 'array' END""",
+        # The keys of a JSON object (an empty list for anything else), and the value at one key.
+        "CREATE OR REPLACE MACRO cdp_json_keys(j) AS CASE WHEN json_type(j) = 'OBJECT' THEN json_keys(j) ELSE [] END",
+        """CREATE OR REPLACE MACRO cdp_json_get(j, k) AS
+            json_extract(j, '$."' || replace(replace(k, '\\', '\\\\'), '"', '\\"') || '"')""",
+        # The keys of a JSON object that are not in ``allowed``, comma-separated in key order; NULL when none.
+        """CREATE OR REPLACE MACRO cdp_json_extra_keys(j, allowed) AS
+            nullif(array_to_string(list_sort(list_filter(json_keys(j), lambda k: NOT list_contains(allowed, k))), ','),
+                   '')""",
+    ),
+    "postgres": (
+        """CREATE OR REPLACE FUNCTION cdp_json_type(j json) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+            SELECT CASE json_typeof(j) WHEN 'number' THEN
+                CASE WHEN j::text ~ '^-?[0-9]+$' THEN 'integer' ELSE 'number' END ELSE json_typeof(j) END
+        $$""",
+        """CREATE OR REPLACE FUNCTION cdp_json_keys(j json) RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+            SELECT CASE WHEN json_typeof(j) = 'object' THEN ARRAY(SELECT json_object_keys(j)) ELSE ARRAY[]::text[] END
+        $$""",
+        """CREATE OR REPLACE FUNCTION cdp_json_get(j json, k text) RETURNS json LANGUAGE sql IMMUTABLE AS $$
+            SELECT j -> k
+        $$""",
+        """CREATE OR REPLACE FUNCTION cdp_json_extra_keys(j json, allowed text[]) RETURNS text LANGUAGE sql
+            IMMUTABLE AS $$
+            SELECT nullif(string_agg(k, ',' ORDER BY k), '') FROM json_object_keys(
+                CASE WHEN json_typeof(j) = 'object' THEN j ELSE '{}'::json END) AS k
+            WHERE NOT (k = ANY(allowed))
+        $$""",
+    ),
+}
 
 
 def migrate(engine: Engine) -> None:
@@ -130,6 +211,8 @@ def migrate(engine: Engine) -> None:
         if engine.capabilities.secondary_indexes:
             for ddl in INDEXES:
                 engine.execute(ddl)
+        for ddl in FUNCTIONS[engine.capabilities.dialect]:
+            engine.execute_native(ddl)
         for ddl in VIEWS:
             engine.execute(ddl)
         if engine.fetch_one("SELECT count(*) FROM _cdp_schema_version") == (0,):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from opencdp.govern.plans import violations_query
+from opencdp.model.plans import TrackingPlan
 from opencdp.store import raw_log, schema
 from opencdp.store.duckdb_engine import DuckDBEngine
 from opencdp.store.engine import _transpile
@@ -16,7 +18,29 @@ from opencdp.store.postgres_engine import PostgresEngine
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "sql"
 
+SAMPLE_PLAN = TrackingPlan.model_validate(
+    {
+        "events": {
+            "Order Completed": {
+                "type": "object",
+                "required": ["revenue"],
+                "properties": {
+                    "revenue": {"type": "number", "minimum": 0},
+                    "currency": {"type": "string", "enum": ["EUR", "USD"], "pattern": "^[A-Z]{3}$"},
+                    "coupon": {"type": ["string", "null"], "maxLength": 20},
+                },
+                "additionalProperties": False,
+            }
+        },
+        "identify": {"type": "object", "properties": {"email": {"type": "string"}}},
+        "unplanned": "block",
+    }
+)
+GOVERN = violations_query({"src_1": SAMPLE_PLAN}, "SELECT seq, source_id, type, event, message FROM raw_events")
+assert GOVERN is not None
+
 STAGES = {
+    "govern_sample_plan": {"duckdb": [GOVERN], "postgres": [GOVERN]},
     "schema": {"duckdb": [*schema.TABLES, *schema.VIEWS], "postgres": [*schema.TABLES, *schema.INDEXES, *schema.VIEWS]},
     "raw_log_load": {
         "duckdb": [*raw_log.STAGE_DDL, raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED],

@@ -67,6 +67,33 @@ CREATE TABLE IF NOT EXISTS import_rejects (
 
 CREATE TABLE IF NOT EXISTS _cdp_import_ids (import_id VARCHAR NOT NULL, message_id VARCHAR NOT NULL);
 
+CREATE TABLE IF NOT EXISTS tracking_plans (
+        source_id VARCHAR PRIMARY KEY,
+        plan JSON NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS violations (
+        seq BIGINT NOT NULL,
+        source_id VARCHAR NOT NULL,
+        event VARCHAR,
+        property VARCHAR,
+        rule VARCHAR NOT NULL,
+        detail VARCHAR,
+        plan_version BIGINT,
+        found_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS governance (
+        seq BIGINT PRIMARY KEY,
+        source_id VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        gseq BIGINT,
+        governed_at TIMESTAMPTZ NOT NULL,
+        released_at TIMESTAMPTZ
+    );
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
         seq BIGINT NOT NULL,
@@ -96,6 +123,20 @@ CREATE OR REPLACE VIEW records AS
            received_at
     FROM raw_events
     WHERE type = 'record';
+
+CREATE OR REPLACE VIEW governed AS
+    SELECT g.gseq, g.status, r.seq, r.source_id, r.message_id, r.type, r.event, r.user_id, r.anonymous_id,
+           r.timestamp, r.original_timestamp, r.sent_at, r.received_at, r.message
+    FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq
+    WHERE g.gseq IS NOT NULL;
+
+CREATE OR REPLACE VIEW quarantine AS
+    SELECT r.seq, r.source_id, r.type, r.event, r.message_id, r.received_at,
+           (SELECT string_agg(v.rule || CASE WHEN v.property IS NULL THEN '' ELSE ' ' || v.property END, ', ')
+            FROM violations AS v WHERE v.seq = r.seq) AS reasons,
+           r.message
+    FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq
+    WHERE g.status = 'blocked';
 
 CREATE OR REPLACE VIEW rejects AS
     SELECT import_id, source_id, file, row_number, column_name, reason, raw, rejected_at

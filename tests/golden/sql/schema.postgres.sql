@@ -14,6 +14,12 @@ CREATE TABLE IF NOT EXISTS import_rejects (import_id TEXT NOT NULL, source_id TE
 
 CREATE TABLE IF NOT EXISTS _cdp_import_ids (import_id TEXT NOT NULL, message_id TEXT NOT NULL);
 
+CREATE TABLE IF NOT EXISTS tracking_plans (source_id TEXT PRIMARY KEY, plan JSON NOT NULL, version BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS violations (seq BIGINT NOT NULL, source_id TEXT NOT NULL, event TEXT, property TEXT, rule TEXT NOT NULL, detail TEXT, plan_version BIGINT, found_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS governance (seq BIGINT PRIMARY KEY, source_id TEXT NOT NULL, status TEXT NOT NULL, gseq BIGINT, governed_at TIMESTAMPTZ NOT NULL, released_at TIMESTAMPTZ);
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
 
 CREATE UNIQUE INDEX IF NOT EXISTS raw_events_seq ON raw_events(seq);
@@ -22,8 +28,16 @@ CREATE INDEX IF NOT EXISTS raw_events_message ON raw_events(source_id, message_i
 
 CREATE INDEX IF NOT EXISTS raw_events_received ON raw_events(received_at);
 
+CREATE INDEX IF NOT EXISTS violations_seq ON violations(seq);
+
+CREATE INDEX IF NOT EXISTS governance_blocked ON governance(status) WHERE status = 'blocked';
+
 CREATE OR REPLACE VIEW events AS SELECT seq, message_id, source_id, type, event, user_id, anonymous_id, timestamp, original_timestamp, sent_at, received_at, JSON_EXTRACT_PATH(message, 'properties') AS properties, JSON_EXTRACT_PATH(message, 'traits') AS traits, JSON_EXTRACT_PATH(message, 'context') AS context, message FROM raw_events WHERE type <> 'record';
 
 CREATE OR REPLACE VIEW records AS SELECT seq, source_id, event AS kind, message_id AS record_id, JSON_EXTRACT_PATH_TEXT(message, 'key') AS record_key, JSON_EXTRACT_PATH(message, 'fields') AS fields, JSON_EXTRACT_PATH(message, 'attributes') AS attributes, JSON_EXTRACT_PATH(message, 'flags') AS flags, JSON_EXTRACT_PATH_TEXT(message, 'import', 'id') AS import_id, JSON_EXTRACT_PATH_TEXT(message, 'import', 'file') AS file, CAST(JSON_EXTRACT_PATH_TEXT(message, 'import', 'row') AS BIGINT) AS row_number, original_timestamp AS record_time, received_at FROM raw_events WHERE type = 'record';
+
+CREATE OR REPLACE VIEW governed AS SELECT g.gseq, g.status, r.seq, r.source_id, r.message_id, r.type, r.event, r.user_id, r.anonymous_id, r.timestamp, r.original_timestamp, r.sent_at, r.received_at, r.message FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq WHERE NOT g.gseq IS NULL;
+
+CREATE OR REPLACE VIEW quarantine AS SELECT r.seq, r.source_id, r.type, r.event, r.message_id, r.received_at, (SELECT STRING_AGG(v.rule || CASE WHEN v.property IS NULL THEN '' ELSE ' ' || v.property END, ', ') FROM violations AS v WHERE v.seq = r.seq) AS reasons, r.message FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq WHERE g.status = 'blocked';
 
 CREATE OR REPLACE VIEW rejects AS SELECT import_id, source_id, file, row_number, column_name, reason, raw, rejected_at FROM import_rejects;

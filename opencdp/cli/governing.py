@@ -1,0 +1,113 @@
+"""``opencdp plans``, ``opencdp violations`` and ``opencdp quarantine``: tracking plans and what they catch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from opencdp.cli import output
+from opencdp.cli.backend import Backend
+from opencdp.cli.common import AsJson, DataDir, console, fail, settings_for
+from opencdp.errors import OpenCDPError, Rejected
+
+plans_app = typer.Typer(no_args_is_help=True, help="Tracking plans: set, show, and draft one from traffic.")
+quarantine_app = typer.Typer(no_args_is_help=True, help="Messages a plan blocked: list them, release the fixed.")
+
+SourceOption = Annotated[str | None, typer.Option(help="Only this source (id or name).")]
+
+
+def _backend(data_dir: Path | None) -> Backend:
+    return Backend(settings_for(data_dir))
+
+
+@plans_app.command("set")
+def plans_set(
+    source: Annotated[str, typer.Argument(help="Source (id or name).")],
+    plan_file: Annotated[Path, typer.Argument(help="The plan, YAML or JSON.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Save a source's tracking plan (a new version)."""
+    try:
+        try:
+            doc = yaml.safe_load(plan_file.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise Rejected(f"{plan_file}: cannot be read as YAML or JSON: {exc}", code="invalid_plan") from exc
+        result = _backend(data_dir).put_plan(source, doc)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    console.print(f"tracking plan of [cyan]{result['source_id']}[/cyan] saved as version {result['version']}")
+
+
+@plans_app.command("show")
+def plans_show(source: str, data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Print a source's current tracking plan (YAML, or JSON with --json)."""
+    try:
+        result = _backend(data_dir).get_plan(source)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        sys.stdout.write(f"# version {result['version']}\n" + yaml.safe_dump(result["plan"], sort_keys=False))
+
+
+@plans_app.command("infer")
+def plans_infer(
+    source: Annotated[str, typer.Option(help="Source (id or name) whose traffic to read.")],
+    days: Annotated[float, typer.Option(help="How many days of traffic to read.")] = 30,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Draft a plan from observed traffic: every event seen, its properties and their types (edit, then set)."""
+    try:
+        plan = _backend(data_dir).draft_plan(source, days)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    sys.stdout.write(json.dumps(plan, indent=2) + "\n" if as_json else yaml.safe_dump(plan, sort_keys=False))
+
+
+def violations(source: SourceOption = None, data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Violations counted by event, property and rule."""
+    try:
+        table = _backend(data_dir).violations(source)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    output.table(table, as_json=as_json, as_csv=False, console=console)
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    source: SourceOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Held messages, oldest first, with the reasons."""
+    try:
+        table = _backend(data_dir).quarantine(source, limit)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    output.table(table, as_json=as_json, as_csv=False, console=console)
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    source: SourceOption = None,
+    event: Annotated[str | None, typer.Option(help="Only messages of this event.")] = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Re-check held messages against the current plans and release those that pass now (each once)."""
+    try:
+        result = _backend(data_dir).release(source, event)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        console.print(f"released {result['released']}, still held {result['still_held']}")

@@ -1,0 +1,1 @@
+"""Governance: the first stage over the raw log (tracking plans, violations, quarantine)."""

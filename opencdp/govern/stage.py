@@ -1,0 +1,160 @@
+"""The governance stage: consumes the raw log from its offset, records violations, holds what plans block.
+
+Every raw-log row gets a ``governance`` row: ``passed``, ``flagged`` or ``blocked``. What is not blocked
+enters the governed stream (the ``governed`` view, ordered by ``gseq``) that later stages consume; what is
+blocked waits in the ``quarantine`` until :meth:`Governance.release` re-checks it against the current plans
+and lets through what now passes, each message once. All of it is set-based SQL built by
+:mod:`opencdp.govern.plans`; micro-batches and the offset commit share one transaction, so a crash re-runs a
+batch rather than half of one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+
+from opencdp.govern.plans import (
+    INFER_IDENTIFY,
+    INFER_TRACK,
+    lit,
+    schema_from_observations,
+    status_case,
+    violations_query,
+)
+from opencdp.model.plans import TrackingPlan
+from opencdp.store.engine import Engine
+from opencdp.store.plans import PlanStore
+from opencdp.store.raw_log import RawLog
+
+CONSUMER = "govern"
+BATCH_ROWS = 100_000
+_RAW = "SELECT seq, source_id, type, event, message FROM raw_events"
+
+
+@dataclass(frozen=True)
+class Released:
+    released: int
+    still_held: int
+
+
+class Governance:
+    def __init__(self, engine: Engine, raw_log: RawLog) -> None:
+        self.engine = engine
+        self.raw_log = raw_log
+        self.plans = PlanStore(engine)
+
+    def run(self) -> int:
+        """Govern every raw-log row after the stage's offset; returns how many rows were governed."""
+        total = 0
+        while True:
+            last, end = self.raw_log.offset(CONSUMER), self.raw_log.last_seq()
+            if end <= last:
+                return total
+            upto = min(end, last + BATCH_ROWS)
+            self._govern(last, upto)
+            total += upto - last
+
+    def _govern(self, last: int, upto: int) -> None:
+        stored = self.plans.all()
+        plans = {s: plan for s, (plan, _) in stored.items()}
+        batch = f"{_RAW} WHERE seq > {int(last)} AND seq <= {int(upto)}"
+        found = f"(SELECT seq, rule FROM violations WHERE seq > {int(last)} AND seq <= {int(upto)})"
+        now = datetime.now(UTC)
+        with self.engine.transaction():
+            self._record_violations(stored, batch, now)
+            self.engine.execute(
+                f"""INSERT INTO governance (seq, source_id, status, gseq, governed_at)
+                SELECT seq, source_id, status,
+                       CASE WHEN status <> 'blocked' THEN base.n + row_number() OVER (
+                           PARTITION BY status = 'blocked' ORDER BY seq) END,
+                       ?
+                FROM (SELECT b.seq, b.source_id, {status_case(plans, found)} AS status FROM ({batch}) AS b) AS x
+                CROSS JOIN (SELECT coalesce(max(gseq), 0) AS n FROM governance) AS base""",
+                (now,),
+            )
+            self.raw_log.commit(CONSUMER, upto)
+
+    def _record_violations(self, stored: dict[str, tuple[TrackingPlan, int]], batch: str, now: datetime) -> None:
+        query = violations_query({s: plan for s, (plan, _) in stored.items()}, batch)
+        if query is None:
+            return
+        versions = " ".join(f"WHEN {lit(s)} THEN {int(v)}" for s, (_, v) in sorted(stored.items()))
+        self.engine.execute(
+            "INSERT INTO violations (seq, source_id, event, property, rule, detail, plan_version, found_at) "
+            f"SELECT seq, source_id, event, property, rule, detail, CASE source_id {versions} END, ? "
+            f"FROM ({query}) AS v",
+            (now,),
+        )
+
+    def release(self, source_id: str | None = None, event: str | None = None) -> Released:
+        """Re-check held messages against the current plans; those that pass now enter the governed stream.
+
+        A message is released at most once (its status moves from ``blocked`` to ``released`` in the same
+        statement that numbers it into the stream). Those still held get the reasons of this check.
+        """
+        stored = self.plans.all()
+        plans = {s: plan for s, (plan, _) in stored.items()}
+        where = ["g.status = 'blocked'"]
+        if source_id is not None:
+            where.append(f"r.source_id = {lit(source_id)}")
+        if event is not None:
+            where.append(f"r.event = {lit(event)}")
+        held = (
+            "SELECT r.seq, r.source_id, r.type, r.event, r.message FROM raw_events AS r "
+            f"JOIN governance AS g ON g.seq = r.seq WHERE {' AND '.join(where)}"
+        )
+        now = datetime.now(UTC)
+        with self.engine.transaction():
+            self.engine.execute("CREATE TEMP TABLE IF NOT EXISTS _cdp_held (seq BIGINT, status VARCHAR)")
+            self.engine.execute("DELETE FROM _cdp_held")
+            self.engine.execute(f"DELETE FROM violations WHERE seq IN (SELECT seq FROM ({held}) AS h)")
+            self._record_violations(stored, held, now)
+            found = f"(SELECT seq, rule FROM violations WHERE seq IN (SELECT seq FROM ({held}) AS h2))"
+            self.engine.execute(f"INSERT INTO _cdp_held SELECT b.seq, {status_case(plans, found)} FROM ({held}) AS b")
+            self.engine.execute(
+                """UPDATE governance SET status = 'released', gseq = n.gseq, released_at = ?
+                FROM (SELECT seq, base.n + row_number() OVER (ORDER BY seq) AS gseq FROM _cdp_held
+                      CROSS JOIN (SELECT coalesce(max(gseq), 0) AS n FROM governance) AS base
+                      WHERE status <> 'blocked') AS n
+                WHERE governance.seq = n.seq AND governance.status = 'blocked'""",
+                (now,),
+            )
+            counts = self.engine.fetch_one(
+                "SELECT count(*) FILTER (WHERE status <> 'blocked'), count(*) FILTER (WHERE status = 'blocked') "
+                "FROM _cdp_held"
+            )
+            self.engine.execute("DELETE FROM _cdp_held")
+        assert counts is not None
+        return Released(int(counts[0]), int(counts[1]))
+
+    def violation_counts(self, source_id: str | None = None) -> pa.Table:
+        where, params = ("WHERE source_id = ?", (source_id,)) if source_id else ("", ())
+        return self.engine.fetch_arrow(
+            "SELECT source_id, event, property, rule, count(*) AS count, max(found_at) AS last_seen "
+            f"FROM violations {where} GROUP BY source_id, event, property, rule ORDER BY count DESC, event, rule",
+            params,
+        )
+
+    def held(self, source_id: str | None = None, limit: int = 100) -> pa.Table:
+        where, params = ("WHERE source_id = ?", (source_id, limit)) if source_id else ("", (limit,))
+        return self.engine.fetch_arrow(
+            f"SELECT seq, source_id, type, event, message_id, received_at, reasons FROM quarantine {where} "
+            "ORDER BY seq LIMIT ?",
+            params,
+        )
+
+    def infer(self, source_id: str, *, days: float = 30) -> TrackingPlan:
+        """A draft plan from the source's observed traffic (the last ``days``), to edit before saving."""
+        since = datetime.now(UTC) - timedelta(days=days)
+        rows = self.engine.fetch_all(INFER_TRACK, (source_id, since))
+        by_event: dict[str, list[tuple[str | None, str | None, int, int]]] = {}
+        for event, key, kind, count, n in rows:
+            by_event.setdefault(event, []).append((key, kind, int(count), int(n)))
+        events = {event: schema_from_observations(obs) for event, obs in sorted(by_event.items())}
+        traits = [
+            (k, kind, int(c), int(n)) for _, k, kind, c, n in self.engine.fetch_all(INFER_IDENTIFY, (source_id, since))
+        ]
+        identify = schema_from_observations(traits) if traits and traits[0][3] else None
+        return TrackingPlan(events=events, identify=identify)

@@ -1,0 +1,35 @@
+"""Tracking plans in the engine: one per source, versioned (every save is a new version)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from opencdp.model.plans import TrackingPlan
+from opencdp.store.engine import Engine
+
+
+class PlanStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def put(self, source_id: str, plan: TrackingPlan) -> int:
+        """Save a source's plan; returns its new version (1 for the first)."""
+        doc = plan.model_dump_json()
+        with self.engine.transaction():
+            row = self.engine.fetch_one("SELECT version FROM tracking_plans WHERE source_id = ?", (source_id,))
+            version = int(row[0]) + 1 if row else 1
+            self.engine.execute("DELETE FROM tracking_plans WHERE source_id = ?", (source_id,))
+            self.engine.execute(
+                "INSERT INTO tracking_plans (source_id, plan, version, updated_at) VALUES (?, ?, ?, ?)",
+                (source_id, doc, version, datetime.now(UTC)),
+            )
+        return version
+
+    def get(self, source_id: str) -> tuple[TrackingPlan, int] | None:
+        row = self.engine.fetch_one("SELECT plan, version FROM tracking_plans WHERE source_id = ?", (source_id,))
+        return (TrackingPlan.model_validate(json.loads(row[0])), int(row[1])) if row else None
+
+    def all(self) -> dict[str, tuple[TrackingPlan, int]]:
+        rows = self.engine.fetch_all("SELECT source_id, plan, version FROM tracking_plans")
+        return {r[0]: (TrackingPlan.model_validate(json.loads(r[1])), int(r[2])) for r in rows}
