@@ -21,6 +21,7 @@ BENCH_SOURCE_KIND          server    kind of the benchmark source (web/mobile fi
 BENCH_TMPDIR               /var/tmp  where the temporary data directories go (must be a real disk)
 BENCH_LOAD_ROWS            200000    rows for the journal -> engine load benchmark (0 skips it)
 BENCH_DIAGNOSE             1         also run OpenCDP with the loader held off (0 skips it)
+BENCH_GOVERNANCE           0         1 gives the benchmark source a tracking plan (governance checks every event)
 =========================  ========  ================================================================
 """
 
@@ -199,8 +200,10 @@ def create_source(data_dir: Path, kind: str) -> str:
     """
     from opencdp.api.runtime import ensure_admin_token
     from opencdp.config import Settings
+    from opencdp.model.plans import TrackingPlan
     from opencdp.model.sources import SourceLimits
     from opencdp.store import open_engine
+    from opencdp.store.plans import PlanStore
     from opencdp.store.sources import SourceRegistry
 
     settings = Settings(data_dir=data_dir)
@@ -208,10 +211,34 @@ def create_source(data_dir: Path, kind: str) -> str:
     engine = open_engine(settings)
     try:
         limits = SourceLimits.for_kind(kind).model_copy(update={"rate_per_second": 1e9, "burst": 10**9})  # type: ignore[arg-type]
-        return SourceRegistry(engine).create("bench", kind, limits).write_key  # type: ignore[arg-type]
+        source = SourceRegistry(engine).create("bench", kind, limits)  # type: ignore[arg-type]
+        if GOVERNANCE:  # a plan for the payload's event: every message is checked against a dozen rules
+            PlanStore(engine).put(source.source_id, TrackingPlan.model_validate(BENCH_PLAN))
+        return source.write_key
     finally:
         engine.close()
 
+
+GOVERNANCE = os.environ.get("BENCH_GOVERNANCE", "0") == "1"
+"""Give the benchmark source a tracking plan, so that governance checks every message (flag mode)."""
+BENCH_PLAN = {
+    "events": {
+        "Product Added": {
+            "type": "object",
+            "required": ["product_id", "price", "quantity"],
+            "properties": {
+                "product_id": {"type": "string"},
+                "sku": {"type": "string", "pattern": "^[A-Z0-9-]+$"},
+                "price": {"type": "number", "minimum": 0},
+                "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
+                "currency": {"type": "string", "enum": ["USD", "EUR", "GBP"]},
+                "coupon": {"type": ["string", "null"], "maxLength": 20},
+            },
+        }
+    },
+    "unplanned": "block",
+    "violations": "flag",
+}
 
 _run_counter = 0
 
