@@ -13,7 +13,12 @@ import httpx
 
 from opencdp.model.sources import Source, SourceKind
 
-DEMO_SOURCES: list[tuple[str, SourceKind]] = [("demo-web", "web"), ("demo-app", "mobile"), ("demo-server", "server")]
+DEMO_SOURCES: list[tuple[str, SourceKind]] = [
+    ("demo-web", "web"),
+    ("demo-app", "mobile"),
+    ("demo-server", "server"),
+    ("demo-crm", "server"),
+]
 
 PRODUCTS = [
     {
@@ -62,6 +67,16 @@ def visit(rng: random.Random) -> list[dict[str, Any]]:
                 "context": ctx,
             }
         )
+        if rng.random() < 0.3:  # an event nobody put in the tracking plan (the demo's plan blocks it)
+            out.append(
+                {
+                    "type": "track",
+                    "anonymousId": anon,
+                    "event": "Coupon Applied",
+                    "properties": {"coupon": "SPRING10"},
+                    "context": ctx,
+                }
+            )
         out.append(
             {
                 "type": "identify",

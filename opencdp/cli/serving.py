@@ -9,8 +9,10 @@ import threading
 import uvicorn
 from rich.console import Console
 
+from opencdp.api.runtime import ensure_admin_token
 from opencdp.api.server import Server
 from opencdp.cli.backend import Backend
+from opencdp.cli.demo_story import run_story
 from opencdp.cli.demo_traffic import DEMO_SOURCES, drive_traffic
 from opencdp.config import Settings
 from opencdp.model.sources import Source
@@ -70,6 +72,10 @@ def run_demo(settings: Settings, host: str, port: int, *, events: int, rate: flo
         target=drive_traffic, args=(base, sources, stop), kwargs={"events": events, "rate": rate}, daemon=True
     )
     traffic.start()
+    story = threading.Thread(
+        target=run_story, args=(base, ensure_admin_token(settings), settings.data_dir, console, stop), daemon=True
+    )
+    story.start()
     try:
         run_server(settings, host, port, log_level="warning")
     finally:

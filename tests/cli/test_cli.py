@@ -142,3 +142,35 @@ def test_demo_sends_traffic_that_lands_in_events(tmp_path: Path) -> None:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
     assert "write key" in out and "curl" in out
+
+
+def test_demo_imports_exports_blocks_an_unplanned_event_and_releases_it_after_the_fix(tmp_path: Path) -> None:
+    from tests.helpers import free_port, wait_healthy
+
+    data = tmp_path / "data"
+    port = free_port()
+    env = {**os.environ, "OPENCDP_DATA_DIR": str(data)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opencdp", "demo", "--port", str(port), "--rate", "200"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 90
+        released = 0
+        while time.monotonic() < deadline and not released:
+            rows = cli(data, "query", "SELECT count(*) AS n FROM governed WHERE status = 'released'", "--json").stdout
+            released = json.loads(rows)[0]["n"]
+            time.sleep(0.5)
+        assert released > 0
+        kinds = json.loads(cli(data, "query", "SELECT kind, count(*) AS n FROM records GROUP BY kind", "--json").stdout)
+        assert {k["kind"] for k in kinds} == {"customers", "orders", "returns", "tickets"}
+        rejects = json.loads(cli(data, "query", "SELECT count(*) AS n FROM rejects", "--json").stdout)
+        assert rejects[0]["n"] == 1
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert "imported crm-customers.csv" in out and "quarantine" in out and "released" in out

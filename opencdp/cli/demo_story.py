@@ -1,0 +1,148 @@
+"""The demo's story around the live traffic: exports imported, a tracking plan, a blocked event and its fix.
+
+Runs beside the simulated traffic, through the admin API of the demo's own server, and says on the console
+what it does, so a newcomer sees every part: records and rejects from a CRM export, orders and returns, support
+tickets; a plan that blocks the event nobody planned (``Coupon Applied``); the quarantine holding it; the plan
+fixed; the held events released once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from opencdp.cli.demo_traffic import FIRST, LAST, PRODUCTS
+
+CRM_SOURCE = "demo-crm"
+PLAN: dict[str, Any] = {
+    "events": {
+        "Product Viewed": {
+            "type": "object",
+            "required": ["product_id"],
+            "properties": {"product_id": {"type": "string"}, "price": {"type": "number", "minimum": 0}},
+        },
+        "Product Added": {
+            "type": "object",
+            "required": ["product_id", "quantity"],
+            "properties": {"product_id": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}},
+        },
+        "Order Completed": {
+            "type": "object",
+            "required": ["order_id", "total"],
+            "properties": {"order_id": {"type": "string"}, "total": {"type": "number"}, "currency": {"enum": ["EUR"]}},
+        },
+    },
+    "identify": {"type": "object", "properties": {"email": {"type": "string"}}},
+    "unplanned": "block",
+    "violations": "flag",
+}
+
+
+def write_exports(directory: Path, rng: random.Random) -> dict[str, Path]:
+    """A CRM export (two rows broken on purpose), point-of-sale orders, returns and support tickets."""
+    directory.mkdir(parents=True, exist_ok=True)
+    customers = directory / "crm-customers.csv"
+    with customers.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Customer ID", "First Name", "Last Name", "E-Mail", "Phone", "Country", "Birth Date", "Loyalty"])
+        for i, (first, last) in enumerate(zip(FIRST, LAST, strict=True)):
+            phone = f"030 {rng.randrange(1_000_000, 9_999_999)}"
+            born = f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(0, 9)}"
+            tier = rng.choice(["gold", "silver"])
+            w.writerow([f"C{i:04d}", first.upper(), last, f"{first}.{last}@Example.com", phone, "DE", born, tier])
+        w.writerow(["", "No", "Key", "nokey@example.com", "", "DE", "", ""])  # no customer id: rejected
+        w.writerow(["C9999", "Bad", "Email", "not-an-email", "12", "DE", "31.02.1990", ""])  # flagged values
+    orders = directory / "pos-orders.csv"
+    returns = directory / "finance-returns.csv"
+    with orders.open("w", newline="") as fo, returns.open("w", newline="") as fr:
+        wo, wr = csv.writer(fo), csv.writer(fr)
+        wo.writerow(["Order Number", "Customer ID", "Total", "Currency", "Order Date", "Store"])
+        wr.writerow(["Return ID", "Order Number", "Amount", "Currency", "Return Date", "Reason"])
+        for n in range(40):
+            price, order = rng.choice(PRODUCTS)["price"], f"POS-{n:05d}"
+            customer = f"C{rng.randrange(len(FIRST)):04d}"
+            wo.writerow([order, customer, price, "EUR", f"2026-10-{n % 28 + 1:02d}", "Berlin"])
+            if n % 4 == 0:  # a quarter of the orders come back
+                wr.writerow([f"R-{n:05d}", order, price, "EUR", f"2026-11-{n % 28 + 1:02d}", "damaged"])
+    messages = [
+        ("Drill broke", "The drill stopped working after a week. Very disappointed."),
+        ("Thanks!", "Great service, the ladder arrived quickly."),
+        ("Where is my order?", "My order has not arrived yet."),
+    ]
+    tickets = directory / "support-tickets.jsonl"
+    lines = [
+        json.dumps(
+            {
+                "ticket_id": f"T{i}",
+                "email": f"{FIRST[i]}.{LAST[i]}@example.com",
+                "subject": subject,
+                "body": body,
+                "created_at": f"2026-11-{i + 10}T09:00:00Z",
+            }
+        )
+        for i, (subject, body) in enumerate(messages)
+    ]
+    tickets.write_text("\n".join(lines) + "\n")
+    return {"customers": customers, "orders": orders, "returns": returns, "tickets": tickets}
+
+
+def run_story(base_url: str, admin_token: str, data_dir: Path, console: Console, stop: threading.Event) -> None:
+    """Import the exports, set the plan, wait for a blocked event, fix the plan and release (best effort)."""
+    try:
+        _story(base_url, admin_token, data_dir, console, stop)
+    except (httpx.HTTPError, KeyError, ValueError) as exc:  # the demo goes on without its story
+        console.print(f"[yellow]demo story stopped: {exc}[/yellow]")
+
+
+def _story(base_url: str, admin_token: str, data_dir: Path, console: Console, stop: threading.Event) -> None:
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=120) as admin:
+        for _ in range(200):
+            if stop.is_set():
+                return
+            try:
+                if admin.get("/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        exports = write_exports(data_dir / "demo-exports", random.Random(11))  # noqa: S311 - simulated data
+        for kind, path in exports.items():
+            with path.open("rb") as f:
+                r = admin.post(
+                    "/admin/v1/imports", params={"source": CRM_SOURCE, "kind": kind}, files={"files": (path.name, f)}
+                )
+            r.raise_for_status()
+            s = r.json()
+            flagged = ", ".join(f"{k}: {v}" for k, v in s["flagged"].items()) or "none"
+            console.print(
+                f"[green]imported[/green] {path.name} as {kind}: {s['accepted']} accepted, {s['rejected']} rejected, "
+                f"{s['duplicates']} already there; flagged values: {flagged}"
+            )
+        admin.put("/admin/v1/sources/demo-web/plan", json=PLAN).raise_for_status()
+        console.print("[green]tracking plan[/green] set on demo-web: unplanned events are [bold]blocked[/bold]")
+        held: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60
+        while not held and time.monotonic() < deadline and not stop.wait(0.5):
+            held = admin.get("/admin/v1/quarantine", params={"source": "demo-web"}).json()
+        if not held:
+            return
+        console.print(
+            f"[yellow]quarantine[/yellow]: {len(held)} event(s) held, e.g. {held[0]['event']!r} ({held[0]['reasons']})"
+        )
+        if stop.wait(2):
+            return
+        fixed = {**PLAN, "events": {**PLAN["events"], "Coupon Applied": {"type": "object"}}}
+        admin.put("/admin/v1/sources/demo-web/plan", json=fixed).raise_for_status()
+        released = admin.post("/admin/v1/quarantine/release", params={"source": "demo-web"}).json()
+        console.print(
+            f"[green]fixed[/green]: 'Coupon Applied' added to the plan; released {released['released']} held "
+            f"event(s), each once (opencdp quarantine list, opencdp violations)"
+        )
