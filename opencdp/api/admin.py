@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from opencdp.api.runtime import Runtime
 from opencdp.collect.imports import decode_mapping
 from opencdp.errors import OpenCDPError, Rejected, Transient
+from opencdp.govern.quality import quality
 from opencdp.model.plans import parse_plan
 from opencdp.model.records import IMPORT_KINDS
 from opencdp.model.sources import Source, SourceKind, SourceLimits
@@ -204,6 +205,16 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         source_id = runtime.registry.get(source).source_id if source else None
         result = runtime.governance.release(source_id, event)
         return {"released": result.released, "still_held": result.still_held}
+
+    @app.get("/admin/v1/quality", dependencies=admin)
+    def source_quality(
+        source: str | None = None, days: Annotated[float, Query(gt=1, le=366)] = 7
+    ) -> list[dict[str, Any]]:
+        """Data quality per source over the last ``days``: rates, volume and freshness against the source's own
+        baseline, the reliability score (0-100) and the alerts raised (also kept in ``quality_alerts``)."""
+        runtime.load()
+        source_id = runtime.registry.get(source).source_id if source else None
+        return [q.as_dict() for q in quality(runtime.engine, days=days, source_id=source_id)]
 
     @app.get("/admin/v1/rejected", dependencies=admin)
     def rejected(

@@ -22,6 +22,7 @@ from opencdp.api.server import server_file
 from opencdp.collect.imports import Progress, decode_mapping
 from opencdp.config import Settings
 from opencdp.errors import Rejected, Transient
+from opencdp.govern.quality import quality
 from opencdp.model.plans import parse_plan
 from opencdp.model.sources import Source, SourceKind, SourceLimits
 from opencdp.store import Engine, open_engine
@@ -216,6 +217,15 @@ class Backend:
             source_id = rt.registry.get(source).source_id if source else None
             done = rt.governance.release(source_id, event)
             return {"released": done.released, "still_held": done.still_held}
+
+    def quality(self, source: str | None, days: float) -> list[dict[str, Any]]:
+        if self.remote:
+            params: dict[str, str | float] = {"days": days, **({"source": source} if source else {})}
+            result: list[dict[str, Any]] = self.remote.call("GET", "/admin/v1/quality", params=params)
+            return result
+        with self._runtime() as rt:
+            source_id = rt.registry.get(source).source_id if source else None
+            return [q.as_dict() for q in quality(rt.engine, days=days, source_id=source_id)]
 
     def _catch_up(self, engine: Engine) -> None:
         """Load what a server acknowledged but had not loaded when it stopped (e.g. after ``kill -9``)."""

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 import yaml
+from rich.table import Table
 
 from opencdp.cli import output
 from opencdp.cli.backend import Backend
@@ -111,3 +112,38 @@ def quarantine_release(
         sys.stdout.write(json.dumps(result) + "\n")
     else:
         console.print(f"released {result['released']}, still held {result['still_held']}")
+
+
+def quality(
+    source: SourceOption = None,
+    days: Annotated[
+        float, typer.Option(min=1.01, help="Days of history to judge by (the last 24 h against the rest).")
+    ] = 7,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Data quality per source: validity, completeness, duplicates, rejects, volume, freshness, a 0-100 score."""
+    try:
+        rows = _backend(data_dir).quality(source, days)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table("source", "messages", "score", "valid", "complete", "planned", "duplicates", "rejected",
+                  "24 h vs usual", "last seen", "alerts", title=f"data quality, last {days:g} days")  # fmt: skip
+    for q in rows:
+        table.add_row(
+            q["name"],
+            f"{q['messages']:,}",
+            f"[bold]{q['score']}[/bold]",
+            f"{q['validity']:.1%}",
+            f"{q['completeness']:.1%}",
+            f"{q['planned']:.1%}",
+            f"{q['duplicate_rate']:.1%}",
+            f"{q['rejected_rate']:.1%}",
+            "-" if q["volume_ratio"] is None else f"{q['volume_ratio']:.0%}",
+            "-" if q["freshness_seconds"] is None else f"{q['freshness_seconds']:,.0f} s ago",
+            "[red]" + ", ".join(q["alerts"]) + "[/red]" if q["alerts"] else "",
+        )
+    console.print(table)

@@ -1,4 +1,4 @@
-"""``opencdp``: serve, demo, sources, import, plans, violations, quarantine, query and tail."""
+"""``opencdp``: serve, demo, sources, import, plans, violations, quarantine, quality, query and tail."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ app.add_typer(sources_app, name="sources")
 app.add_typer(governing.plans_app, name="plans")
 app.add_typer(governing.quarantine_app, name="quarantine")
 app.command("violations")(governing.violations)
+app.command("quality")(governing.quality)
 
 
 @app.command()

@@ -76,13 +76,15 @@ class Governance:
             )
             self.raw_log.commit(CONSUMER, upto)
 
-    def _record_violations(self, stored: dict[str, tuple[TrackingPlan, int]], batch: str, now: datetime) -> None:
+    def _record_violations(
+        self, stored: dict[str, tuple[TrackingPlan, int]], batch: str, now: datetime, into: str = "violations"
+    ) -> None:
         query = violations_query({s: plan for s, (plan, _) in stored.items()}, batch)
         if query is None:
             return
         versions = " ".join(f"WHEN {lit(s)} THEN {int(v)}" for s, (_, v) in sorted(stored.items()))
         self.engine.execute(
-            "INSERT INTO violations (seq, source_id, event, property, rule, detail, plan_version, found_at) "
+            f"INSERT INTO {into} (seq, source_id, event, property, rule, detail, plan_version, found_at) "
             f"SELECT seq, source_id, event, property, rule, detail, CASE source_id {versions} END, ? "
             f"FROM ({query}) AS v",
             (now,),
@@ -92,7 +94,8 @@ class Governance:
         """Re-check held messages against the current plans; those that pass now enter the governed stream.
 
         A message is released at most once (its status moves from ``blocked`` to ``released`` in the same
-        statement that numbers it into the stream). Those still held get the reasons of this check.
+        statement that numbers it into the stream). A released message keeps the violations that held it (its
+        history); one still held gets the reasons of this check instead of the old ones.
         """
         stored = self.plans.all()
         plans = {s: plan for s, (plan, _) in stored.items()}
@@ -105,14 +108,20 @@ class Governance:
             "SELECT r.seq, r.source_id, r.type, r.event, r.message FROM raw_events AS r "
             f"JOIN governance AS g ON g.seq = r.seq WHERE {' AND '.join(where)}"
         )
+        still_held = "(SELECT seq FROM _cdp_held WHERE status = 'blocked')"
         now = datetime.now(UTC)
         with self.engine.transaction():
             self.engine.execute("CREATE TEMP TABLE IF NOT EXISTS _cdp_held (seq BIGINT, status VARCHAR)")
+            self.engine.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _cdp_recheck (seq BIGINT, source_id VARCHAR, event VARCHAR, "
+                "property VARCHAR, rule VARCHAR, detail VARCHAR, plan_version BIGINT, found_at TIMESTAMPTZ)"
+            )
             self.engine.execute("DELETE FROM _cdp_held")
-            self.engine.execute(f"DELETE FROM violations WHERE seq IN (SELECT seq FROM ({held}) AS h)")
-            self._record_violations(stored, held, now)
-            found = f"(SELECT seq, rule FROM violations WHERE seq IN (SELECT seq FROM ({held}) AS h2))"
-            self.engine.execute(f"INSERT INTO _cdp_held SELECT b.seq, {status_case(plans, found)} FROM ({held}) AS b")
+            self.engine.execute("DELETE FROM _cdp_recheck")
+            self._record_violations(stored, held, now, into="_cdp_recheck")
+            self.engine.execute(
+                f"INSERT INTO _cdp_held SELECT b.seq, {status_case(plans, '_cdp_recheck')} FROM ({held}) AS b"
+            )
             self.engine.execute(
                 """UPDATE governance SET status = 'released', gseq = n.gseq, released_at = ?
                 FROM (SELECT seq, base.n + row_number() OVER (ORDER BY seq) AS gseq FROM _cdp_held
@@ -121,11 +130,14 @@ class Governance:
                 WHERE governance.seq = n.seq AND governance.status = 'blocked'""",
                 (now,),
             )
+            self.engine.execute(f"DELETE FROM violations WHERE seq IN {still_held}")
+            self.engine.execute(f"INSERT INTO violations SELECT * FROM _cdp_recheck WHERE seq IN {still_held}")
             counts = self.engine.fetch_one(
                 "SELECT count(*) FILTER (WHERE status <> 'blocked'), count(*) FILTER (WHERE status = 'blocked') "
                 "FROM _cdp_held"
             )
             self.engine.execute("DELETE FROM _cdp_held")
+            self.engine.execute("DELETE FROM _cdp_recheck")
         assert counts is not None
         return Released(int(counts[0]), int(counts[1]))
 

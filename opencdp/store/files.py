@@ -12,6 +12,8 @@ split into the header's columns become ``src_rejects`` (file, row, column, reaso
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +60,8 @@ class FileReader:
         # DuckDB spill to disk instead of holding a 2 GB file in RAM.
         self._q("SET threads = 1")
         self._q(f"SET memory_limit = '{memory_limit}'")
+        self._spill = tempfile.mkdtemp(prefix="opencdp-import-")  # where DuckDB spills what exceeds the limit
+        self._q("SET temp_directory = ?", [self._spill])
         self._q("SET TimeZone = 'UTC'")
         self._q("SET preserve_insertion_order = true")
         self.columns: list[str] = []
@@ -195,6 +199,7 @@ class FileReader:
 
     def close(self) -> None:
         self._con.close()
+        shutil.rmtree(self._spill, ignore_errors=True)
 
 
 def _sql_string(value: str) -> str:

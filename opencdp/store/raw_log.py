@@ -87,6 +87,15 @@ JOIN ({_RESOLVED}) AS s ON s.pos = keep.pos
 CROSS JOIN (SELECT coalesce(max(seq), 0) AS n FROM raw_events) AS base
 """
 
+# Per load and source: the accepted lines staged and the rows stored; the difference is the duplicates dropped.
+INSERT_LOAD_STATS = f"""
+INSERT INTO load_stats (loaded_at, source_id, lines, stored)
+SELECT ?, s.source_id, s.n, coalesce(r.n, 0)
+FROM (SELECT source_id, count(*) AS n FROM {STAGE} WHERE kind IN ('A', 'X') GROUP BY source_id) AS s
+LEFT JOIN (SELECT source_id, count(*) AS n FROM raw_events WHERE seq > ? GROUP BY source_id) AS r
+  ON r.source_id = s.source_id
+"""
+
 INSERT_REJECTED = f"""
 INSERT INTO rejected_messages (seq, source_id, received_at, code, reason, payload)
 SELECT (SELECT coalesce(max(seq), 0) FROM rejected_messages) + row_number() OVER (ORDER BY pos),
@@ -199,6 +208,7 @@ class RawLog:
             self.engine.execute(INSERT_ACCEPTED, (since,))
             self.engine.execute(INSERT_REJECTED)
             after = self._counts()
+            self.engine.execute(INSERT_LOAD_STATS, (datetime.now(UTC), before[0]))
             self.engine.execute(f"DELETE FROM {STAGE}")
             self._set_position(end)
         lines = int(staged[0]) if staged else 0

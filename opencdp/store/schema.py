@@ -106,6 +106,23 @@ TABLES: tuple[str, ...] = (
         governed_at TIMESTAMPTZ NOT NULL,
         released_at TIMESTAMPTZ
     )""",
+    # What each load staged and stored, per source (duplicates = lines - stored), for data quality.
+    """CREATE TABLE IF NOT EXISTS load_stats (
+        loaded_at TIMESTAMPTZ NOT NULL,
+        source_id VARCHAR NOT NULL,
+        lines BIGINT NOT NULL,
+        stored BIGINT NOT NULL
+    )""",
+    # Quality alerts raised (a source's volume dropped, its violation rate jumped), one per source, rule and day.
+    """CREATE TABLE IF NOT EXISTS quality_alerts (
+        source_id VARCHAR NOT NULL,
+        rule VARCHAR NOT NULL,
+        day DATE NOT NULL,
+        value DOUBLE,
+        baseline DOUBLE,
+        detail VARCHAR NOT NULL,
+        raised_at TIMESTAMPTZ NOT NULL
+    )""",
     # Where each consumer of the raw log has got to.
     """CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,

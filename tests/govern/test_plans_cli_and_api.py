@@ -65,6 +65,9 @@ def test_infer_set_block_fix_and_release_from_the_cli(tmp_path: Path) -> None:
     ]
     shown = cli(data, "plans", "show", "web").stdout
     assert shown.startswith("# version 2") and "Cart Abandoned" in shown
+    [web] = [q for q in json.loads(cli(data, "quality", "--json").stdout) if q["name"] == "web"]
+    assert web["messages"] == 5 and web["violation_rate"] == 2 / 5 and web["blocked"] == 1
+    assert "data quality" in cli(data, "quality").stdout
 
 
 def test_a_plan_that_is_not_valid_is_refused_with_the_reason(tmp_path: Path) -> None:

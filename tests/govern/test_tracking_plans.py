@@ -123,6 +123,8 @@ def test_block_holds_in_the_quarantine_and_release_lets_each_through_once(rt: Ru
     assert rt.governance.release().released == 0  # released once, never again
     assert [g[0] for g in rt.engine.fetch_all("SELECT message_id FROM governed ORDER BY gseq")] == ["a", "d", "b"]
     assert rt.engine.fetch_all("SELECT message_id, reasons FROM quarantine") == [("c", "type_mismatch revenue")]
+    kept = {(m, rule) for m, _, rule, _ in violations(rt)}
+    assert ("b", "unplanned_event") in kept  # a released message keeps the history of why it was held
 
 
 def test_flag_mode_and_new_messages_after_a_release_keep_the_stream_in_order(rt: Runtime) -> None:

@@ -43,8 +43,8 @@ STAGES = {
     "govern_sample_plan": {"duckdb": [GOVERN], "postgres": [GOVERN]},
     "schema": {"duckdb": [*schema.TABLES, *schema.VIEWS], "postgres": [*schema.TABLES, *schema.INDEXES, *schema.VIEWS]},
     "raw_log_load": {
-        "duckdb": [*raw_log.STAGE_DDL, raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED],
-        "postgres": [*raw_log.STAGE_DDL, raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED],
+        "duckdb": [*raw_log.STAGE_DDL, raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED, raw_log.INSERT_LOAD_STATS],
+        "postgres": [*raw_log.STAGE_DDL, raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED, raw_log.INSERT_LOAD_STATS],
     },
 }
 

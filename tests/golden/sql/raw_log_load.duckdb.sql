@@ -52,3 +52,9 @@ SELECT (SELECT coalesce(max(seq), 0) FROM rejected_messages) + row_number() OVER
        json_extract_string(j, '$.reason'),
        json_extract_string(j, '$.payload')
 FROM (SELECT pos, source_id, received_at, CAST(doc AS JSON) AS j FROM _cdp_load_stage WHERE kind = 'R') AS s;
+
+INSERT INTO load_stats (loaded_at, source_id, lines, stored)
+SELECT ?, s.source_id, s.n, coalesce(r.n, 0)
+FROM (SELECT source_id, count(*) AS n FROM _cdp_load_stage WHERE kind IN ('A', 'X') GROUP BY source_id) AS s
+LEFT JOIN (SELECT source_id, count(*) AS n FROM raw_events WHERE seq > ? GROUP BY source_id) AS r
+  ON r.source_id = s.source_id;

@@ -94,6 +94,23 @@ CREATE TABLE IF NOT EXISTS governance (
         released_at TIMESTAMPTZ
     );
 
+CREATE TABLE IF NOT EXISTS load_stats (
+        loaded_at TIMESTAMPTZ NOT NULL,
+        source_id VARCHAR NOT NULL,
+        lines BIGINT NOT NULL,
+        stored BIGINT NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS quality_alerts (
+        source_id VARCHAR NOT NULL,
+        rule VARCHAR NOT NULL,
+        day DATE NOT NULL,
+        value DOUBLE,
+        baseline DOUBLE,
+        detail VARCHAR NOT NULL,
+        raised_at TIMESTAMPTZ NOT NULL
+    );
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
         seq BIGINT NOT NULL,
