@@ -27,6 +27,7 @@ from opencdp.govern.quality import quality
 from opencdp.model.plans import parse_plan
 from opencdp.model.records import IMPORT_KINDS
 from opencdp.model.sources import Source, SourceKind, SourceLimits
+from opencdp.model.transforms import parse_transformations
 from opencdp.store.journal import line_parts
 from opencdp.store.query import run_read_only
 
@@ -181,6 +182,17 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         runtime.load()
         source = runtime.registry.get(ref)
         return runtime.governance.infer(source.source_id, days=days).model_dump()
+
+    @app.put("/admin/v1/transformations", dependencies=admin)
+    def put_transformations(body: dict[str, Any]) -> dict[str, Any]:
+        """Save the transformation rules (a new version); they apply to what governance passes next and to
+        held messages at the next ``POST /admin/v1/quarantine/release``."""
+        return {"version": runtime.governance.transforms.put(parse_transformations(body))}
+
+    @app.get("/admin/v1/transformations", dependencies=admin)
+    def get_transformations() -> dict[str, Any]:
+        rules, version = runtime.governance.transforms.get()
+        return {"version": version, **rules.model_dump(by_alias=True, exclude_none=True)}
 
     @app.get("/admin/v1/violations", dependencies=admin)
     def violations(source: str | None = None) -> list[dict[str, Any]]:

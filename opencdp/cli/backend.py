@@ -25,6 +25,7 @@ from opencdp.errors import Rejected, Transient
 from opencdp.govern.quality import quality
 from opencdp.model.plans import parse_plan
 from opencdp.model.sources import Source, SourceKind, SourceLimits
+from opencdp.model.transforms import parse_transformations
 from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
 from opencdp.store.query import run_read_only
@@ -184,6 +185,14 @@ class Backend:
             if found is None:
                 raise Rejected(f"source {source!r} has no tracking plan", code="no_plan", status=404)
             return {"source_id": source_id, "version": found[1], "plan": found[0].model_dump()}
+
+    def put_transformations(self, doc: object) -> dict[str, Any]:
+        if self.remote:
+            result: dict[str, Any] = self.remote.call("PUT", "/admin/v1/transformations", json=doc)
+            return result
+        rules = parse_transformations(doc)
+        with self._runtime() as rt:
+            return {"version": rt.governance.transforms.put(rules)}
 
     def draft_plan(self, source: str, days: float) -> dict[str, Any]:
         if self.remote:

@@ -44,6 +44,25 @@ def plans_set(
     console.print(f"tracking plan of [cyan]{result['source_id']}[/cyan] saved as version {result['version']}")
 
 
+@plans_app.command("transforms")
+def plans_transforms(
+    rules_file: Annotated[Path, typer.Argument(help="The transformation rules, YAML or JSON ({rules: [...]}).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Save the transformation rules (rename events or properties, cast, map values, drop, route)."""
+    try:
+        try:
+            doc = yaml.safe_load(rules_file.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise Rejected(
+                f"{rules_file}: cannot be read as YAML or JSON: {exc}", code="invalid_transformations"
+            ) from exc
+        result = _backend(data_dir).put_transformations(doc)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    console.print(f"transformations saved as version {result['version']}")
+
+
 @plans_app.command("show")
 def plans_show(source: str, data_dir: DataDir = None, as_json: AsJson = False) -> None:
     """Print a source's current tracking plan (YAML, or JSON with --json)."""

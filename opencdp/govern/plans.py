@@ -20,7 +20,7 @@ def lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _path(root: str, key: str) -> str:
+def path(root: str, key: str) -> str:
     return lit(f'$.{root}."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"')
 
 
@@ -37,10 +37,10 @@ def _property_checks(source_id: str, scope: str, where: str, root: str, schema: 
     for name in schema.get("required", []):
         out.append(
             f"{head}, {lit(name)} AS property, 'required_missing' AS rule, NULL AS detail {rows} "
-            f"AND json_extract(message, {_path(root, name)}) IS NULL"
+            f"AND json_extract(message, {path(root, name)}) IS NULL"
         )
     for name, sub in (schema.get("properties") or {}).items():
-        value = f"json_extract(message, {_path(root, name)})"
+        value = f"json_extract(message, {path(root, name)})"
         kind = f"cdp_json_type({value})"
         present = f"{value} IS NOT NULL"
         types = sub.get("type")
@@ -53,7 +53,7 @@ def _property_checks(source_id: str, scope: str, where: str, root: str, schema: 
                 f"{head}, {lit(name)} AS property, 'type_mismatch' AS rule, {kind} AS detail {rows} "
                 f"AND {present} AND {kind} NOT IN ({listed})"
             )
-        text = f"json_extract_string(message, {_path(root, name)})"
+        text = f"json_extract_string(message, {path(root, name)})"
         if "enum" in sub:
             strings = [v for v in sub["enum"] if isinstance(v, str)]
             listed = ", ".join(lit(v) for v in strings) or "NULL"

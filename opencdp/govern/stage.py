@@ -23,9 +23,10 @@ from opencdp.govern.plans import (
     status_case,
     violations_query,
 )
+from opencdp.govern.transforms import transformed
 from opencdp.model.plans import TrackingPlan
 from opencdp.store.engine import Engine
-from opencdp.store.plans import PlanStore
+from opencdp.store.plans import PlanStore, TransformStore
 from opencdp.store.raw_log import RawLog
 
 CONSUMER = "govern"
@@ -44,6 +45,7 @@ class Governance:
         self.engine = engine
         self.raw_log = raw_log
         self.plans = PlanStore(engine)
+        self.transforms = TransformStore(engine)
 
     def run(self) -> int:
         """Govern every raw-log row after the stage's offset; returns how many rows were governed."""
@@ -59,18 +61,19 @@ class Governance:
     def _govern(self, last: int, upto: int) -> None:
         stored = self.plans.all()
         plans = {s: plan for s, (plan, _) in stored.items()}
-        batch = f"{_RAW} WHERE seq > {int(last)} AND seq <= {int(upto)}"
+        rules, _ = self.transforms.get()
+        batch = transformed(rules, f"{_RAW} WHERE seq > {int(last)} AND seq <= {int(upto)}")
         found = f"(SELECT seq, rule FROM violations WHERE seq > {int(last)} AND seq <= {int(upto)})"
         now = datetime.now(UTC)
         with self.engine.transaction():
             self._record_violations(stored, batch, now)
             self.engine.execute(
-                f"""INSERT INTO governance (seq, source_id, status, gseq, governed_at)
+                f"""INSERT INTO governance (seq, source_id, status, gseq, governed_at, type, event, message)
                 SELECT seq, source_id, status,
                        CASE WHEN status <> 'blocked' THEN base.n + row_number() OVER (
                            PARTITION BY status = 'blocked' ORDER BY seq) END,
-                       ?
-                FROM (SELECT b.seq, b.source_id, {status_case(plans, found)} AS status FROM ({batch}) AS b) AS x
+                       ?, t_type, t_event, t_message
+                FROM ({_statuses(plans, batch, found)}) AS x
                 CROSS JOIN (SELECT coalesce(max(gseq), 0) AS n FROM governance) AS base""",
                 (now,),
             )
@@ -104,14 +107,19 @@ class Governance:
             where.append(f"r.source_id = {lit(source_id)}")
         if event is not None:
             where.append(f"r.event = {lit(event)}")
-        held = (
+        rules, _ = self.transforms.get()
+        held = transformed(
+            rules,
             "SELECT r.seq, r.source_id, r.type, r.event, r.message FROM raw_events AS r "
-            f"JOIN governance AS g ON g.seq = r.seq WHERE {' AND '.join(where)}"
+            f"JOIN governance AS g ON g.seq = r.seq WHERE {' AND '.join(where)}",
         )
         still_held = "(SELECT seq FROM _cdp_held WHERE status = 'blocked')"
         now = datetime.now(UTC)
         with self.engine.transaction():
-            self.engine.execute("CREATE TEMP TABLE IF NOT EXISTS _cdp_held (seq BIGINT, status VARCHAR)")
+            self.engine.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _cdp_held "
+                "(seq BIGINT, source_id VARCHAR, status VARCHAR, t_type VARCHAR, t_event VARCHAR, t_message JSON)"
+            )
             self.engine.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _cdp_recheck (seq BIGINT, source_id VARCHAR, event VARCHAR, "
                 "property VARCHAR, rule VARCHAR, detail VARCHAR, plan_version BIGINT, found_at TIMESTAMPTZ)"
@@ -119,12 +127,12 @@ class Governance:
             self.engine.execute("DELETE FROM _cdp_held")
             self.engine.execute("DELETE FROM _cdp_recheck")
             self._record_violations(stored, held, now, into="_cdp_recheck")
+            self.engine.execute(f"INSERT INTO _cdp_held {_statuses(plans, held, '_cdp_recheck')}")
             self.engine.execute(
-                f"INSERT INTO _cdp_held SELECT b.seq, {status_case(plans, '_cdp_recheck')} FROM ({held}) AS b"
-            )
-            self.engine.execute(
-                """UPDATE governance SET status = 'released', gseq = n.gseq, released_at = ?
-                FROM (SELECT seq, base.n + row_number() OVER (ORDER BY seq) AS gseq FROM _cdp_held
+                """UPDATE governance SET status = 'released', gseq = n.gseq, released_at = ?,
+                       type = n.t_type, event = n.t_event, message = n.t_message
+                FROM (SELECT seq, t_type, t_event, t_message, base.n + row_number() OVER (ORDER BY seq) AS gseq
+                      FROM _cdp_held
                       CROSS JOIN (SELECT coalesce(max(gseq), 0) AS n FROM governance) AS base
                       WHERE status <> 'blocked') AS n
                 WHERE governance.seq = n.seq AND governance.status = 'blocked'""",
@@ -170,3 +178,12 @@ class Governance:
         ]
         identify = schema_from_observations(traits) if traits and traits[0][3] else None
         return TrackingPlan(events=events, identify=identify)
+
+
+def _statuses(plans: dict[str, TrackingPlan], batch: str, found: str) -> str:
+    """Each row of ``batch`` (transformed) with its status and what transformations changed (else NULL)."""
+    return f"""SELECT b.seq, b.source_id, {status_case(plans, found)} AS status,
+               CASE WHEN b.type <> r.type THEN b.type END AS t_type,
+               CASE WHEN b.event IS DISTINCT FROM r.event THEN b.event END AS t_event,
+               CASE WHEN CAST(b.message AS VARCHAR) <> CAST(r.message AS VARCHAR) THEN b.message END AS t_message
+        FROM ({batch}) AS b JOIN raw_events AS r ON r.seq = b.seq"""

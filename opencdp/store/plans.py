@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from opencdp.model.plans import TrackingPlan
+from opencdp.model.transforms import Transformations
 from opencdp.store.engine import Engine
 
 
@@ -33,3 +34,25 @@ class PlanStore:
     def all(self) -> dict[str, tuple[TrackingPlan, int]]:
         rows = self.engine.fetch_all("SELECT source_id, plan, version FROM tracking_plans")
         return {r[0]: (TrackingPlan.model_validate(json.loads(r[1])), int(r[2])) for r in rows}
+
+
+class TransformStore:
+    """The transformation rules: one set for the workspace (each rule may name a source), versioned."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def put(self, rules: Transformations) -> int:
+        with self.engine.transaction():
+            row = self.engine.fetch_one("SELECT max(version) FROM transformations")
+            version = int(row[0]) + 1 if row and row[0] is not None else 1
+            self.engine.execute("DELETE FROM transformations")
+            self.engine.execute(
+                "INSERT INTO transformations (rules, version, updated_at) VALUES (?, ?, ?)",
+                (rules.model_dump_json(by_alias=True), version, datetime.now(UTC)),
+            )
+        return version
+
+    def get(self) -> tuple[Transformations, int]:
+        row = self.engine.fetch_one("SELECT rules, version FROM transformations")
+        return (Transformations.model_validate(json.loads(row[0])), int(row[1])) if row else (Transformations(), 0)

@@ -106,6 +106,16 @@ TABLES: tuple[str, ...] = (
         governed_at TIMESTAMPTZ NOT NULL,
         released_at TIMESTAMPTZ
     )""",
+    # What transformations made of the row, where it differs from the raw log (NULL: as in the raw log).
+    "ALTER TABLE governance ADD COLUMN IF NOT EXISTS type VARCHAR",
+    "ALTER TABLE governance ADD COLUMN IF NOT EXISTS event VARCHAR",
+    "ALTER TABLE governance ADD COLUMN IF NOT EXISTS message JSON",
+    # The transformation rules (one set, each rule optionally scoped to a source), versioned.
+    """CREATE TABLE IF NOT EXISTS transformations (
+        rules JSON NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
     # What each load staged and stored, per source (duplicates = lines - stored), for data quality.
     """CREATE TABLE IF NOT EXISTS load_stats (
         loaded_at TIMESTAMPTZ NOT NULL,
@@ -165,8 +175,9 @@ VIEWS: tuple[str, ...] = (
     WHERE type = 'record'""",
     # The governed stream: what passed governance (or was released from the quarantine), in ``gseq`` order.
     """CREATE OR REPLACE VIEW governed AS
-    SELECT g.gseq, g.status, r.seq, r.source_id, r.message_id, r.type, r.event, r.user_id, r.anonymous_id,
-           r.timestamp, r.original_timestamp, r.sent_at, r.received_at, r.message
+    SELECT g.gseq, g.status, r.seq, r.source_id, r.message_id, coalesce(g.type, r.type) AS type,
+           coalesce(g.event, r.event) AS event, r.user_id, r.anonymous_id, r.timestamp, r.original_timestamp,
+           r.sent_at, r.received_at, coalesce(g.message, r.message) AS message
     FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq
     WHERE g.gseq IS NOT NULL""",
     """CREATE OR REPLACE VIEW quarantine AS
@@ -194,6 +205,14 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
         "CREATE OR REPLACE MACRO cdp_json_keys(j) AS CASE WHEN json_type(j) = 'OBJECT' THEN json_keys(j) ELSE [] END",
         """CREATE OR REPLACE MACRO cdp_json_get(j, k) AS
             json_extract(j, '$."' || replace(replace(k, '\\', '\\\\'), '"', '\\"') || '"')""",
+        # Set (replace) or remove one key, at the top level (parent '') or inside a top-level object.
+        """CREATE OR REPLACE MACRO cdp_json_drop(j, parent, k) AS CASE WHEN parent = ''
+            THEN json_merge_patch(j, json_object(k::VARCHAR, NULL::JSON))
+            ELSE json_merge_patch(j, json_object(parent::VARCHAR, json_object(k::VARCHAR, NULL::JSON))) END""",
+        """CREATE OR REPLACE MACRO cdp_json_put(j, parent, k, v) AS CASE WHEN parent = ''
+            THEN json_merge_patch(cdp_json_drop(j, parent, k), json_object(k::VARCHAR, v))
+            ELSE json_merge_patch(cdp_json_drop(j, parent, k), json_object(parent::VARCHAR, json_object(k::VARCHAR, v)))
+            END""",
         # The keys of a JSON object that are not in ``allowed``, comma-separated in key order; NULL when none.
         """CREATE OR REPLACE MACRO cdp_json_extra_keys(j, allowed) AS
             nullif(array_to_string(list_sort(list_filter(json_keys(j), lambda k: NOT list_contains(allowed, k))), ','),
@@ -209,6 +228,15 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
         $$""",
         """CREATE OR REPLACE FUNCTION cdp_json_get(j json, k text) RETURNS json LANGUAGE sql IMMUTABLE AS $$
             SELECT j -> k
+        $$""",
+        """CREATE OR REPLACE FUNCTION cdp_json_drop(j json, parent text, k text) RETURNS json LANGUAGE sql
+            IMMUTABLE AS $$
+            SELECT (CASE WHEN parent = '' THEN j::jsonb - k ELSE j::jsonb #- ARRAY[parent, k] END)::json
+        $$""",
+        """CREATE OR REPLACE FUNCTION cdp_json_put(j json, parent text, k text, v json) RETURNS json LANGUAGE sql
+            IMMUTABLE AS $$
+            SELECT (CASE WHEN parent = '' THEN jsonb_set(j::jsonb, ARRAY[k], v::jsonb)
+                         ELSE jsonb_set(j::jsonb, ARRAY[parent, k], v::jsonb) END)::json
         $$""",
         """CREATE OR REPLACE FUNCTION cdp_json_extra_keys(j json, allowed text[]) RETURNS text LANGUAGE sql
             IMMUTABLE AS $$

@@ -94,6 +94,18 @@ CREATE TABLE IF NOT EXISTS governance (
         released_at TIMESTAMPTZ
     );
 
+ALTER TABLE governance ADD COLUMN IF NOT EXISTS type VARCHAR;
+
+ALTER TABLE governance ADD COLUMN IF NOT EXISTS event VARCHAR;
+
+ALTER TABLE governance ADD COLUMN IF NOT EXISTS message JSON;
+
+CREATE TABLE IF NOT EXISTS transformations (
+        rules JSON NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+
 CREATE TABLE IF NOT EXISTS load_stats (
         loaded_at TIMESTAMPTZ NOT NULL,
         source_id VARCHAR NOT NULL,
@@ -142,8 +154,9 @@ CREATE OR REPLACE VIEW records AS
     WHERE type = 'record';
 
 CREATE OR REPLACE VIEW governed AS
-    SELECT g.gseq, g.status, r.seq, r.source_id, r.message_id, r.type, r.event, r.user_id, r.anonymous_id,
-           r.timestamp, r.original_timestamp, r.sent_at, r.received_at, r.message
+    SELECT g.gseq, g.status, r.seq, r.source_id, r.message_id, coalesce(g.type, r.type) AS type,
+           coalesce(g.event, r.event) AS event, r.user_id, r.anonymous_id, r.timestamp, r.original_timestamp,
+           r.sent_at, r.received_at, coalesce(g.message, r.message) AS message
     FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq
     WHERE g.gseq IS NOT NULL;
 

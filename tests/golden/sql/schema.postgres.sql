@@ -20,6 +20,14 @@ CREATE TABLE IF NOT EXISTS violations (seq BIGINT NOT NULL, source_id TEXT NOT N
 
 CREATE TABLE IF NOT EXISTS governance (seq BIGINT PRIMARY KEY, source_id TEXT NOT NULL, status TEXT NOT NULL, gseq BIGINT, governed_at TIMESTAMPTZ NOT NULL, released_at TIMESTAMPTZ);
 
+ALTER TABLE governance ADD COLUMN IF NOT EXISTS type TEXT;
+
+ALTER TABLE governance ADD COLUMN IF NOT EXISTS event TEXT;
+
+ALTER TABLE governance ADD COLUMN IF NOT EXISTS message JSON;
+
+CREATE TABLE IF NOT EXISTS transformations (rules JSON NOT NULL, version BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
 CREATE TABLE IF NOT EXISTS load_stats (loaded_at TIMESTAMPTZ NOT NULL, source_id TEXT NOT NULL, lines BIGINT NOT NULL, stored BIGINT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS quality_alerts (source_id TEXT NOT NULL, rule TEXT NOT NULL, day DATE NOT NULL, value DOUBLE PRECISION, baseline DOUBLE PRECISION, detail TEXT NOT NULL, raised_at TIMESTAMPTZ NOT NULL);
@@ -40,7 +48,7 @@ CREATE OR REPLACE VIEW events AS SELECT seq, message_id, source_id, type, event,
 
 CREATE OR REPLACE VIEW records AS SELECT seq, source_id, event AS kind, message_id AS record_id, JSON_EXTRACT_PATH_TEXT(message, 'key') AS record_key, JSON_EXTRACT_PATH(message, 'fields') AS fields, JSON_EXTRACT_PATH(message, 'attributes') AS attributes, JSON_EXTRACT_PATH(message, 'flags') AS flags, JSON_EXTRACT_PATH_TEXT(message, 'import', 'id') AS import_id, JSON_EXTRACT_PATH_TEXT(message, 'import', 'file') AS file, CAST(JSON_EXTRACT_PATH_TEXT(message, 'import', 'row') AS BIGINT) AS row_number, original_timestamp AS record_time, received_at FROM raw_events WHERE type = 'record';
 
-CREATE OR REPLACE VIEW governed AS SELECT g.gseq, g.status, r.seq, r.source_id, r.message_id, r.type, r.event, r.user_id, r.anonymous_id, r.timestamp, r.original_timestamp, r.sent_at, r.received_at, r.message FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq WHERE NOT g.gseq IS NULL;
+CREATE OR REPLACE VIEW governed AS SELECT g.gseq, g.status, r.seq, r.source_id, r.message_id, COALESCE(g.type, r.type) AS type, COALESCE(g.event, r.event) AS event, r.user_id, r.anonymous_id, r.timestamp, r.original_timestamp, r.sent_at, r.received_at, COALESCE(g.message, r.message) AS message FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq WHERE NOT g.gseq IS NULL;
 
 CREATE OR REPLACE VIEW quarantine AS SELECT r.seq, r.source_id, r.type, r.event, r.message_id, r.received_at, (SELECT STRING_AGG(v.rule || CASE WHEN v.property IS NULL THEN '' ELSE ' ' || v.property END, ', ') FROM violations AS v WHERE v.seq = r.seq) AS reasons, r.message FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq WHERE g.status = 'blocked';
 
