@@ -26,6 +26,14 @@ def _backend(data_dir: Path | None) -> Backend:
     return Backend(settings_for(data_dir))
 
 
+def _read_document(path: Path, code: str) -> object:
+    """A YAML or JSON file's content; :class:`Rejected` (``code``) when it cannot be read as either."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise Rejected(f"{path}: cannot be read as YAML or JSON: {exc}", code=code) from exc
+
+
 @plans_app.command("set")
 def plans_set(
     source: Annotated[str, typer.Argument(help="Source (id or name).")],
@@ -34,11 +42,7 @@ def plans_set(
 ) -> None:
     """Save a source's tracking plan (a new version)."""
     try:
-        try:
-            doc = yaml.safe_load(plan_file.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise Rejected(f"{plan_file}: cannot be read as YAML or JSON: {exc}", code="invalid_plan") from exc
-        result = _backend(data_dir).put_plan(source, doc)
+        result = _backend(data_dir).put_plan(source, _read_document(plan_file, "invalid_plan"))
     except OpenCDPError as exc:
         raise fail(exc) from exc
     console.print(f"tracking plan of [cyan]{result['source_id']}[/cyan] saved as version {result['version']}")
@@ -51,13 +55,7 @@ def plans_transforms(
 ) -> None:
     """Save the transformation rules (rename events or properties, cast, map values, drop, route)."""
     try:
-        try:
-            doc = yaml.safe_load(rules_file.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise Rejected(
-                f"{rules_file}: cannot be read as YAML or JSON: {exc}", code="invalid_transformations"
-            ) from exc
-        result = _backend(data_dir).put_transformations(doc)
+        result = _backend(data_dir).put_transformations(_read_document(rules_file, "invalid_transformations"))
     except OpenCDPError as exc:
         raise fail(exc) from exc
     console.print(f"transformations saved as version {result['version']}")

@@ -28,12 +28,12 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 import yaml
-from pydantic import ValidationError
 
 from opencdp.collect import messages, values
 from opencdp.errors import Rejected
 from opencdp.model.records import KINDS, FieldMapping, FieldSpec, KindSpec, Mapping, infer_mapping
 from opencdp.model.sources import Source
+from opencdp.model.validation import parse_document
 from opencdp.store.files import FileReader
 from opencdp.store.journal import Journal
 
@@ -429,8 +429,4 @@ def decode_mapping(text: bytes | str) -> Mapping:
         raise Rejected(f"the mapping is not valid YAML or JSON: {exc}", code="invalid_mapping") from exc
     if not isinstance(data, dict):
         raise Rejected("the mapping must be an object with a 'fields' key", code="invalid_mapping")
-    try:
-        return Mapping.model_validate(data)
-    except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise Rejected(f"the mapping is not valid: {errors}", code="invalid_mapping") from exc
+    return parse_document(Mapping, data, "mapping", "invalid_mapping")

@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from opencdp.errors import Rejected
+from opencdp.model.validation import parse_document
 
 Mode = Literal["allow", "flag", "block"]
 JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array", "null")
@@ -98,8 +98,4 @@ class TrackingPlan(BaseModel):
 
 def parse_plan(doc: object) -> TrackingPlan:
     """A tracking plan from its JSON/YAML document; :class:`Rejected` (``invalid_plan``) with every reason."""
-    try:
-        return TrackingPlan.model_validate(doc)
-    except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'plan'}: {e['msg']}" for e in exc.errors())
-        raise Rejected(f"the tracking plan is not valid: {reasons}", code="invalid_plan") from exc
+    return parse_document(TrackingPlan, doc, "tracking plan", "invalid_plan")

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from opencdp.errors import Rejected
+from opencdp.model.validation import parse_document
 
 MessageType = Literal["track", "identify", "page", "screen", "group", "alias"]
 
@@ -103,8 +103,4 @@ def _no_chains(what: str, renames: Sequence[tuple[str | None, str, str]]) -> Non
 
 def parse_transformations(doc: object) -> Transformations:
     """Rules from their JSON/YAML document; :class:`Rejected` (``invalid_transformations``) with every reason."""
-    try:
-        return Transformations.model_validate(doc)
-    except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'rules'}: {e['msg']}" for e in exc.errors())
-        raise Rejected(f"the transformations are not valid: {reasons}", code="invalid_transformations") from exc
+    return parse_document(Transformations, doc, "transformation rules", "invalid_transformations")
