@@ -194,6 +194,21 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         rules, version = runtime.governance.transforms.get()
         return {"version": version, **rules.model_dump(by_alias=True, exclude_none=True)}
 
+    @app.put("/admin/v1/pii/policy", dependencies=admin)
+    def put_pii_policy(body: dict[str, Any]) -> dict[str, Any]:
+        """Save the PII policy (a new version): per class and source keep, mask, hash or drop; ``drop`` applies
+        on the ingest path at once, the others to what governance passes next."""
+        return runtime.put_pii_policy(body)
+
+    @app.get("/admin/v1/pii/policy", dependencies=admin)
+    def get_pii_policy() -> dict[str, Any]:
+        return runtime.pii_policy()
+
+    @app.get("/admin/v1/pii/fields", dependencies=admin)
+    def pii_fields(source: str | None = None) -> list[dict[str, Any]]:
+        """Every field classified as PII, per source: the class, how it was detected, what the policy did."""
+        return table_rows(runtime.pii_fields(source))
+
     @app.get("/admin/v1/violations", dependencies=admin)
     def violations(source: str | None = None) -> list[dict[str, Any]]:
         """Violations counted by source, event, property and rule, with when each was last seen."""

@@ -8,12 +8,16 @@ import secrets
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
 
 from opencdp.collect.imports import Importer, ImportResult, Progress
 from opencdp.collect.ingest import Ingestor
 from opencdp.config import Settings
 from opencdp.errors import Transient
 from opencdp.govern.stage import Governance
+from opencdp.model.pii import parse_pii_policy
 from opencdp.model.records import Mapping
 from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
@@ -95,7 +99,9 @@ class Runtime:
         loader = threading.Thread(target=self._load_until, args=(stop,), name="opencdp-import-loader", daemon=True)
         loader.start()
         try:
-            result = Importer(self.journal, progress=progress).run(source, kind, paths, mapping)
+            result = Importer(self.journal, progress=progress).run(
+                source, kind, paths, mapping, self.ingestor.scrubber(source)
+            )
         finally:
             stop.set()
             loader.join()
@@ -108,6 +114,28 @@ class Runtime:
         result.accepted = self.raw_log.count_stored(result.import_id, source.source_id, ids, before) if ids else 0
         self.raw_log.record_import(result.summary(), result.rejects, started)
         return result
+
+    def put_pii_policy(self, doc: object) -> dict[str, Any]:
+        """Save the PII policy (sources named by id or name); collection drops what it drops from now on."""
+        policy = parse_pii_policy(doc)
+        by_id = {self.registry.get(ref).source_id: actions for ref, actions in policy.sources.items()}
+        version = self.governance.pii.put(policy.model_copy(update={"sources": by_id}))
+        self.ingestor.refresh()
+        return {"version": version}
+
+    def pii_policy(self) -> dict[str, Any]:
+        policy, version = self.governance.pii.get()
+        return {"version": version, **policy.model_dump()}
+
+    def pii_fields(self, source_ref: str | None) -> pa.Table:
+        """How each field of each source is classified, and what the policy does with it."""
+        self.load()
+        where, params = ("WHERE source_id = ?", (self.registry.get(source_ref).source_id,)) if source_ref else ("", ())
+        return self.engine.fetch_arrow(
+            f"SELECT source_id, container, field, class, detected_by, action, values_seen, last_seen FROM pii_fields "
+            f"{where} ORDER BY source_id, container, field, class",
+            params,
+        )
 
     def _load_until(self, stop: threading.Event, interval: float = 0.2) -> None:
         while not stop.wait(interval):

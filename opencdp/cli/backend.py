@@ -194,6 +194,27 @@ class Backend:
         with self._runtime() as rt:
             return {"version": rt.governance.transforms.put(rules)}
 
+    def put_pii_policy(self, doc: object) -> dict[str, Any]:
+        if self.remote:
+            result: dict[str, Any] = self.remote.call("PUT", "/admin/v1/pii/policy", json=doc)
+            return result
+        with self._runtime() as rt:
+            return rt.put_pii_policy(doc)
+
+    def pii_policy(self) -> dict[str, Any]:
+        if self.remote:
+            result: dict[str, Any] = self.remote.call("GET", "/admin/v1/pii/policy")
+            return result
+        with self._runtime() as rt:
+            return rt.pii_policy()
+
+    def pii_fields(self, source: str | None) -> pa.Table:
+        if self.remote:
+            rows = self.remote.call("GET", "/admin/v1/pii/fields", params={"source": source} if source else {})
+            return pa.Table.from_pylist(rows)
+        with self._runtime() as rt:
+            return rt.pii_fields(source)
+
     def draft_plan(self, source: str, days: float) -> dict[str, Any]:
         if self.remote:
             result: dict[str, Any] = self.remote.call(

@@ -17,6 +17,7 @@ from opencdp.cli.common import AsJson, DataDir, console, fail, settings_for
 from opencdp.errors import OpenCDPError, Rejected
 
 plans_app = typer.Typer(no_args_is_help=True, help="Tracking plans: set, show, and draft one from traffic.")
+pii_app = typer.Typer(no_args_is_help=True, help="PII: the policy per class and source, and what is classified.")
 quarantine_app = typer.Typer(no_args_is_help=True, help="Messages a plan blocked: list them, release the fixed.")
 
 SourceOption = Annotated[str | None, typer.Option(help="Only this source (id or name).")]
@@ -164,3 +165,40 @@ def quality(
             "[red]" + ", ".join(q["alerts"]) + "[/red]" if q["alerts"] else "",
         )
     console.print(table)
+
+
+@pii_app.command("set")
+def pii_set(
+    policy_file: Annotated[Path, typer.Argument(help="The policy, YAML or JSON ({default, sources, fields}).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Save the PII policy: per class (and source) keep, mask, hash or drop."""
+    try:
+        result = _backend(data_dir).put_pii_policy(_read_document(policy_file, "invalid_pii_policy"))
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    console.print(f"PII policy saved as version {result['version']}")
+
+
+@pii_app.command("show")
+def pii_show(data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Print the PII policy (YAML, or JSON with --json); classes it does not list follow the built-in default."""
+    try:
+        result = _backend(data_dir).pii_policy()
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    version = result.pop("version")
+    if as_json:
+        sys.stdout.write(json.dumps({"version": version, **result}, indent=2) + "\n")
+    else:
+        sys.stdout.write(f"# version {version}\n" + yaml.safe_dump(result, sort_keys=False))
+
+
+@pii_app.command("fields")
+def pii_fields(source: SourceOption = None, data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Every field classified as PII: source, container, field, class, how detected, what the policy did."""
+    try:
+        table = _backend(data_dir).pii_fields(source)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    output.table(table, as_json=as_json, as_csv=False, console=console)

@@ -20,6 +20,7 @@ sources_app = typer.Typer(no_args_is_help=True, help="Create, list, disable and 
 app.add_typer(sources_app, name="sources")
 app.add_typer(governing.plans_app, name="plans")
 app.add_typer(governing.quarantine_app, name="quarantine")
+app.add_typer(governing.pii_app, name="pii")
 app.command("violations")(governing.violations)
 app.command("quality")(governing.quality)
 

@@ -30,6 +30,7 @@ import pyarrow as pa
 import yaml
 
 from opencdp.collect import messages, values
+from opencdp.collect.scrub import Scrubber
 from opencdp.errors import Rejected
 from opencdp.model.records import KINDS, FieldMapping, FieldSpec, KindSpec, Mapping, infer_mapping
 from opencdp.model.sources import Source
@@ -69,6 +70,8 @@ class ImportResult:
     message_ids: pa.ChunkedArray | None = None
     """The distinct messageIds written, to count what the raw log stored of them."""
     accepted: int | None = None
+    pii_dropped: list[str] = field(default_factory=list)
+    """Fields and attribute columns the PII policy dropped as a whole (values dropped one by one: not listed)."""
 
     @property
     def duplicates(self) -> int | None:
@@ -87,6 +90,7 @@ class ImportResult:
             "flagged": self.flagged,
             "mapping": self.mapping.model_dump(exclude_defaults=True),
             "mapping_inferred": self.inferred,
+            "pii_dropped": self.pii_dropped,
         }
 
 
@@ -196,7 +200,15 @@ class Importer:
         self.journal = journal
         self.progress = progress or (lambda _phase, _done, _total: None)
 
-    def run(self, source: Source, kind: str, paths: list[Path], mapping: Mapping | None = None) -> ImportResult:
+    def run(
+        self,
+        source: Source,
+        kind: str,
+        paths: list[Path],
+        mapping: Mapping | None = None,
+        scrubber: Scrubber | None = None,
+    ) -> ImportResult:
+        """``scrubber``: the source's PII policy drops classes, which must not reach the journal."""
         reader = FileReader()
         try:
             self.progress("reading", 0, 0)
@@ -205,12 +217,14 @@ class Importer:
             received = datetime.now(UTC)
             if kind == "events":
                 result = ImportResult(import_id, source.source_id, kind, [p.name for p in paths], Mapping(), False)
-                self._events(reader, source, result, received)
+                self._events(reader, source, result, received, scrubber)
             elif kind in KINDS:
                 spec = KINDS[kind]
                 used, inferred = resolve_mapping(spec, columns, mapping)
                 result = ImportResult(import_id, source.source_id, kind, [p.name for p in paths], used, inferred)
-                self._records(reader, source, spec, columns, result, received)
+                if scrubber is not None:
+                    result.pii_dropped = _dropped_fields(spec, used, scrubber)
+                self._records(reader, source, spec, columns, result, received, scrubber)
             else:
                 raise Rejected(f"unknown kind {kind!r}; kinds: {sorted([*KINDS, 'events'])}", code="unknown_kind")
             return result
@@ -219,14 +233,29 @@ class Importer:
 
     # -- records ----------------------------------------------------------------------------------------------
     def _records(
-        self, reader: FileReader, source: Source, spec: KindSpec, columns: list[str], result: ImportResult, at: datetime
+        self,
+        reader: FileReader,
+        source: Source,
+        spec: KindSpec,
+        columns: list[str],
+        result: ImportResult,
+        at: datetime,
+        scrubber: Scrubber | None,
     ) -> None:
         mapping = result.mapping
-        mapped = [s for s in spec.fields if s.name in mapping.fields]
+        mapped = [s for s in spec.fields if s.name in mapping.fields and s.name not in result.pii_dropped]
         used_columns = {m.column for m in mapping.fields.values() if m.column is not None}
         rest = [c for c in columns if c not in used_columns] if mapping.attributes == "rest" else []
+        kept = {c: _col(c) for c in rest}
+        if scrubber is not None:
+            kept = _scrubbed_attributes(reader, rest, scrubber)
+            result.pii_dropped += [c for c in rest if c not in kept]
         raws = ", ".join(f"{_raw_expr(s, mapping)} AS {_col('raw_' + s.name)}" for s in mapped)
-        attributes = "struct_pack(" + ", ".join(f"{_col(c)} := {_col(c)}" for c in rest) + ")" if rest else "NULL::JSON"
+        attributes = (
+            "struct_pack(" + ", ".join(f"{_col(c)} := {expr}" for c, expr in kept.items()) + ")"
+            if kept
+            else "NULL::JSON"
+        )
         reader.execute(
             # ``_n``: the rows' order in the files (``src`` holds them in that order), for writing in order later.
             "CREATE OR REPLACE TABLE raw AS SELECT _file, _row, row_number() OVER () AS _n, "
@@ -277,8 +306,9 @@ class Importer:
         fields = "struct_pack(" + ", ".join(f"{s.name} := {_col('v_' + s.name)}" for s in mapped) + ")"
         flags = self._map_of(optional, "r_")
         invalid = self._map_of(optional, "raw_", only_where="r_")
-        user_id = _col("v_user_id") if "user_id" in mapping.fields else "NULL"
-        time = _col("v_" + spec.time) if spec.time and spec.time in mapping.fields else "NULL"
+        names = {s.name for s in mapped}
+        user_id = _col("v_user_id") if "user_id" in names else "NULL"
+        time = _col("v_" + spec.time) if spec.time and spec.time in names else "NULL"
         reader.execute(
             f"""CREATE OR REPLACE TABLE out AS
             SELECT _row, _n, {user_id} AS user_id, {time} AS time,
@@ -341,7 +371,9 @@ class Importer:
         return f"map_from_entries(list_filter([{entries}], lambda e: e.v IS NOT NULL))"
 
     # -- events -----------------------------------------------------------------------------------------------
-    def _events(self, reader: FileReader, source: Source, result: ImportResult, at: datetime) -> None:
+    def _events(
+        self, reader: FileReader, source: Source, result: ImportResult, at: datetime, scrubber: Scrubber | None
+    ) -> None:
         """Rows that are Segment messages: each checked exactly as collection checks one message."""
         columns = reader.columns
         picks = ", ".join(
@@ -378,6 +410,8 @@ class Importer:
             )
             docs = chunk.column("doc").to_pylist()
             body = b'{"batch":[' + b",".join(d.encode() for d in docs) + b"]}"
+            if scrubber is not None:
+                body = scrubber.body(body, batch=True) or body
             outcome = messages.collect_batch(messages.read_body(body, batch=True), req)
             accepted = [line for line in outcome.lines if not line.startswith(b"R\t")]
             if accepted:
@@ -419,6 +453,40 @@ def _concat(lines: pa.ChunkedArray) -> bytes:
     if lines.null_count:
         raise AssertionError("a journal line came out NULL")  # a bug in the SQL above, not bad input
     return "".join(lines.to_pylist()).encode()
+
+
+def _dropped_fields(spec: KindSpec, mapping: Mapping, scrubber: Scrubber) -> list[str]:
+    """The mapped fields the PII policy drops (their columns are not read; a required field cannot be dropped)."""
+    dropped = [name for name in mapping.fields if scrubber.drops_field("fields", name)]
+    required = [name for name in dropped if name in {s.name for s in spec.fields if s.required}]
+    if required:
+        raise Rejected(
+            f"the PII policy drops {required}, which {spec.name} records require", code="pii_drops_required_field"
+        )
+    return dropped
+
+
+def _scrubbed_attributes(reader: FileReader, rest: list[str], scrubber: Scrubber) -> dict[str, str]:
+    """Each attribute column the PII policy keeps, with the SQL that reads it without the values it drops.
+
+    A column named as a dropped class goes entirely; in the others, each distinct value is classified once.
+    """
+    kept: dict[str, str] = {}
+    for column in rest:
+        if scrubber.drops_field("attributes", column):
+            continue
+        distinct = reader.arrow(
+            f"SELECT DISTINCT CAST({_col(column)} AS VARCHAR) AS v FROM src "
+            f"WHERE {_col(column)} IS NOT NULL "
+            f"AND typeof({_col(column)}) IN ('VARCHAR', 'BIGINT', 'INTEGER', 'HUGEINT')"
+        )
+        doomed = [v for v in distinct.column("v").to_pylist() if scrubber.drops_value(column, v)]
+        if not doomed:
+            kept[column] = _col(column)
+            continue
+        listed = ", ".join(_lit(v) for v in doomed)
+        kept[column] = f"CASE WHEN CAST({_col(column)} AS VARCHAR) IN ({listed}) THEN NULL ELSE {_col(column)} END"
+    return kept
 
 
 def decode_mapping(text: bytes | str) -> Mapping:

@@ -1,8 +1,8 @@
 """The collection front: authenticates write keys, rate-limits, validates and durably journals messages.
 
-This is the only writer of the raw log. It holds an in-memory map of write keys, refreshed from the engine
-when an admin changes a source through this server (a source changed by another process is seen after a
-restart).
+This is the only writer of the raw log. It holds an in-memory map of write keys and of the sources whose PII
+policy drops a class, refreshed from the engine when an admin changes a source or the policy through this
+server (a change made by another process is seen after a restart).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from opencdp.collect import messages
+from opencdp.collect.scrub import WITHHELD, Scrubber
 from opencdp.collect.timestamps import format_utc
 from opencdp.errors import Rejected, Transient
 from opencdp.model.sources import Source
 from opencdp.store.journal import Journal
+from opencdp.store.plans import PiiStore
 from opencdp.store.sources import SourceRegistry
 
 CLIENT_SIDE_KINDS = frozenset({"web", "mobile"})
@@ -67,16 +69,26 @@ class Ingestor:
         self.max_backlog_bytes = max_backlog_bytes
         self._keys: dict[str, Source] = {}
         self._buckets: dict[str, TokenBucket] = {}
+        self._scrubbers: dict[str, Scrubber] = {}
+        self._policies = PiiStore(registry.engine)
         self._lock = threading.Lock()
         self.listeners: list[Callable[[list[bytes]], None]] = []
         """Called with the journal lines of each request once durable (``opencdp tail``)."""
         self.refresh()
 
     def refresh(self) -> None:
-        """Reload write keys from the engine (after a source is created, disabled or rotated)."""
+        """Reload write keys and PII drop policies from the engine (after a source or the policy changed)."""
         keys = {s.write_key: s for s in self.registry.list()}
+        policy, _ = self._policies.get()
+        declared = policy.declared()
+        scrubbers: dict[str, Scrubber] = {}
+        for s in keys.values():
+            dropped = frozenset(c for c, a in policy.actions(s.source_id).items() if a == "drop")
+            if dropped:
+                scrubbers[s.source_id] = Scrubber(dropped, declared)
         with self._lock:
             self._keys = keys
+            self._scrubbers = scrubbers
             self._buckets = {
                 k: self._buckets.get(k) or TokenBucket(s.limits.rate_per_second, s.limits.burst)
                 for k, s in keys.items()
@@ -93,13 +105,19 @@ class Ingestor:
             raise Rejected("unknown or disabled write key", code="invalid_write_key", status=401)
         return source
 
+    def scrubber(self, source: Source) -> Scrubber | None:
+        """What drops PII from this source's messages before they are journalled; None when nothing is dropped."""
+        return self._scrubbers.get(source.source_id)
+
     def throttle(self, source: Source) -> float:
         bucket = self._buckets.get(source.write_key)
         return bucket.take() if bucket else 0.0
 
-    @staticmethod
-    def request_info(source: Source, ip: str | None) -> messages.RequestInfo:
+    def request_info(self, source: Source, ip: str | None) -> messages.RequestInfo:
         now, text = received_now()
+        scrubber = self._scrubbers.get(source.source_id)
+        if scrubber is not None and "ip_address" in scrubber.dropped:
+            ip = None  # the server does not add what the policy drops
         return messages.RequestInfo(
             source_id=source.source_id,
             received_at=now,
@@ -124,7 +142,8 @@ class Ingestor:
         """Keep a whole request that was refused (bad JSON, too large) where an operator can see it."""
         req = self.request_info(source, ip)
         item = messages.ItemError(None, error.code, error.message)
-        await self.write([messages.rejected_line(req, item, body[: source.limits.max_request_bytes])])
+        kept = WITHHELD if source.source_id in self._scrubbers else body[: source.limits.max_request_bytes]
+        await self.write([messages.rejected_line(req, item, kept)])
 
 
 MAX_LOAD_PAUSE_SECONDS = 1.0

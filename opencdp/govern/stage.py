@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
+from opencdp.govern.pii import classified, patches
 from opencdp.govern.plans import (
     INFER_IDENTIFY,
     INFER_TRACK,
@@ -26,7 +27,7 @@ from opencdp.govern.plans import (
 from opencdp.govern.transforms import transformed
 from opencdp.model.plans import TrackingPlan
 from opencdp.store.engine import Engine
-from opencdp.store.plans import PlanStore, TransformStore
+from opencdp.store.plans import PiiStore, PlanStore, TransformStore
 from opencdp.store.raw_log import RawLog
 
 CONSUMER = "govern"
@@ -46,6 +47,8 @@ class Governance:
         self.raw_log = raw_log
         self.plans = PlanStore(engine)
         self.transforms = TransformStore(engine)
+        self.pii = PiiStore(engine)
+        self._salt: str | None = None
 
     def run(self) -> int:
         """Govern every raw-log row after the stage's offset; returns how many rows were governed."""
@@ -66,7 +69,20 @@ class Governance:
         found = f"(SELECT seq, rule FROM violations WHERE seq > {int(last)} AND seq <= {int(upto)})"
         now = datetime.now(UTC)
         with self.engine.transaction():
+            if rules.rules:  # the transformed rows are read three times: compute them once
+                self.engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS _cdp_batch AS {_RAW} WHERE FALSE")
+                self.engine.execute("DELETE FROM _cdp_batch")
+                self.engine.execute(f"INSERT INTO _cdp_batch {batch}")
+                batch = "SELECT seq, source_id, type, event, message FROM _cdp_batch"
+            self._classify(batch)
+            self.engine.execute(
+                "INSERT INTO pii_observations (source_id, container, field, class, detected_by, action, values_seen, "
+                "seen_at) SELECT source_id, container, field, class, detected_by, action, count(*), ? "
+                "FROM _cdp_pii_values GROUP BY source_id, container, field, class, detected_by, action",
+                (now,),
+            )
             self._record_violations(stored, batch, now)
+            self._withhold_pii_details("violations", f"seq > {int(last)} AND seq <= {int(upto)}")
             self.engine.execute(
                 f"""INSERT INTO governance (seq, source_id, status, gseq, governed_at, type, event, message)
                 SELECT seq, source_id, status,
@@ -78,6 +94,25 @@ class Governance:
                 (now,),
             )
             self.raw_log.commit(CONSUMER, upto)
+
+    def _classify(self, batch: str) -> None:
+        """Classify the fields of ``batch`` into the temporary table ``_cdp_pii_values`` (see govern/pii.py)."""
+        if self._salt is None:
+            self._salt = self.pii.salt()
+        policy, _ = self.pii.get()
+        self.engine.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _cdp_pii_values (seq BIGINT, source_id VARCHAR, container VARCHAR, "
+            "field VARCHAR, class VARCHAR, detected_by VARCHAR, action VARCHAR, new_value VARCHAR)"
+        )
+        self.engine.execute("DELETE FROM _cdp_pii_values")
+        self.engine.execute(f"INSERT INTO _cdp_pii_values {classified(policy, self._salt, batch)}")
+
+    def _withhold_pii_details(self, table: str, where: str) -> None:
+        """A violation's detail is the value that broke the rule: not when the policy masks, hashes or drops it."""
+        self.engine.execute(
+            f"UPDATE {table} SET detail = '[withheld: pii]' WHERE {where} AND EXISTS (SELECT 1 FROM _cdp_pii_values "
+            f"AS p WHERE p.seq = {table}.seq AND p.field = {table}.property AND p.action <> 'keep')"
+        )
 
     def _record_violations(
         self, stored: dict[str, tuple[TrackingPlan, int]], batch: str, now: datetime, into: str = "violations"
@@ -126,7 +161,9 @@ class Governance:
             )
             self.engine.execute("DELETE FROM _cdp_held")
             self.engine.execute("DELETE FROM _cdp_recheck")
+            self._classify(held)
             self._record_violations(stored, held, now, into="_cdp_recheck")
+            self._withhold_pii_details("_cdp_recheck", "TRUE")
             self.engine.execute(f"INSERT INTO _cdp_held {_statuses(plans, held, '_cdp_recheck')}")
             self.engine.execute(
                 """UPDATE governance SET status = 'released', gseq = n.gseq, released_at = ?,
@@ -181,9 +218,12 @@ class Governance:
 
 
 def _statuses(plans: dict[str, TrackingPlan], batch: str, found: str) -> str:
-    """Each row of ``batch`` (transformed) with its status and what transformations changed (else NULL)."""
+    """Each row of ``batch`` (transformed) with its status and what transformations and the PII policy changed
+    (else NULL); the PII patches come from ``_cdp_pii_values`` (:meth:`Governance._classify` fills it)."""
     return f"""SELECT b.seq, b.source_id, {status_case(plans, found)} AS status,
                CASE WHEN b.type <> r.type THEN b.type END AS t_type,
                CASE WHEN b.event IS DISTINCT FROM r.event THEN b.event END AS t_event,
-               CASE WHEN CAST(b.message AS VARCHAR) <> CAST(r.message AS VARCHAR) THEN b.message END AS t_message
-        FROM ({batch}) AS b JOIN raw_events AS r ON r.seq = b.seq"""
+               CASE WHEN p.patch IS NOT NULL THEN cdp_json_merge_patch(b.message, CAST(p.patch AS JSON))
+                    WHEN CAST(b.message AS VARCHAR) <> CAST(r.message AS VARCHAR) THEN b.message END AS t_message
+        FROM ({batch}) AS b JOIN raw_events AS r ON r.seq = b.seq
+        LEFT JOIN ({patches("SELECT * FROM _cdp_pii_values")}) AS p ON p.seq = b.seq"""

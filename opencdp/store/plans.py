@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from opencdp.model.pii import PiiPolicy
 from opencdp.model.plans import TrackingPlan
 from opencdp.model.transforms import Transformations
 from opencdp.store.engine import Engine
@@ -56,3 +57,30 @@ class TransformStore:
     def get(self) -> tuple[Transformations, int]:
         row = self.engine.fetch_one("SELECT rules, version FROM transformations")
         return (Transformations.model_validate(json.loads(row[0])), int(row[1])) if row else (Transformations(), 0)
+
+
+class PiiStore:
+    """The PII policy (one document for the workspace, versioned) and the salt hashed values are keyed with."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def put(self, policy: PiiPolicy) -> int:
+        with self.engine.transaction():
+            row = self.engine.fetch_one("SELECT max(version) FROM pii_policy")
+            version = int(row[0]) + 1 if row and row[0] is not None else 1
+            self.engine.execute("DELETE FROM pii_policy")
+            self.engine.execute(
+                "INSERT INTO pii_policy (policy, version, updated_at) VALUES (?, ?, ?)",
+                (policy.model_dump_json(), version, datetime.now(UTC)),
+            )
+        return version
+
+    def get(self) -> tuple[PiiPolicy, int]:
+        row = self.engine.fetch_one("SELECT policy, version FROM pii_policy")
+        return (PiiPolicy.model_validate(json.loads(row[0])), int(row[1])) if row else (PiiPolicy(), 0)
+
+    def salt(self) -> str:
+        row = self.engine.fetch_one("SELECT value FROM _cdp_secrets WHERE name = 'pii_salt'")
+        assert row is not None, "migrate() creates the salt"
+        return str(row[0])

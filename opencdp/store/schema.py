@@ -6,6 +6,8 @@ SQL surface is the ``events`` view (see docs/architecture.md); tables prefixed `
 
 from __future__ import annotations
 
+import secrets
+
 from opencdp.store.engine import Engine
 
 SCHEMA_VERSION = 1
@@ -133,6 +135,24 @@ TABLES: tuple[str, ...] = (
         detail VARCHAR NOT NULL,
         raised_at TIMESTAMPTZ NOT NULL
     )""",
+    # PII: the policy (one document for the workspace, versioned), and what governance classified, per batch.
+    """CREATE TABLE IF NOT EXISTS pii_policy (
+        policy JSON NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS pii_observations (
+        source_id VARCHAR NOT NULL,
+        container VARCHAR NOT NULL,
+        field VARCHAR NOT NULL,
+        class VARCHAR NOT NULL,
+        detected_by VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        values_seen BIGINT NOT NULL,
+        seen_at TIMESTAMPTZ NOT NULL
+    )""",
+    # Secrets the workspace generates for itself (the salt of hashed PII), created once.
+    """CREATE TABLE IF NOT EXISTS _cdp_secrets (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)""",
     # Where each consumer of the raw log has got to.
     """CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
@@ -187,6 +207,12 @@ VIEWS: tuple[str, ...] = (
            r.message
     FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq
     WHERE g.status = 'blocked'""",
+    # How each field of each source is classified (by declaration, name or value), and what the policy did.
+    """CREATE OR REPLACE VIEW pii_fields AS
+    SELECT source_id, container, field, class, detected_by, action, sum(values_seen) AS values_seen,
+           max(seen_at) AS last_seen
+    FROM pii_observations
+    GROUP BY source_id, container, field, class, detected_by, action""",
     """CREATE OR REPLACE VIEW rejects AS
     SELECT import_id, source_id, file, row_number, column_name, reason, raw, rejected_at
     FROM import_rejects""",
@@ -213,6 +239,20 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
             THEN json_merge_patch(cdp_json_drop(j, parent, k), json_object(k::VARCHAR, v))
             ELSE json_merge_patch(cdp_json_drop(j, parent, k), json_object(parent::VARCHAR, json_object(k::VARCHAR, v)))
             END""",
+        # A scalar's text at one key (a string unquoted, a number or boolean as written).
+        """CREATE OR REPLACE MACRO cdp_json_get_text(j, k) AS
+            json_extract_string(j, '$."' || replace(replace(k, '\\', '\\\\'), '"', '\\"') || '"')""",
+        # Merge a JSON patch into a document (RFC 7396: objects merge, null removes a key).
+        "CREATE OR REPLACE MACRO cdp_json_merge_patch(j, patch) AS json_merge_patch(j, patch)",
+        # Luhn check of a string of digits; mod-97 check of an IBAN (letters count as 10..35); SHA-256 in hex.
+        """CREATE OR REPLACE MACRO cdp_luhn(d) AS list_reduce(
+            list_transform(range(length(d)), lambda i: CASE WHEN i % 2 = 0 THEN ascii(d[length(d) - i]) - 48
+                ELSE ((ascii(d[length(d) - i]) - 48) * 2) % 10 + (ascii(d[length(d) - i]) - 48) // 5 END),
+            lambda a, x: a + x, 0) % 10 = 0""",
+        """CREATE OR REPLACE MACRO cdp_iban_ok(c) AS list_reduce(
+            list_transform(string_split(c[5:] || c[1:4], ''), lambda ch: ascii(ch)),
+            lambda a, x: CASE WHEN x < 65 THEN (a * 10 + x - 48) % 97 ELSE (a * 100 + x - 55) % 97 END, 0) = 1""",
+        "CREATE OR REPLACE MACRO cdp_sha256(t) AS sha256(t)",
         # The keys of a JSON object that are not in ``allowed``, comma-separated in key order; NULL when none.
         """CREATE OR REPLACE MACRO cdp_json_extra_keys(j, allowed) AS
             nullif(array_to_string(list_sort(list_filter(json_keys(j), lambda k: NOT list_contains(allowed, k))), ','),
@@ -238,6 +278,39 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
             SELECT (CASE WHEN parent = '' THEN jsonb_set(j::jsonb, ARRAY[k], v::jsonb)
                          ELSE jsonb_set(j::jsonb, ARRAY[parent, k], v::jsonb) END)::json
         $$""",
+        """CREATE OR REPLACE FUNCTION cdp_json_get_text(j json, k text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+            SELECT j ->> k
+        $$""",
+        """CREATE OR REPLACE FUNCTION cdp_json_merge_patch(target json, patch json) RETURNS json LANGUAGE plpgsql
+            IMMUTABLE AS $$
+            DECLARE result jsonb; k text; v jsonb;
+            BEGIN
+                IF patch IS NULL OR json_typeof(patch) <> 'object' THEN RETURN patch; END IF;
+                result := CASE WHEN json_typeof(target) = 'object' THEN target::jsonb ELSE '{}'::jsonb END;
+                FOR k, v IN SELECT * FROM jsonb_each(patch::jsonb) LOOP
+                    IF jsonb_typeof(v) = 'null' THEN
+                        result := result - k;
+                    ELSE
+                        result := jsonb_set(result, ARRAY[k],
+                                            cdp_json_merge_patch((result -> k)::json, v::json)::jsonb);
+                    END IF;
+                END LOOP;
+                RETURN result::json;
+            END
+        $$""",
+        """CREATE OR REPLACE FUNCTION cdp_luhn(d text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+            SELECT coalesce(sum(CASE WHEN i % 2 = 0 THEN x ELSE (x * 2) % 10 + x / 5 END), 0) % 10 = 0
+            FROM (SELECT i, ascii(substr(d, length(d) - i, 1)) - 48 AS x FROM generate_series(0, length(d) - 1) AS i) s
+        $$""",
+        """CREATE OR REPLACE FUNCTION cdp_iban_ok(c text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+            SELECT string_agg(CASE WHEN ch ~ '[0-9]' THEN ch ELSE (ascii(ch) - 55)::text END, '' ORDER BY i)::numeric
+                   % 97 = 1
+            FROM (SELECT i, substr(substr(c, 5) || substr(c, 1, 4), i, 1) AS ch
+                  FROM generate_series(1, length(c)) AS i) s
+        $$""",
+        """CREATE OR REPLACE FUNCTION cdp_sha256(t text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+            SELECT encode(sha256(convert_to(t, 'UTF8')), 'hex')
+        $$""",
         """CREATE OR REPLACE FUNCTION cdp_json_extra_keys(j json, allowed text[]) RETURNS text LANGUAGE sql
             IMMUTABLE AS $$
             SELECT nullif(string_agg(k, ',' ORDER BY k), '') FROM json_object_keys(
@@ -262,5 +335,7 @@ def migrate(engine: Engine) -> None:
             engine.execute(ddl)
         if engine.fetch_one("SELECT count(*) FROM _cdp_schema_version") == (0,):
             engine.execute("INSERT INTO _cdp_schema_version VALUES (?)", (SCHEMA_VERSION,))
+        if engine.fetch_one("SELECT count(*) FROM _cdp_secrets WHERE name = 'pii_salt'") == (0,):
+            engine.execute("INSERT INTO _cdp_secrets VALUES ('pii_salt', ?)", (secrets.token_hex(16),))
         if engine.fetch_one("SELECT count(*) FROM _cdp_journal_position") == (0,):
             engine.execute("INSERT INTO _cdp_journal_position VALUES (0, 0)")
