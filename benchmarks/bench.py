@@ -21,7 +21,9 @@ BENCH_SOURCE_KIND          server    kind of the benchmark source (web/mobile fi
 BENCH_TMPDIR               /var/tmp  where the temporary data directories go (must be a real disk)
 BENCH_LOAD_ROWS            200000    rows for the journal -> engine load benchmark (0 skips it)
 BENCH_DIAGNOSE             1         also run OpenCDP with the loader held off (0 skips it)
-BENCH_GOVERNANCE           0         1 gives the benchmark source a tracking plan (governance checks every event)
+BENCH_GOVERNANCE           0         1 also measures a "governed" OpenCDP: its source has a tracking plan,
+                                     transformations and a PII policy (drop on ingest, mask, hash), same run
+BENCH_GOVERNED_DROP        1         0 leaves out the governed source's drop policy (no PII work on ingest)
 =========================  ========  ================================================================
 """
 
@@ -156,9 +158,10 @@ class Server:
         self.log = self.dir / "server.log"
         self.auth = "Basic " + base64.b64encode(b"bare:").decode()
         env = dict(os.environ)
-        if app == "opencdp":
+        if app in ("opencdp", "governed"):
             data_dir = self.dir / "data"
-            self.auth = "Basic " + base64.b64encode(create_source(data_dir, cfg.source_kind).encode() + b":").decode()
+            key = create_source(data_dir, cfg.source_kind, governed=app == "governed")
+            self.auth = "Basic " + base64.b64encode(key.encode() + b":").decode()
             env |= {"OPENCDP_DATA_DIR": str(data_dir), "OPENCDP_FSYNC": "true"}
             if not loader:  # the loader still runs once at start-up (empty journal), then not for an hour
                 env["OPENCDP_LOAD_INTERVAL_SECONDS"] = "3600"
@@ -176,7 +179,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}/v1/{'track' if shape == 'single' else 'batch'}"
 
     def status(self) -> dict[str, Any] | None:
-        if self.app != "opencdp":
+        if self.app == "bare":
             return None
         req = urllib.request.Request(
             f"http://127.0.0.1:{self.port}/admin/v1/status", headers={"Authorization": f"Bearer {self.admin_token}"}
@@ -193,17 +196,19 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def create_source(data_dir: Path, kind: str) -> str:
+def create_source(data_dir: Path, kind: str, *, governed: bool = False) -> str:
     """A source whose per-key rate limit is out of the way (the default, 1000 req/s, would answer 429).
 
     Also creates the admin token (the server would at start) so the benchmark can read ``/admin/v1/status``.
     """
     from opencdp.api.runtime import ensure_admin_token
     from opencdp.config import Settings
+    from opencdp.model.pii import PiiPolicy
     from opencdp.model.plans import TrackingPlan
     from opencdp.model.sources import SourceLimits
+    from opencdp.model.transforms import Transformations
     from opencdp.store import open_engine
-    from opencdp.store.plans import PlanStore
+    from opencdp.store.plans import PiiStore, PlanStore, TransformStore
     from opencdp.store.sources import SourceRegistry
 
     settings = Settings(data_dir=data_dir)
@@ -212,15 +217,28 @@ def create_source(data_dir: Path, kind: str) -> str:
     try:
         limits = SourceLimits.for_kind(kind).model_copy(update={"rate_per_second": 1e9, "burst": 10**9})  # type: ignore[arg-type]
         source = SourceRegistry(engine).create("bench", kind, limits)  # type: ignore[arg-type]
-        if GOVERNANCE:  # a plan for the payload's event: every message is checked against a dozen rules
+        if governed:  # every message: a dozen plan rules, two transformations, all fields classified
             PlanStore(engine).put(source.source_id, TrackingPlan.model_validate(BENCH_PLAN))
+            TransformStore(engine).put(Transformations.model_validate(BENCH_RULES))
+            drop = {source.source_id: BENCH_DROP} if GOVERNED_DROP else {}
+            PiiStore(engine).put(PiiPolicy.model_validate({**BENCH_PII, "sources": drop}))
         return source.write_key
     finally:
         engine.close()
 
 
 GOVERNANCE = os.environ.get("BENCH_GOVERNANCE", "0") == "1"
-"""Give the benchmark source a tracking plan, so that governance checks every message (flag mode)."""
+"""Also measure OpenCDP with a plan, transformations and PII policies on the benchmark source (A/B, same run)."""
+BENCH_RULES = {
+    "rules": [
+        {"op": "rename_event", "from": "Product Add", "to": "Product Added"},
+        {"op": "map_values", "property": "currency", "values": {"usd": "USD", "eur": "EUR"}},
+    ]
+}
+BENCH_PII = {"default": {"email": "hash", "ip_address": "mask"}}
+BENCH_DROP = {"payment_card": "drop"}
+GOVERNED_DROP = os.environ.get("BENCH_GOVERNED_DROP", "1") == "1"
+"""A class dropped on the ingest path: every request of the governed source is decoded and classified there."""
 BENCH_PLAN = {
     "events": {
         "Product Added": {
@@ -353,6 +371,15 @@ def summary(cfg: Config, best: dict[tuple[str, str], Result], paced: dict[tuple[
             f"{b.ms('p50_us'):7.2f} / {b.ms('p99_us'):<7.2f}  {o.ms('p50_us'):9.2f} / {o.ms('p99_us'):<8.2f}"
             f"  {verdict(ratio >= 0.6)}"
         )
+    if ("governed", "single") in best:
+        for shape in ("single", "batch"):
+            o, g = best[("opencdp", shape)], best[("governed", shape)]
+            ratio = g.events_per_second / o.events_per_second
+            print(
+                f"  governed {shape}: {g.events_per_second:,.0f} ev/s with plan, transformations and PII policies "
+                f"= {ratio:.2f} of OpenCDP without ({o.events_per_second:,.0f}), target >= 0.80  "
+                f"{verdict(ratio >= 0.8)}"
+            )
     pct = f"{100 * cfg.rate_fraction:.0f}%"
     for shape, limit in (("single", 10.0), ("batch", 100.0)):
         o, b = paced[("opencdp", shape)], paced[("bare", shape)]
@@ -373,7 +400,8 @@ def main() -> None:
     print("Max throughput (as fast as wrk's connections go):")
     for shape in ("single", "batch"):
         for n in range(cfg.rounds):
-            for app in ("bare", "opencdp") if n % 2 == 0 else ("opencdp", "bare"):
+            apps = ("bare", "opencdp", "governed") if GOVERNANCE else ("bare", "opencdp")
+            for app in apps if n % 2 == 0 else tuple(reversed(apps)):
                 r = measure(cfg, app, shape, templates, work)
                 print(row(r), flush=True)
                 if (app, shape) not in best or r.events_per_second > best[(app, shape)].events_per_second:

@@ -2,8 +2,10 @@
 
 Runs beside the simulated traffic, through the admin API of the demo's own server, and says on the console
 what it does, so a newcomer sees every part: records and rejects from a CRM export, orders and returns, support
-tickets; a plan that blocks the event nobody planned (``Coupon Applied``); the quarantine holding it; the plan
-fixed; the held events released once.
+tickets; a PII policy (card numbers dropped before the raw log, IP addresses masked downstream); a plan that
+blocks the events nobody planned (``Coupon Applied``, and ``Product Add``, an old app's misnamed event); the
+quarantine holding them; the plan fixed for one and a transformation renaming the other; the held events
+released once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from rich.console import Console
 from opencdp.cli.demo_traffic import FIRST, LAST, PRODUCTS
 
 CRM_SOURCE = "demo-crm"
+PII_POLICY = {"default": {"ip_address": "mask"}, "sources": {CRM_SOURCE: {"payment_card": "drop"}}}
+CARDS = ("4111 1111 1111 1111", "5555 5555 5555 4444", "")
+"""Card numbers an export should never have carried (public test numbers); the PII policy drops them."""
 PLAN: dict[str, Any] = {
     "events": {
         "Product Viewed": {
@@ -52,14 +57,16 @@ def write_exports(directory: Path, rng: random.Random) -> dict[str, Path]:
     customers = directory / "crm-customers.csv"
     with customers.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["Customer ID", "First Name", "Last Name", "E-Mail", "Phone", "Country", "Birth Date", "Loyalty"])
+        w.writerow(["Customer ID", "First Name", "Last Name", "E-Mail", "Phone", "Country", "Birth Date", "Loyalty",
+                    "Card Number"])  # fmt: skip
         for i, (first, last) in enumerate(zip(FIRST, LAST, strict=True)):
             phone = f"030 {rng.randrange(1_000_000, 9_999_999)}"
             born = f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(0, 9)}"
             tier = rng.choice(["gold", "silver"])
-            w.writerow([f"C{i:04d}", first.upper(), last, f"{first}.{last}@Example.com", phone, "DE", born, tier])
-        w.writerow(["", "No", "Key", "nokey@example.com", "", "DE", "", ""])  # no customer id: rejected
-        w.writerow(["C9999", "Bad", "Email", "not-an-email", "12", "DE", "31.02.1990", ""])  # flagged values
+            email, card = f"{first}.{last}@Example.com", CARDS[i % len(CARDS)]
+            w.writerow([f"C{i:04d}", first.upper(), last, email, phone, "DE", born, tier, card])
+        w.writerow(["", "No", "Key", "nokey@example.com", "", "DE", "", "", ""])  # no customer id: rejected
+        w.writerow(["C9999", "Bad", "Email", "not-an-email", "12", "DE", "31.02.1990", "", ""])  # flagged values
     orders = directory / "pos-orders.csv"
     returns = directory / "finance-returns.csv"
     with orders.open("w", newline="") as fo, returns.open("w", newline="") as fr:
@@ -113,6 +120,11 @@ def _story(base_url: str, admin_token: str, data_dir: Path, console: Console, st
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        admin.put("/admin/v1/pii/policy", json=PII_POLICY).raise_for_status()
+        console.print(
+            f"[green]PII policy[/green]: card numbers from {CRM_SOURCE} dropped before the raw log, IP addresses "
+            "masked downstream (opencdp pii fields)"
+        )
         exports = write_exports(data_dir / "demo-exports", random.Random(11))  # noqa: S311 - simulated data
         for kind, path in exports.items():
             with path.open("rb") as f:
@@ -122,9 +134,10 @@ def _story(base_url: str, admin_token: str, data_dir: Path, console: Console, st
             r.raise_for_status()
             s = r.json()
             flagged = ", ".join(f"{k}: {v}" for k, v in s["flagged"].items()) or "none"
+            dropped = f"; PII dropped: {', '.join(s['pii_dropped'])}" if s["pii_dropped"] else ""
             console.print(
                 f"[green]imported[/green] {path.name} as {kind}: {s['accepted']} accepted, {s['rejected']} rejected, "
-                f"{s['duplicates']} already there; flagged values: {flagged}"
+                f"{s['duplicates']} already there; flagged values: {flagged}{dropped}"
             )
         admin.put("/admin/v1/sources/demo-web/plan", json=PLAN).raise_for_status()
         console.print("[green]tracking plan[/green] set on demo-web: unplanned events are [bold]blocked[/bold]")
@@ -134,15 +147,17 @@ def _story(base_url: str, admin_token: str, data_dir: Path, console: Console, st
             held = admin.get("/admin/v1/quarantine", params={"source": "demo-web"}).json()
         if not held:
             return
-        console.print(
-            f"[yellow]quarantine[/yellow]: {len(held)} event(s) held, e.g. {held[0]['event']!r} ({held[0]['reasons']})"
-        )
+        events = sorted({h["event"] for h in held})
+        console.print(f"[yellow]quarantine[/yellow]: {len(held)} event(s) held ({', '.join(events)}): unplanned_event")
         if stop.wait(2):
             return
         fixed = {**PLAN, "events": {**PLAN["events"], "Coupon Applied": {"type": "object"}}}
         admin.put("/admin/v1/sources/demo-web/plan", json=fixed).raise_for_status()
+        rename = {"rules": [{"op": "rename_event", "from": "Product Add", "to": "Product Added"}]}
+        admin.put("/admin/v1/transformations", json=rename).raise_for_status()
         released = admin.post("/admin/v1/quarantine/release", params={"source": "demo-web"}).json()
         console.print(
-            f"[green]fixed[/green]: 'Coupon Applied' added to the plan; released {released['released']} held "
-            f"event(s), each once (opencdp quarantine list, opencdp violations)"
+            f"[green]fixed[/green]: 'Coupon Applied' added to the plan, 'Product Add' renamed to 'Product Added' by "
+            f"a transformation; released {released['released']} held event(s), each once "
+            "(opencdp quarantine list, opencdp violations)"
         )

@@ -67,6 +67,16 @@ def visit(rng: random.Random) -> list[dict[str, Any]]:
                 "context": ctx,
             }
         )
+        if rng.random() < 0.3:  # an old app version's misnamed event: blocked, then renamed by a transformation
+            out.append(
+                {
+                    "type": "track",
+                    "anonymousId": anon,
+                    "event": "Product Add",
+                    "properties": {**product, "quantity": 1},
+                    "context": ctx,
+                }
+            )
         if rng.random() < 0.3:  # an event nobody put in the tracking plan (the demo's plan blocks it)
             out.append(
                 {

@@ -480,7 +480,7 @@ def _scrubbed_attributes(reader: FileReader, rest: list[str], scrubber: Scrubber
             f"WHERE {_col(column)} IS NOT NULL "
             f"AND typeof({_col(column)}) IN ('VARCHAR', 'BIGINT', 'INTEGER', 'HUGEINT')"
         )
-        doomed = [v for v in distinct.column("v").to_pylist() if scrubber.drops_value(column, v)]
+        doomed = [v for v in distinct.column("v").to_pylist() if scrubber.drops_value("attributes", column, v)]
         if not doomed:
             kept[column] = _col(column)
             continue

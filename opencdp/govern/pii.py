@@ -5,7 +5,7 @@ per scalar field of their containers, with its class (declared, by name or by va
 :mod:`opencdp.model.pii`), the action the policy gives that class for that source, and the field's new JSON
 value (NULL: removed). :func:`patches` folds the changed fields of each message into one JSON merge patch, which
 ``cdp_json_merge_patch`` applies. Helpers the store defines per engine: ``cdp_json_keys``, ``cdp_json_get``,
-``cdp_json_get_text``, ``cdp_json_type``, ``cdp_luhn``, ``cdp_iban_ok``, ``cdp_sha256``.
+``cdp_json_text``, ``cdp_json_type``, ``cdp_luhn``, ``cdp_iban_ok``, ``cdp_sha256``.
 """
 
 from __future__ import annotations
@@ -70,25 +70,27 @@ def _value_test(rule: ValueRule) -> str:
     test = f"regexp_matches({prepared}, {lit(rule.pattern)})"
     if rule.check:
         test = f"CASE WHEN {test} THEN {_CHECKS[rule.check].format(p=prepared)} ELSE FALSE END"
-    return f"WHEN coalesce({test}, FALSE) THEN {lit(rule.cls)}"
+    quick = [f"length(text) >= {rule.min_length}"] + ([f"strpos(text, {lit(rule.needs)}) > 0"] if rule.needs else [])
+    return f"WHEN {' AND '.join(quick)} AND coalesce({test}, FALSE) THEN {lit(rule.cls)}"
 
 
-def _class_sql(policy: PiiPolicy) -> tuple[str, str]:
-    """SQL for (class, detected_by) of a field row (``container``, ``nkey``, ``text``)."""
+MIN_VALUE_LENGTH = min(rule.min_length for rule in VALUE_RULES)
+
+
+def _name_sql(policy: PiiPolicy) -> tuple[str, str]:
+    """SQL for (class, detected_by) a field's declaration or name gives it (``container``, ``nkey``); NULL
+    detected_by: judge the value."""
     declared = policy.declared()
     traits = ", ".join(lit(c) for c in sorted(TRAIT_CONTAINERS))
     by_name = " ".join(f"WHEN regexp_matches(nkey, {lit(NAME_PATTERNS[c])}) THEN {lit(c)}" for c in CLASSES)
     by_name = f"CASE WHEN nkey = 'name' AND container IN ({traits}) THEN 'person_name' {by_name} END"
-    by_value = "CASE WHEN text IS NULL THEN NULL " + " ".join(_value_test(r) for r in VALUE_RULES) + " END"
-    if declared:
-        keys = ", ".join(lit(k) for k in sorted(declared))
-        chosen = " ".join(
-            f"WHEN {lit(k)} THEN {'NULL' if c == 'none' else lit(c)}" for k, c in sorted(declared.items())
-        )
-        cls = f"CASE WHEN nkey IN ({keys}) THEN (CASE nkey {chosen} END) ELSE coalesce({by_name}, {by_value}) END"
-        by = f"CASE WHEN nkey IN ({keys}) THEN 'declared' WHEN {by_name} IS NOT NULL THEN 'name' ELSE 'value' END"
-        return cls, by
-    return f"coalesce({by_name}, {by_value})", f"CASE WHEN {by_name} IS NOT NULL THEN 'name' ELSE 'value' END"
+    if not declared:
+        return by_name, f"CASE WHEN {by_name} IS NOT NULL THEN 'name' END"
+    keys = ", ".join(lit(k) for k in sorted(declared))
+    chosen = " ".join(f"WHEN {lit(k)} THEN {'NULL' if c == 'none' else lit(c)}" for k, c in sorted(declared.items()))
+    cls = f"CASE WHEN nkey IN ({keys}) THEN (CASE nkey {chosen} END) ELSE {by_name} END"
+    by = f"CASE WHEN nkey IN ({keys}) THEN 'declared' WHEN {by_name} IS NOT NULL THEN 'name' END"
+    return cls, by
 
 
 def _actions_sql(policy: PiiPolicy) -> str:
@@ -119,36 +121,46 @@ def _new_value(salt: str) -> str:
 def classified(policy: PiiPolicy, salt: str, rows: str) -> str:
     """One row per scalar field of ``rows``' containers that has a class: ``seq``, ``source_id``,
     ``container``, ``field``, ``class``, ``detected_by``, ``action`` and ``new_value`` (JSON text; NULL for drop
-    or keep)."""
-    paths = [(c, "$." + c) for c in EVENT_CONTAINERS]
+    or keep).
+
+    Names are classified once per distinct (container, field), values once per distinct text, and a value
+    pattern runs only on text long enough for it and holding the character it needs: most fields of most
+    messages cost a lookup, not a dozen regular expressions.
+    """
     parts = [
-        f"SELECT seq, source_id, {lit(c)} AS container, json_extract(message, {lit(p)}) AS obj FROM _pii_rows "
-        "WHERE type <> 'record'"
-        for c, p in paths
-    ] + [
         f"SELECT seq, source_id, {lit(c)} AS container, json_extract(message, {lit('$.' + c)}) AS obj "
-        "FROM _pii_rows WHERE type = 'record'"
-        for c in RECORD_CONTAINERS
+        f"FROM _pii_rows WHERE type {'=' if c in RECORD_CONTAINERS else '<>'} 'record'"
+        for c in (*EVENT_CONTAINERS, *RECORD_CONTAINERS)
     ]
-    cls, by = _class_sql(policy)
+    name_class, name_by = _name_sql(policy)
+    by_value = " ".join(_value_test(r) for r in VALUE_RULES)
     return f"""WITH _pii_rows AS MATERIALIZED ({rows}),
     _pii_objs AS MATERIALIZED ({" UNION ALL ".join(parts)}),
     _pii_keys AS MATERIALIZED (
         SELECT seq, source_id, container, obj, unnest(cdp_json_keys(obj)) AS field FROM _pii_objs
         WHERE obj IS NOT NULL),
-    _pii_fields AS MATERIALIZED (
-        SELECT seq, source_id, container, field, regexp_replace(lower(field), '[^a-z0-9]', '', 'g') AS nkey,
-               cdp_json_type(cdp_json_get(obj, field)) AS jtype, cdp_json_get_text(obj, field) AS raw_text
-        FROM _pii_keys),
+    _pii_names AS MATERIALIZED (
+        SELECT container, field, {name_class} AS name_class, {name_by} AS name_by
+        FROM (SELECT container, field, regexp_replace(lower(field), '[^a-z0-9]', '', 'g') AS nkey
+              FROM (SELECT DISTINCT container, field FROM _pii_keys) AS d) AS n),
+    _pii_values AS MATERIALIZED (
+        SELECT k.seq, k.source_id, k.container, k.field, n.name_class, n.name_by, cdp_json_get(k.obj, k.field) AS v
+        FROM _pii_keys AS k JOIN _pii_names AS n ON n.container = k.container AND n.field = k.field),
     _pii_scalars AS MATERIALIZED (
-        SELECT seq, source_id, container, field, nkey, raw_text,
-               CASE WHEN jtype IN ('string', 'integer') THEN raw_text END AS text
-        FROM _pii_fields WHERE jtype IN ('string', 'integer', 'number', 'boolean')),
+        SELECT seq, source_id, container, field, name_class, name_by, jtype, cdp_json_text(v) AS text
+        FROM (SELECT *, cdp_json_type(v) AS jtype FROM _pii_values) AS t
+        WHERE jtype IN ('string', 'integer', 'number', 'boolean')),
+    _pii_texts AS MATERIALIZED (
+        SELECT text, CASE {by_value} END AS value_class
+        FROM (SELECT DISTINCT text FROM _pii_scalars
+              WHERE name_by IS NULL AND jtype IN ('string', 'integer') AND length(text) >= {MIN_VALUE_LENGTH}) AS d),
     _pii_classes AS MATERIALIZED (
-        SELECT seq, source_id, container, field, raw_text, {cls} AS class, {by} AS detected_by FROM _pii_scalars),
+        SELECT s.seq, s.source_id, s.container, s.field, s.text, coalesce(s.name_class, t.value_class) AS class,
+               coalesce(s.name_by, 'value') AS detected_by
+        FROM _pii_scalars AS s LEFT JOIN _pii_texts AS t
+            ON s.name_by IS NULL AND s.jtype IN ('string', 'integer') AND t.text = s.text),
     _pii_actions AS MATERIALIZED (
-        SELECT seq, source_id, container, field, raw_text AS text, class, detected_by,
-               {_actions_sql(policy)} AS action
+        SELECT seq, source_id, container, field, text, class, detected_by, {_actions_sql(policy)} AS action
         FROM _pii_classes WHERE class IS NOT NULL)
     SELECT seq, source_id, container, field, class, detected_by, action, {_new_value(salt)} AS new_value
     FROM _pii_actions"""

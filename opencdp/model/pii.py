@@ -75,26 +75,34 @@ NAME_PATTERNS: dict[PiiClass, str] = {
 
 @dataclass(frozen=True)
 class ValueRule:
-    """A class recognised by its value: ``pattern`` on the prepared text, and an optional check after it."""
+    """A class recognised by its value: ``pattern`` on the prepared text, and an optional check after it.
+
+    ``min_length`` and ``needs`` are what the pattern implies of the text as sent (preparing only removes
+    characters): the Python side skips the pattern for text that cannot match, which is most text.
+    """
 
     cls: PiiClass
     prepare: Literal["trim", "lower", "upper_compact", "digits"]
     """``lower``: lower-cased; ``upper_compact``: upper-cased without spaces; ``digits``: spaces and dashes removed."""
     pattern: str
     check: Literal["luhn", "iban", "ssn", ""] = ""
+    min_length: int = 0
+    needs: str = ""
+    starts: str = ""
+    """The characters the text as sent can begin with ('' any): the ingest path skips the rest unread."""
 
 
 _IPV4_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _H = "[0-9a-f]{1,4}"
 VALUE_RULES: tuple[ValueRule, ...] = (
-    ValueRule("payment_card", "digits", "^(4|5[1-5]|2[2-7]|3[0-9]|6)[0-9]{12,18}$", "luhn"),
-    ValueRule("iban", "upper_compact", "^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$", "iban"),
-    ValueRule("national_id", "trim", "^[0-8][0-9]{2}-[0-9]{2}-[0-9]{4}$", "ssn"),
-    ValueRule("national_id", "upper_compact", "^[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][0-9]{6}[A-D]$"),
-    ValueRule("email", "lower", "^[^@ ]+@[^@ ]+[.][a-z]{2,}$"),
-    ValueRule("ip_address", "trim", f"^({_IPV4_OCTET}[.]){{3}}{_IPV4_OCTET}$"),
-    ValueRule("ip_address", "lower", f"^(({_H}:){{7}}{_H}|(({_H}:){{0,6}}{_H})?::(({_H}:){{0,6}}{_H})?)$"),
-    ValueRule("phone", "trim", "^[+][1-9][0-9 ().-]{6,20}[0-9]$"),
+    ValueRule("payment_card", "digits", "^(4|5[1-5]|2[2-7]|3[0-9]|6)[0-9]{12,18}$", "luhn", 13, "", "23456"),
+    ValueRule("iban", "upper_compact", "^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$", "iban", 15),
+    ValueRule("national_id", "trim", "^[0-8][0-9]{2}-[0-9]{2}-[0-9]{4}$", "ssn", 11, "-", "012345678 \t\n\r"),
+    ValueRule("national_id", "upper_compact", "^[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][0-9]{6}[A-D]$", "", 9),
+    ValueRule("email", "lower", "^[^@ ]+@[^@ ]+[.][a-z]{2,}$", "", 6, "@"),
+    ValueRule("ip_address", "trim", f"^({_IPV4_OCTET}[.]){{3}}{_IPV4_OCTET}$", "", 7, "."),
+    ValueRule("ip_address", "lower", f"^(({_H}:){{7}}{_H}|(({_H}:){{0,6}}{_H})?::(({_H}:){{0,6}}{_H})?)$", "", 3, ":"),
+    ValueRule("phone", "trim", "^[+][1-9][0-9 ().-]{6,20}[0-9]$", "", 9, "+", "+ \t\n\r"),
 )
 """Tried in order; a card's digits are checked with Luhn, an IBAN with mod 97, an SSN's area/group/serial."""
 
@@ -151,12 +159,28 @@ def class_by_name(container: str, key: str) -> PiiClass | None:
     return None
 
 
-def class_by_value(text: str) -> PiiClass | None:
-    for rule, pattern in _COMPILED_VALUES:
+def class_by_value(text: str, upto: int = len(VALUE_RULES)) -> PiiClass | None:
+    """The class of the first value rule ``text`` matches, trying the first ``upto`` rules only."""
+    n = len(text)
+    for rule, pattern in _COMPILED_VALUES[:upto]:
+        if n < rule.min_length or (rule.needs and rule.needs not in text):
+            continue
         prepared = _prepared(rule, text)
         if prepared is not None and pattern.search(prepared) and (not rule.check or _CHECKS[rule.check](prepared)):
             return rule.cls
     return None
+
+
+def rules_deciding(classes: frozenset[PiiClass]) -> int:
+    """How many value rules must be tried to know whether a value is of one of ``classes`` (rules after the
+    last one of theirs cannot change the answer: an earlier match wins, a later one is another class)."""
+    return max((i + 1 for i, rule in enumerate(VALUE_RULES) if rule.cls in classes), default=0)
+
+
+def class_by_name_or_declared(container: str, key: str, declared: Declared) -> PiiClass | Literal["none"] | None:
+    """The class a field's declaration or name gives it; ``none`` when declared not PII; None: judge the value."""
+    found = declared.get(normalised_name(key))
+    return found if found is not None else class_by_name(container, key)
 
 
 class PiiPolicy(BaseModel):
@@ -205,13 +229,11 @@ Declared = dict[str, PiiClass | Literal["none"]]
 
 def classify(container: str, key: str, text: str | None, declared: Declared) -> PiiClass | None:
     """A field's class: declared, else by name, else by value (``text`` None: not a string or number)."""
-    name = normalised_name(key)
-    if name in declared:
-        found = declared[name]
-        return None if found == "none" else found
-    by_name = class_by_name(container, key)
-    if by_name is not None or text is None:
-        return by_name
+    found = class_by_name_or_declared(container, key, declared)
+    if found == "none":
+        return None
+    if found is not None or text is None:
+        return found
     return class_by_value(text)
 
 

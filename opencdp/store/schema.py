@@ -239,9 +239,8 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
             THEN json_merge_patch(cdp_json_drop(j, parent, k), json_object(k::VARCHAR, v))
             ELSE json_merge_patch(cdp_json_drop(j, parent, k), json_object(parent::VARCHAR, json_object(k::VARCHAR, v)))
             END""",
-        # A scalar's text at one key (a string unquoted, a number or boolean as written).
-        """CREATE OR REPLACE MACRO cdp_json_get_text(j, k) AS
-            json_extract_string(j, '$."' || replace(replace(k, '\\', '\\\\'), '"', '\\"') || '"')""",
+        # A JSON scalar's text (a string unquoted, a number or boolean as written).
+        "CREATE OR REPLACE MACRO cdp_json_text(v) AS json_extract_string(v, '$')",
         # Merge a JSON patch into a document (RFC 7396: objects merge, null removes a key).
         "CREATE OR REPLACE MACRO cdp_json_merge_patch(j, patch) AS json_merge_patch(j, patch)",
         # Luhn check of a string of digits; mod-97 check of an IBAN (letters count as 10..35); SHA-256 in hex.
@@ -278,8 +277,8 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
             SELECT (CASE WHEN parent = '' THEN jsonb_set(j::jsonb, ARRAY[k], v::jsonb)
                          ELSE jsonb_set(j::jsonb, ARRAY[parent, k], v::jsonb) END)::json
         $$""",
-        """CREATE OR REPLACE FUNCTION cdp_json_get_text(j json, k text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-            SELECT j ->> k
+        """CREATE OR REPLACE FUNCTION cdp_json_text(v json) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+            SELECT v #>> '{}'
         $$""",
         """CREATE OR REPLACE FUNCTION cdp_json_merge_patch(target json, patch json) RETURNS json LANGUAGE plpgsql
             IMMUTABLE AS $$

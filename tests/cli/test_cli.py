@@ -170,7 +170,25 @@ def test_demo_imports_exports_blocks_an_unplanned_event_and_releases_it_after_th
         assert {k["kind"] for k in kinds} == {"customers", "orders", "returns", "tickets"}
         rejects = json.loads(cli(data, "query", "SELECT count(*) AS n FROM rejects", "--json").stdout)
         assert rejects[0]["n"] == 1
+
+        def count(sql: str) -> int:
+            return int(json.loads(cli(data, "query", sql, "--json").stdout)[0]["n"])
+
+        renamed = "SELECT count(*) AS n FROM governed AS g JOIN raw_events AS r ON r.seq = g.seq "
+        renamed += "WHERE r.event = 'Product Add' AND g.event = 'Product Added'"
+        deadline = time.monotonic() + 30
+        while count(renamed) == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert count(renamed) > 0  # the transformation's fix
+        # the PII policy: card numbers never reached the raw log; IP addresses are masked downstream
+        assert count("SELECT count(*) AS n FROM raw_events WHERE CAST(message AS VARCHAR) LIKE '%1111 1111%'") == 0
+        assert count("SELECT count(*) AS n FROM records WHERE CAST(attributes AS VARCHAR) LIKE '%Card%'") == 0
+        assert count("SELECT count(*) AS n FROM pii_fields WHERE class = 'ip_address' AND action = 'mask'") > 0
+        masked = "SELECT count(*) AS n FROM governed WHERE json_extract_string(message, '$.context.ip') = '127.0.0.1'"
+        assert count(masked) == 0
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
     assert "imported crm-customers.csv" in out and "quarantine" in out and "released" in out
+    flat = " ".join(out.split())  # the console wraps long lines
+    assert "PII dropped: Card Number" in flat and "renamed to 'Product Added'" in flat
