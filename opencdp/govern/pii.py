@@ -4,8 +4,8 @@
 per scalar field of their containers, with its class (declared, by name or by value: the patterns of
 :mod:`opencdp.model.pii`), the action the policy gives that class for that source, and the field's new JSON
 value (NULL: removed). :func:`patches` folds the changed fields of each message into one JSON merge patch, which
-``cdp_json_merge_patch`` applies. Helpers the store defines per engine: ``cdp_json_keys``, ``cdp_json_get``,
-``cdp_json_text``, ``cdp_json_type``, ``cdp_luhn``, ``cdp_iban_ok``, ``cdp_sha256``.
+``cdp_json_merge_patch`` applies. Helpers the store defines per engine: ``cdp_json_keys``, ``cdp_json_values``,
+``cdp_json_text``, ``cdp_luhn``, ``cdp_iban_ok``, ``cdp_sha256``.
 """
 
 from __future__ import annotations
@@ -137,28 +137,31 @@ def classified(policy: PiiPolicy, salt: str, rows: str) -> str:
     return f"""WITH _pii_rows AS MATERIALIZED ({rows}),
     _pii_objs AS MATERIALIZED ({" UNION ALL ".join(parts)}),
     _pii_keys AS MATERIALIZED (
-        SELECT seq, source_id, container, obj, unnest(cdp_json_keys(obj)) AS field FROM _pii_objs
-        WHERE obj IS NOT NULL),
+        SELECT seq, source_id, container, unnest(cdp_json_keys(obj)) AS field, unnest(cdp_json_values(obj)) AS v
+        FROM _pii_objs WHERE obj IS NOT NULL),
     _pii_names AS MATERIALIZED (
         SELECT container, field, {name_class} AS name_class, {name_by} AS name_by
         FROM (SELECT container, field, regexp_replace(lower(field), '[^a-z0-9]', '', 'g') AS nkey
               FROM (SELECT DISTINCT container, field FROM _pii_keys) AS d) AS n),
     _pii_values AS MATERIALIZED (
-        SELECT k.seq, k.source_id, k.container, k.field, n.name_class, n.name_by, cdp_json_get(k.obj, k.field) AS v
+        SELECT k.seq, k.source_id, k.container, k.field, n.name_class, n.name_by, k.v
         FROM _pii_keys AS k JOIN _pii_names AS n ON n.container = k.container AND n.field = k.field),
     _pii_scalars AS MATERIALIZED (
-        SELECT seq, source_id, container, field, name_class, name_by, jtype, cdp_json_text(v) AS text
-        FROM (SELECT *, cdp_json_type(v) AS jtype FROM _pii_values) AS t
-        WHERE jtype IN ('string', 'integer', 'number', 'boolean')),
+        SELECT seq, source_id, container, field, name_class, name_by,
+               first = '"' OR (strpos(raw, '.') = 0 AND strpos(lower(raw), 'e') = 0) AS judged,
+               CASE WHEN first = '"' THEN cdp_json_text(v) ELSE raw END AS text
+        FROM (SELECT *, left(raw, 1) AS first
+              FROM (SELECT *, CAST(v AS VARCHAR) AS raw FROM _pii_values WHERE v IS NOT NULL) AS r) AS f
+        WHERE first NOT IN ('{{', '[', 'n')),
     _pii_texts AS MATERIALIZED (
         SELECT text, CASE {by_value} END AS value_class
         FROM (SELECT DISTINCT text FROM _pii_scalars
-              WHERE name_by IS NULL AND jtype IN ('string', 'integer') AND length(text) >= {MIN_VALUE_LENGTH}) AS d),
+              WHERE name_by IS NULL AND judged AND length(text) >= {MIN_VALUE_LENGTH}) AS d),
     _pii_classes AS MATERIALIZED (
         SELECT s.seq, s.source_id, s.container, s.field, s.text, coalesce(s.name_class, t.value_class) AS class,
                coalesce(s.name_by, 'value') AS detected_by
         FROM _pii_scalars AS s LEFT JOIN _pii_texts AS t
-            ON s.name_by IS NULL AND s.jtype IN ('string', 'integer') AND t.text = s.text),
+            ON s.name_by IS NULL AND s.judged AND t.text = s.text),
     _pii_actions AS MATERIALIZED (
         SELECT seq, source_id, container, field, text, class, detected_by, {_actions_sql(policy)} AS action
         FROM _pii_classes WHERE class IS NOT NULL)

@@ -239,6 +239,9 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
             THEN json_merge_patch(cdp_json_drop(j, parent, k), json_object(k::VARCHAR, v))
             ELSE json_merge_patch(cdp_json_drop(j, parent, k), json_object(parent::VARCHAR, json_object(k::VARCHAR, v)))
             END""",
+        # The values of a JSON object, in the order of cdp_json_keys (an empty list for anything else).
+        """CREATE OR REPLACE MACRO cdp_json_values(j) AS
+            CASE WHEN json_type(j) = 'OBJECT' THEN json_extract(j, '$.*') ELSE [] END""",
         # A JSON scalar's text (a string unquoted, a number or boolean as written).
         "CREATE OR REPLACE MACRO cdp_json_text(v) AS json_extract_string(v, '$')",
         # Merge a JSON patch into a document (RFC 7396: objects merge, null removes a key).
@@ -276,6 +279,10 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
             IMMUTABLE AS $$
             SELECT (CASE WHEN parent = '' THEN jsonb_set(j::jsonb, ARRAY[k], v::jsonb)
                          ELSE jsonb_set(j::jsonb, ARRAY[parent, k], v::jsonb) END)::json
+        $$""",
+        """CREATE OR REPLACE FUNCTION cdp_json_values(j json) RETURNS json[] LANGUAGE sql IMMUTABLE AS $$
+            SELECT CASE WHEN json_typeof(j) = 'object' THEN ARRAY(SELECT value FROM json_each(j))
+                        ELSE ARRAY[]::json[] END
         $$""",
         """CREATE OR REPLACE FUNCTION cdp_json_text(v json) RETURNS text LANGUAGE sql IMMUTABLE AS $$
             SELECT v #>> '{}'
