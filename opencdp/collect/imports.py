@@ -52,6 +52,10 @@ _NORMALISERS: dict[str, Callable[[str], values.Verdict]] = {
 }
 
 
+VERDICT_CHUNK = 250_000
+"""Distinct values checked per round trip through Python (bounds the import's memory, not its speed)."""
+
+
 @dataclass
 class ImportResult:
     """What an import did. ``accepted`` and ``duplicates`` are known once the raw log has loaded its lines."""
@@ -341,22 +345,38 @@ class Importer:
         result.message_ids = reader.arrow("SELECT DISTINCT mid FROM out").column("mid")
 
     def _verdicts(self, reader: FileReader, workers: values.Workers, s: FieldSpec, mapping: Mapping) -> str:
-        """Check each distinct value of a field with its library; returns the JOIN that brings the verdicts in."""
-        self.progress(f"checking {s.name}", 0, 0)
-        raw = _col("raw_" + s.name)
+        """Check each distinct value of a field with its library; returns the JOIN that brings the verdicts in.
+
+        The distinct values stay in the reader's DuckDB (which spills to disk) and go through Python in chunks of
+        :data:`VERDICT_CHUNK`, so a file with tens of millions of distinct emails holds one chunk in memory.
+        """
+        raw, verdicts, distinct = _col("raw_" + s.name), f"_verdicts_{s.name}", f"_distinct_{s.name}"
         key = _verdict_key(s, mapping, "raw.")
-        distinct = reader.arrow(f"SELECT DISTINCT {key} AS raw FROM raw WHERE {raw} IS NOT NULL")
-        texts = distinct.column("raw").to_pylist()
-        verdicts = workers.map(_NORMALISERS[s.type], texts)
-        table = pa.table(
-            {
-                "raw": pa.array(texts, pa.string()),
-                "value": pa.array([v for v, _ in verdicts], pa.string()),
-                "reason": pa.array([r for _, r in verdicts], pa.string()),
-            }
+        reader.execute(
+            f"CREATE OR REPLACE TABLE {distinct} AS SELECT raw, row_number() OVER () AS n "
+            f"FROM (SELECT DISTINCT {key} AS raw FROM raw WHERE {raw} IS NOT NULL) AS d"
         )
-        reader.register(f"_verdicts_{s.name}", table)
-        return f"LEFT JOIN _verdicts_{s.name} AS _n_{s.name} ON _n_{s.name}.raw = {key}"
+        reader.execute(f"CREATE OR REPLACE TABLE {verdicts} (raw VARCHAR, value VARCHAR, reason VARCHAR)")
+        total = reader.count(f"SELECT count(*) FROM {distinct}")
+        for offset in range(0, total, VERDICT_CHUNK):
+            self.progress(f"checking {s.name}", offset, total)
+            texts = (
+                reader.arrow(f"SELECT raw FROM {distinct} WHERE n > {offset} AND n <= {offset + VERDICT_CHUNK}")
+                .column("raw")
+                .to_pylist()
+            )
+            checked = workers.map(_NORMALISERS[s.type], texts)
+            chunk = pa.table(
+                {
+                    "raw": pa.array(texts, pa.string()),
+                    "value": pa.array([v for v, _ in checked], pa.string()),
+                    "reason": pa.array([r for _, r in checked], pa.string()),
+                }
+            )
+            reader.register("_verdict_chunk", chunk)
+            reader.execute(f"INSERT INTO {verdicts} SELECT * FROM _verdict_chunk")
+        reader.execute(f"DROP TABLE {distinct}")
+        return f"LEFT JOIN {verdicts} AS _n_{s.name} ON _n_{s.name}.raw = {key}"
 
     @staticmethod
     def _map_of(specs: list[FieldSpec], prefix: str, only_where: str | None = None) -> str:

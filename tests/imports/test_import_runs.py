@@ -220,3 +220,25 @@ def test_records_are_deduplicated_beyond_the_dedup_window(tmp_path: Path, engine
             from opencdp.store.postgres_engine import PostgresEngine
 
             PostgresEngine(settings.postgres_dsn, schema=settings.postgres_schema).drop_schema()
+
+
+def test_distinct_values_are_checked_in_chunks_with_the_same_verdicts(
+    duck_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opencdp.collect import imports
+
+    monkeypatch.setattr(imports, "VERDICT_CHUNK", 7)  # 40 rows: several chunks per field
+    rows = customers(40, seed=3)
+    rows[2][3] = "not-an-email"
+    rt = Runtime(duck_settings)
+    try:
+        rt.registry.create("crm", "server", None)
+        result = rt.import_files("crm", "customers", [write_csv(tmp_path / "crm.csv", HEADER, rows)])
+        assert result.accepted == 40
+        stored = records(rt, "customers")
+        for row in rows:
+            assert stored[row[0]]["fields"]["phone"] == expected_phone(row[4])
+            want = None if row[3] == "not-an-email" else validate_email(row[3], check_deliverability=False).normalized
+            assert stored[row[0]]["fields"]["email"] == want
+    finally:
+        rt.close()
