@@ -22,6 +22,7 @@ from opencdp.model.pii import (
     VALUE_RULES,
     Declared,
     PiiClass,
+    ValueRule,
     class_by_name_or_declared,
     class_by_value,
     rules_deciding,
@@ -57,6 +58,23 @@ _NOT_SCALAR = frozenset(b"{[n")
 _NUMBER_START = frozenset(b"-0123456789")
 MAX_CACHED_SHAPES = 10_000
 
+
+class _Prefilter:
+    """Whether raw JSON values (joined by NUL) might hold a value one rule matches: the character the rule
+    needs is there, and a run of ``min_length`` of the characters its text consists of (found by mapping those
+    characters to 1 and the rest to 0 in C, then searching for the run)."""
+
+    def __init__(self, rule: ValueRule) -> None:
+        self.needs = rule.needs.encode()
+        self.table = bytes(1 if chr(b) in rule.run else 0 for b in range(256)) if rule.run else b""
+        self.needle = b"\x01" * rule.min_length
+
+    def may_match(self, joined: bytes) -> bool:
+        if self.needs and self.needs not in joined:
+            return False
+        return not self.table or self.needle in joined.translate(self.table)
+
+
 Doomed = list[tuple[int, str, str]]
 """(message index, -1 for a batch envelope; container; key) of each field to drop."""
 
@@ -73,6 +91,7 @@ class Scrubber:
         starts = "".join(r.starts for r in rules) if all(r.starts for r in rules) else ""
         self._string_starts = frozenset(starts.encode())  # empty: a string may start with anything
         self._number_can_match = not starts or bool(set(starts) & set("-0123456789"))
+        self._prefilter = [_Prefilter(r) for r in rules] if all(r.run or r.needs for r in rules) else None
 
         self._shapes: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
@@ -133,6 +152,10 @@ class Scrubber:
             raw = bytes(fields[key])
             if raw and raw[0] not in _NOT_SCALAR:
                 doomed.append((index, container, key))
+        if judged and self._prefilter is not None:
+            joined = b"\x00".join([fields[k] for k in judged])
+            if b"\\u" not in joined and not any(p.may_match(joined) for p in self._prefilter):
+                judged = ()  # no value here can be of a dropped class: none is looked at alone
         for key in judged:
             raw = bytes(fields[key])
             if raw and raw[0] not in _NOT_SCALAR and len(raw) >= self._min_length and self._raw_dropped(raw):

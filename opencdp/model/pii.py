@@ -90,19 +90,32 @@ class ValueRule:
     needs: str = ""
     starts: str = ""
     """The characters the text as sent can begin with ('' any): the ingest path skips the rest unread."""
+    run: str = ""
+    """Characters a matching text (trimmed) consists of only ('' unknown): the ingest path looks for a run of
+    ``min_length`` of them in a container's values at once, before looking at any value alone."""
 
 
 _IPV4_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _H = "[0-9a-f]{1,4}"
+_D = "0123456789"
 VALUE_RULES: tuple[ValueRule, ...] = (
-    ValueRule("payment_card", "digits", "^(4|5[1-5]|2[2-7]|3[0-9]|6)[0-9]{12,18}$", "luhn", 13, "", "23456"),
+    ValueRule("payment_card", "digits", "^(4|5[1-5]|2[2-7]|3[0-9]|6)[0-9]{12,18}$", "luhn", 13, "", "23456", _D + " -"),
     ValueRule("iban", "upper_compact", "^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$", "iban", 15),
-    ValueRule("national_id", "trim", "^[0-8][0-9]{2}-[0-9]{2}-[0-9]{4}$", "ssn", 11, "-", "012345678 \t\n\r"),
+    ValueRule("national_id", "trim", "^[0-8][0-9]{2}-[0-9]{2}-[0-9]{4}$", "ssn", 11, "-", "012345678 \t\n\r", _D + "-"),
     ValueRule("national_id", "upper_compact", "^[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][0-9]{6}[A-D]$", "", 9),
     ValueRule("email", "lower", "^[^@ ]+@[^@ ]+[.][a-z]{2,}$", "", 6, "@"),
-    ValueRule("ip_address", "trim", f"^({_IPV4_OCTET}[.]){{3}}{_IPV4_OCTET}$", "", 7, "."),
-    ValueRule("ip_address", "lower", f"^(({_H}:){{7}}{_H}|(({_H}:){{0,6}}{_H})?::(({_H}:){{0,6}}{_H})?)$", "", 3, ":"),
-    ValueRule("phone", "trim", "^[+][1-9][0-9 ().-]{6,20}[0-9]$", "", 9, "+", "+ \t\n\r"),
+    ValueRule("ip_address", "trim", f"^({_IPV4_OCTET}[.]){{3}}{_IPV4_OCTET}$", "", 7, ".", "", _D + "."),
+    ValueRule(
+        "ip_address",
+        "lower",
+        f"^(({_H}:){{7}}{_H}|(({_H}:){{0,6}}{_H})?::(({_H}:){{0,6}}{_H})?)$",
+        "",
+        3,
+        ":",
+        "",
+        _D + "abcdefABCDEF:",
+    ),
+    ValueRule("phone", "trim", "^[+][1-9][0-9 ().-]{6,20}[0-9]$", "", 9, "+", "+ \t\n\r", _D + "+ ().-"),
 )
 """Tried in order; a card's digits are checked with Luhn, an IBAN with mod 97, an SSN's area/group/serial."""
 
