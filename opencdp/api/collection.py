@@ -205,11 +205,6 @@ class CollectionApp:
     async def _store(self, source: Source, path: str, body: messages.Body, ip: str | None) -> tuple[int, bytes]:
         req = self.ingestor.request_info(source, ip)
         single = SINGLE_ROUTES.get(path)
-        scrubber = self.ingestor.scrubber(source)
-        if scrubber is not None:  # the policy drops a PII class: it never reaches the journal
-            scrubbed = scrubber.body(body.raw, batch=single is None)
-            if scrubbed is not None and scrubbed is not body.raw:
-                body = messages.read_body(scrubbed, batch=single is None)
         if single is not None:
             if len(body.raw) > source.limits.max_message_bytes:
                 error = Rejected(

@@ -30,7 +30,7 @@ import pyarrow as pa
 import yaml
 
 from opencdp.collect import messages, values
-from opencdp.collect.scrub import Scrubber
+from opencdp.collect.scrub import WITHHELD, Scrubber
 from opencdp.errors import Rejected
 from opencdp.model.records import KINDS, FieldMapping, FieldSpec, KindSpec, Mapping, infer_mapping
 from opencdp.model.sources import Source
@@ -278,18 +278,30 @@ class Importer:
         )
         reader.execute(f"CREATE OR REPLACE TABLE typed AS SELECT raw.*, {selects} FROM raw {' '.join(joins)}")
 
+        # A rejected row is kept as read, but not what the PII policy drops (an unreadable line: not at all).
+        row_text, unread = "CAST(to_json(src) AS VARCHAR)", "raw"
+        if scrubber is not None:
+            read = [mapping.fields[s.name].column for s in mapped]
+            kept_columns = {c: _col(c) for c in read if c is not None} | kept
+            row_text = (
+                "CAST(to_json(struct_pack(" + ", ".join(f"{_col(c)} := {e}" for c, e in kept_columns.items()) + "))"
+                " AS VARCHAR)"
+                if kept_columns
+                else "'{}'"
+            )
+            unread = _lit(WITHHELD.decode())
         # Rejects: a required field absent or unreadable (one row per field at fault), and the reader's own.
         required = [s for s in mapped if s.required]
         checks = " UNION ALL ".join(
             f"SELECT _file, _row, {_lit(s.name)} AS column_name, "
             f"coalesce({_col('r_' + s.name)}, 'required field {s.name} is missing') AS reason, "
-            f"CAST(to_json(src) AS VARCHAR) AS raw FROM typed JOIN src USING (_file, _row) "
+            f"{row_text} AS raw FROM typed JOIN src USING (_file, _row) "
             f"WHERE {_col('v_' + s.name)} IS NULL"
             for s in required
         )
         rejects = reader.arrow(
             f"SELECT _file AS file, _row AS row_number, column_name, reason, raw FROM ({checks}) "
-            "UNION ALL SELECT _file, _row, column_name, reason, raw FROM src_rejects ORDER BY file, row_number"
+            f"UNION ALL SELECT _file, _row, column_name, reason, {unread} FROM src_rejects ORDER BY file, row_number"
         )
         result.rejects = rejects
         ok_rows = " AND ".join(f"{_col('v_' + s.name)} IS NOT NULL" for s in required) or "TRUE"
@@ -409,7 +421,12 @@ class Importer:
         )
         total = reader.count("SELECT count(*) FROM out")
         result.rows = total + reader.count("SELECT count(*) FROM src_rejects")
-        rejects = [reader.arrow("SELECT _file AS file, _row AS row_number, column_name, reason, raw FROM src_rejects")]
+        unread = "raw" if scrubber is None else _lit(WITHHELD.decode())
+        rejects = [
+            reader.arrow(
+                f"SELECT _file AS file, _row AS row_number, column_name, reason, {unread} AS raw FROM src_rejects"
+            )
+        ]
         ids: list[str] = []
         req = messages.RequestInfo(
             source.source_id,
@@ -418,6 +435,7 @@ class Importer:
             source.limits.max_message_bytes,
             max_batch_items=CHUNK_ROWS,
             max_depth=source.limits.max_depth,
+            scrubber=scrubber,
         )
         for offset in range(0, total, CHUNK_ROWS):
             # A message without a messageId gets one from its content, so importing the file again is idempotent.
@@ -430,8 +448,6 @@ class Importer:
             )
             docs = chunk.column("doc").to_pylist()
             body = b'{"batch":[' + b",".join(d.encode() for d in docs) + b"]}"
-            if scrubber is not None:
-                body = scrubber.body(body, batch=True) or body
             outcome = messages.collect_batch(messages.read_body(body, batch=True), req)
             accepted = [line for line in outcome.lines if not line.startswith(b"R\t")]
             if accepted:
@@ -448,7 +464,7 @@ class Importer:
                             "row_number": pa.array([rows[i] for i in idx], pa.int64()),
                             "column_name": pa.array([None] * len(idx), pa.string()),
                             "reason": pa.array([f"{e.code}: {e.message}" for e in outcome.errors], pa.string()),
-                            "raw": pa.array([docs[i] for i in idx], pa.string()),
+                            "raw": pa.array([_kept_doc(docs[i], scrubber) for i in idx], pa.string()),
                         }
                     )
                 )
@@ -473,6 +489,10 @@ def _concat(lines: pa.ChunkedArray) -> bytes:
     if lines.null_count:
         raise AssertionError("a journal line came out NULL")  # a bug in the SQL above, not bad input
     return "".join(lines.to_pylist()).encode()
+
+
+def _kept_doc(doc: str, scrubber: Scrubber | None) -> str:
+    return doc if scrubber is None else scrubber.payload(doc.encode()).decode()
 
 
 def _dropped_fields(spec: KindSpec, mapping: Mapping, scrubber: Scrubber) -> list[str]:

@@ -126,6 +126,7 @@ class Ingestor:
             max_batch_items=source.limits.max_batch_items,
             max_depth=source.limits.max_depth,
             ip=ip if source.kind in CLIENT_SIDE_KINDS else None,
+            scrubber=scrubber,
         )
 
     async def write(self, lines: list[bytes]) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from opencdp.collect import timestamps
+from opencdp.collect.scrub import Scrubber
 from opencdp.errors import Rejected
 from opencdp.store import journal
 
@@ -96,6 +97,8 @@ class RequestInfo:
     max_depth: int
     ip: str | None = None
     """Filled into ``context.ip`` when absent (client-side sources only); None leaves context untouched."""
+    scrubber: Scrubber | None = None
+    """The source's PII policy drops classes: they are removed before the line is made."""
 
 
 @dataclass(slots=True)
@@ -272,6 +275,8 @@ def normalise(doc: Doc, type_: str, req: RequestInfo, envelope: Doc | None = Non
                 out[key] = msgspec.Raw(_encode(merged))
     if req.ip is not None:
         out["context"] = _with_ip(out.get("context"), req.ip)
+    if req.scrubber is not None:
+        req.scrubber.drop_containers(out)
 
     # Timestamps are never a reason to refuse a message. A value that cannot be read stays in the message as
     # sent, is listed under ``_opencdp.invalid`` with a flag, and counts as absent for the server's columns.
@@ -404,6 +409,8 @@ def _fast_line(f: Checked, raw: bytes, type_: str | None, req: RequestInfo, batc
     for value in (f.properties, f.traits, f.context, f.integrations):
         if value is not _ABSENT and memoryview(value)[0] not in _OBJECT_OR_NULL:  # not an object, nor null
             return None
+    if req.scrubber is not None and req.scrubber.may_drop(f.properties, f.traits, f.context):
+        return None  # normalise drops what must not be stored
     message_id = f.message_id
     if message_id is msgspec.UNSET:
         message_id = str(uuid.uuid4())
@@ -458,8 +465,13 @@ def collect_single(body: Body, type_: str, req: RequestInfo) -> Outcome:
     except Rejected as exc:
         error = ItemError(None, exc.code, exc.message)
         outcome.errors.append(error)
-        outcome.lines.append(rejected_line(req, error, body.raw))
+        outcome.lines.append(rejected_line(req, error, _kept(req, body.raw)))
     return outcome
+
+
+def _kept(req: RequestInfo, payload: bytes) -> bytes:
+    """What a rejected payload may keep: all of it, unless the source's PII policy drops something."""
+    return payload if req.scrubber is None else req.scrubber.payload(payload)
 
 
 def collect_batch(body: Body, req: RequestInfo) -> Outcome:
@@ -491,7 +503,7 @@ def collect_batch(body: Body, req: RequestInfo) -> Outcome:
         except Rejected as exc:
             error = ItemError(index, exc.code, exc.message)
             outcome.errors.append(error)
-            outcome.lines.append(rejected_line(req, error, bytes(item)))
+            outcome.lines.append(rejected_line(req, error, _kept(req, bytes(item))))
     return outcome
 
 
