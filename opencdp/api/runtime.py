@@ -68,12 +68,14 @@ class Runtime:
         self.last_load_error: str | None = None
         self.load()  # catch up with whatever a previous run journalled but did not load
 
-    def load(self) -> LoadResult | None:
-        """Move everything journalled so far into the engine. Engine failures are logged and retried later."""
+    def load(self, *, govern: bool = True) -> LoadResult | None:
+        """Move everything journalled so far into the engine, then govern it (unless ``govern`` is False: the
+        next load does). Engine failures are logged and retried later."""
         with self._load_lock:
             try:
                 result = self.raw_log.load_all(self.journal)
-                self.governance.run()  # the first stage, on what was just loaded
+                if govern:
+                    self.governance.run()  # the first stage, on what was just loaded
             except Exception as exc:
                 self.last_load_error = str(exc).splitlines()[0]
                 log.warning("loader: %s (will retry)", self.last_load_error)
@@ -105,7 +107,7 @@ class Runtime:
         finally:
             stop.set()
             loader.join()
-        if self.load() is None:
+        if self.load(govern=False) is None:  # an import returns once its rows are loaded; governance follows
             raise Transient(
                 f"the import is journalled but the engine did not load it yet: {self.last_load_error}",
                 code="load_failed",
@@ -139,7 +141,7 @@ class Runtime:
 
     def _load_until(self, stop: threading.Event, interval: float = 0.2) -> None:
         while not stop.wait(interval):
-            self.load()
+            self.load(govern=False)
 
     def close(self) -> None:
         self.load()

@@ -271,6 +271,7 @@ class Importer:
         with values.Workers() as workers:
             joins = [self._verdicts(reader, workers, s, mapping) for s in mapped if s.type in _NORMALISERS]
 
+        self.progress("typing", 0, 0)
         typed = {s.name: _typed(s, mapping, "raw." + _col("raw_" + s.name)) for s in mapped}
         selects = ", ".join(
             f"{value} AS {_col('v_' + name)}, {reason} AS {_col('r_' + name)}"
