@@ -123,6 +123,25 @@ CREATE TABLE IF NOT EXISTS quality_alerts (
         raised_at TIMESTAMPTZ NOT NULL
     );
 
+CREATE TABLE IF NOT EXISTS pii_policy (
+        policy JSON NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS pii_observations (
+        source_id VARCHAR NOT NULL,
+        container VARCHAR NOT NULL,
+        field VARCHAR NOT NULL,
+        class VARCHAR NOT NULL,
+        detected_by VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        values_seen BIGINT NOT NULL,
+        seen_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS _cdp_secrets (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
         seq BIGINT NOT NULL,
@@ -167,6 +186,12 @@ CREATE OR REPLACE VIEW quarantine AS
            r.message
     FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq
     WHERE g.status = 'blocked';
+
+CREATE OR REPLACE VIEW pii_fields AS
+    SELECT source_id, container, field, class, detected_by, action, sum(values_seen) AS values_seen,
+           max(seen_at) AS last_seen
+    FROM pii_observations
+    GROUP BY source_id, container, field, class, detected_by, action;
 
 CREATE OR REPLACE VIEW rejects AS
     SELECT import_id, source_id, file, row_number, column_name, reason, raw, rejected_at

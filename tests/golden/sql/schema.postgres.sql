@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS load_stats (loaded_at TIMESTAMPTZ NOT NULL, source_id
 
 CREATE TABLE IF NOT EXISTS quality_alerts (source_id TEXT NOT NULL, rule TEXT NOT NULL, day DATE NOT NULL, value DOUBLE PRECISION, baseline DOUBLE PRECISION, detail TEXT NOT NULL, raised_at TIMESTAMPTZ NOT NULL);
 
+CREATE TABLE IF NOT EXISTS pii_policy (policy JSON NOT NULL, version BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS pii_observations (source_id TEXT NOT NULL, container TEXT NOT NULL, field TEXT NOT NULL, class TEXT NOT NULL, detected_by TEXT NOT NULL, action TEXT NOT NULL, values_seen BIGINT NOT NULL, seen_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS _cdp_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
 
 CREATE UNIQUE INDEX IF NOT EXISTS raw_events_seq ON raw_events(seq);
@@ -51,5 +57,7 @@ CREATE OR REPLACE VIEW records AS SELECT seq, source_id, event AS kind, message_
 CREATE OR REPLACE VIEW governed AS SELECT g.gseq, g.status, r.seq, r.source_id, r.message_id, COALESCE(g.type, r.type) AS type, COALESCE(g.event, r.event) AS event, r.user_id, r.anonymous_id, r.timestamp, r.original_timestamp, r.sent_at, r.received_at, COALESCE(g.message, r.message) AS message FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq WHERE NOT g.gseq IS NULL;
 
 CREATE OR REPLACE VIEW quarantine AS SELECT r.seq, r.source_id, r.type, r.event, r.message_id, r.received_at, (SELECT STRING_AGG(v.rule || CASE WHEN v.property IS NULL THEN '' ELSE ' ' || v.property END, ', ') FROM violations AS v WHERE v.seq = r.seq) AS reasons, r.message FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq WHERE g.status = 'blocked';
+
+CREATE OR REPLACE VIEW pii_fields AS SELECT source_id, container, field, class, detected_by, action, SUM(values_seen) AS values_seen, MAX(seen_at) AS last_seen FROM pii_observations GROUP BY source_id, container, field, class, detected_by, action;
 
 CREATE OR REPLACE VIEW rejects AS SELECT import_id, source_id, file, row_number, column_name, reason, raw, rejected_at FROM import_rejects;
