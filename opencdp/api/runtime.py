@@ -17,6 +17,7 @@ from opencdp.collect.ingest import Ingestor
 from opencdp.config import Settings
 from opencdp.errors import Transient
 from opencdp.govern.stage import Governance
+from opencdp.identity.stage import Identity
 from opencdp.model.pii import parse_pii_policy
 from opencdp.model.records import Mapping
 from opencdp.store import Engine, open_engine
@@ -63,6 +64,7 @@ class Runtime:
         self.registry = SourceRegistry(self.engine)
         self.raw_log = RawLog(self.engine, dedup_window=timedelta(days=settings.dedup_window_days))
         self.governance = Governance(self.engine, self.raw_log)
+        self.identity = Identity(self.engine, self.raw_log)
         self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
         self._load_lock = threading.Lock()
         self.last_load_error: str | None = None
@@ -76,6 +78,7 @@ class Runtime:
                 result = self.raw_log.load_all(self.journal)
                 if govern:
                     self.governance.run()  # the first stage, on what was just loaded
+                    self.identity.run()  # then identity, on what governance passed
             except Exception as exc:
                 self.last_load_error = str(exc).splitlines()[0]
                 log.warning("loader: %s (will retry)", self.last_load_error)
@@ -116,6 +119,22 @@ class Runtime:
         result.accepted = self.raw_log.count_stored(result.import_id, source.source_id, ids, before) if ids else 0
         self.raw_log.record_import(result.summary(), result.rejects, started)
         return result
+
+    def progress(self) -> dict[str, int]:
+        """Where each stage has got to, and the identity graph's size (``opencdp process``)."""
+        self.load()
+        row = self.engine.fetch_one(
+            """SELECT (SELECT coalesce(max(seq), 0) FROM raw_events),
+                      (SELECT coalesce(max(seq), 0) FROM consumer_offsets WHERE consumer = 'govern'),
+                      (SELECT coalesce(max(gseq), 0) FROM governance),
+                      (SELECT coalesce(max(seq), 0) FROM consumer_offsets WHERE consumer = 'identity'),
+                      (SELECT count(*) FROM identity_nodes),
+                      (SELECT count(*) FROM profiles_index),
+                      (SELECT count(*) FROM profile_aliases)"""
+        )
+        assert row is not None
+        keys = ("raw_log", "governed_upto", "governed_stream", "identity_upto", "identifiers", "profiles", "merged")
+        return dict(zip(keys, (int(v) for v in row), strict=True))
 
     def put_pii_policy(self, doc: object) -> dict[str, Any]:
         """Save the PII policy (sources named by id or name); collection drops what it drops from now on."""

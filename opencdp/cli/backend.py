@@ -194,6 +194,13 @@ class Backend:
         with self._runtime() as rt:
             return {"version": rt.governance.transforms.put(rules)}
 
+    def process(self) -> dict[str, int] | None:
+        """Catch every stage up with the raw log; None when a server runs (it processes continuously)."""
+        if self.remote:
+            return None
+        with self._runtime() as rt:
+            return rt.progress()
+
     def put_pii_policy(self, doc: object) -> dict[str, Any]:
         if self.remote:
             result: dict[str, Any] = self.remote.call("PUT", "/admin/v1/pii/policy", json=doc)

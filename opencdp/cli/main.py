@@ -1,4 +1,4 @@
-"""``opencdp``: serve, demo, sources, import, plans, violations, quarantine, quality, query and tail."""
+"""``opencdp``: serve, demo, process, sources, import, plans, pii, violations, quarantine, quality, query, tail."""
 
 from __future__ import annotations
 
@@ -50,6 +50,28 @@ def demo(
     from opencdp.cli.serving import run_demo
 
     run_demo(settings_for(data_dir), host, port, events=events, rate=rate, console=console)
+
+
+@app.command()
+def process(data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Catch up and exit: load what is journalled, govern it, resolve identities (a server does this itself)."""
+    import json
+
+    try:
+        done = Backend(settings_for(data_dir)).process()
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    if done is None:
+        console.print("a server runs on this data directory: it processes everything as it arrives")
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(done) + "\n")
+        return
+    console.print(
+        f"raw log: {done['raw_log']:,} messages; governed up to {done['governed_upto']:,}; identity up to "
+        f"{done['identity_upto']:,} of {done['governed_stream']:,} in the governed stream; "
+        f"{done['identifiers']:,} identifiers in {done['profiles']:,} profiles ({done['merged']:,} merged away)"
+    )
 
 
 @sources_app.command("create")

@@ -153,6 +153,49 @@ TABLES: tuple[str, ...] = (
     )""",
     # Secrets the workspace generates for itself (the salt of hashed PII), created once.
     """CREATE TABLE IF NOT EXISTS _cdp_secrets (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)""",
+    # Identity: one node per identifier (type, value), the edges that join them, the profile each belongs to.
+    """CREATE TABLE IF NOT EXISTS identity_nodes (
+        node_id BIGINT PRIMARY KEY,
+        id_type VARCHAR NOT NULL,
+        id_value VARCHAR NOT NULL,
+        first_seq BIGINT NOT NULL,
+        first_seen TIMESTAMPTZ NOT NULL,
+        last_seen TIMESTAMPTZ NOT NULL,
+        messages BIGINT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS identity_edges (
+        a BIGINT NOT NULL,
+        b BIGINT NOT NULL,
+        kind VARCHAR NOT NULL,
+        seq BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    )""",
+    # Each governed message's anchor: its strongest identifier, through which it resolves to a profile.
+    """CREATE TABLE IF NOT EXISTS message_identities (seq BIGINT NOT NULL, node_id BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS identity_membership (
+        node_id BIGINT PRIMARY KEY,
+        profile_id VARCHAR NOT NULL,
+        since TIMESTAMPTZ NOT NULL
+    )""",
+    # Live profiles, with the sequence number of their first identifier (the oldest survives a merge).
+    """CREATE TABLE IF NOT EXISTS profiles_index (
+        profile_id VARCHAR PRIMARY KEY,
+        first_seq BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    )""",
+    # A profile absorbed by a merge keeps resolving to the one that absorbed it.
+    """CREATE TABLE IF NOT EXISTS profile_aliases (
+        alias VARCHAR PRIMARY KEY,
+        profile_id VARCHAR NOT NULL,
+        merged_at TIMESTAMPTZ NOT NULL
+    )""",
+    # Every profile created and merged, in order, for the stages after identity.
+    """CREATE TABLE IF NOT EXISTS identity_events (
+        kind VARCHAR NOT NULL,
+        profile_id VARCHAR NOT NULL,
+        other_profile_id VARCHAR,
+        happened_at TIMESTAMPTZ NOT NULL
+    )""",
     # Where each consumer of the raw log has got to.
     """CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
@@ -166,6 +209,10 @@ INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS raw_events_message ON raw_events (source_id, message_id)",
     "CREATE INDEX IF NOT EXISTS raw_events_received ON raw_events (received_at)",
     "CREATE INDEX IF NOT EXISTS violations_seq ON violations (seq)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS identity_nodes_value ON identity_nodes (id_type, id_value)",
+    "CREATE INDEX IF NOT EXISTS identity_edges_ab ON identity_edges (a, b)",
+    "CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities (seq)",
+    "CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership (profile_id)",
     "CREATE INDEX IF NOT EXISTS governance_blocked ON governance (status) WHERE status = 'blocked'",
 )
 
@@ -213,6 +260,16 @@ VIEWS: tuple[str, ...] = (
            max(seen_at) AS last_seen
     FROM pii_observations
     GROUP BY source_id, container, field, class, detected_by, action""",
+    # Every raw message and imported record, and the profile it belongs to now (NULL: nothing identified it, or
+    # identity has not reached it yet).
+    """CREATE OR REPLACE VIEW record_profiles AS
+    SELECT r.seq, r.source_id, CASE WHEN r.type = 'record' THEN r.event ELSE 'event' END AS kind,
+           CASE WHEN r.type = 'record' THEN json_extract_string(r.message, '$.key') ELSE r.message_id END
+               AS record_key,
+           m.profile_id
+    FROM raw_events AS r
+    LEFT JOIN message_identities AS mi ON mi.seq = r.seq
+    LEFT JOIN identity_membership AS m ON m.node_id = mi.node_id""",
     """CREATE OR REPLACE VIEW rejects AS
     SELECT import_id, source_id, file, row_number, column_name, reason, raw, rejected_at
     FROM import_rejects""",

@@ -142,6 +142,51 @@ CREATE TABLE IF NOT EXISTS pii_observations (
 
 CREATE TABLE IF NOT EXISTS _cdp_secrets (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 
+CREATE TABLE IF NOT EXISTS identity_nodes (
+        node_id BIGINT PRIMARY KEY,
+        id_type VARCHAR NOT NULL,
+        id_value VARCHAR NOT NULL,
+        first_seq BIGINT NOT NULL,
+        first_seen TIMESTAMPTZ NOT NULL,
+        last_seen TIMESTAMPTZ NOT NULL,
+        messages BIGINT NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS identity_edges (
+        a BIGINT NOT NULL,
+        b BIGINT NOT NULL,
+        kind VARCHAR NOT NULL,
+        seq BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS message_identities (seq BIGINT NOT NULL, node_id BIGINT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS identity_membership (
+        node_id BIGINT PRIMARY KEY,
+        profile_id VARCHAR NOT NULL,
+        since TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS profiles_index (
+        profile_id VARCHAR PRIMARY KEY,
+        first_seq BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS profile_aliases (
+        alias VARCHAR PRIMARY KEY,
+        profile_id VARCHAR NOT NULL,
+        merged_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS identity_events (
+        kind VARCHAR NOT NULL,
+        profile_id VARCHAR NOT NULL,
+        other_profile_id VARCHAR,
+        happened_at TIMESTAMPTZ NOT NULL
+    );
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
         seq BIGINT NOT NULL,
@@ -192,6 +237,15 @@ CREATE OR REPLACE VIEW pii_fields AS
            max(seen_at) AS last_seen
     FROM pii_observations
     GROUP BY source_id, container, field, class, detected_by, action;
+
+CREATE OR REPLACE VIEW record_profiles AS
+    SELECT r.seq, r.source_id, CASE WHEN r.type = 'record' THEN r.event ELSE 'event' END AS kind,
+           CASE WHEN r.type = 'record' THEN json_extract_string(r.message, '$.key') ELSE r.message_id END
+               AS record_key,
+           m.profile_id
+    FROM raw_events AS r
+    LEFT JOIN message_identities AS mi ON mi.seq = r.seq
+    LEFT JOIN identity_membership AS m ON m.node_id = mi.node_id;
 
 CREATE OR REPLACE VIEW rejects AS
     SELECT import_id, source_id, file, row_number, column_name, reason, raw, rejected_at

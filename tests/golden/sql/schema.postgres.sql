@@ -38,6 +38,20 @@ CREATE TABLE IF NOT EXISTS pii_observations (source_id TEXT NOT NULL, container 
 
 CREATE TABLE IF NOT EXISTS _cdp_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 
+CREATE TABLE IF NOT EXISTS identity_nodes (node_id BIGINT PRIMARY KEY, id_type TEXT NOT NULL, id_value TEXT NOT NULL, first_seq BIGINT NOT NULL, first_seen TIMESTAMPTZ NOT NULL, last_seen TIMESTAMPTZ NOT NULL, messages BIGINT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS identity_edges (a BIGINT NOT NULL, b BIGINT NOT NULL, kind TEXT NOT NULL, seq BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS message_identities (seq BIGINT NOT NULL, node_id BIGINT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS identity_membership (node_id BIGINT PRIMARY KEY, profile_id TEXT NOT NULL, since TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS profiles_index (profile_id TEXT PRIMARY KEY, first_seq BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS profile_aliases (alias TEXT PRIMARY KEY, profile_id TEXT NOT NULL, merged_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS identity_events (kind TEXT NOT NULL, profile_id TEXT NOT NULL, other_profile_id TEXT, happened_at TIMESTAMPTZ NOT NULL);
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
 
 CREATE UNIQUE INDEX IF NOT EXISTS raw_events_seq ON raw_events(seq);
@@ -47,6 +61,14 @@ CREATE INDEX IF NOT EXISTS raw_events_message ON raw_events(source_id, message_i
 CREATE INDEX IF NOT EXISTS raw_events_received ON raw_events(received_at);
 
 CREATE INDEX IF NOT EXISTS violations_seq ON violations(seq);
+
+CREATE UNIQUE INDEX IF NOT EXISTS identity_nodes_value ON identity_nodes(id_type, id_value);
+
+CREATE INDEX IF NOT EXISTS identity_edges_ab ON identity_edges(a, b);
+
+CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities(seq);
+
+CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership(profile_id);
 
 CREATE INDEX IF NOT EXISTS governance_blocked ON governance(status) WHERE status = 'blocked';
 
@@ -59,5 +81,7 @@ CREATE OR REPLACE VIEW governed AS SELECT g.gseq, g.status, r.seq, r.source_id, 
 CREATE OR REPLACE VIEW quarantine AS SELECT r.seq, r.source_id, r.type, r.event, r.message_id, r.received_at, (SELECT STRING_AGG(v.rule || CASE WHEN v.property IS NULL THEN '' ELSE ' ' || v.property END, ', ') FROM violations AS v WHERE v.seq = r.seq) AS reasons, r.message FROM governance AS g JOIN raw_events AS r ON r.seq = g.seq WHERE g.status = 'blocked';
 
 CREATE OR REPLACE VIEW pii_fields AS SELECT source_id, container, field, class, detected_by, action, SUM(values_seen) AS values_seen, MAX(seen_at) AS last_seen FROM pii_observations GROUP BY source_id, container, field, class, detected_by, action;
+
+CREATE OR REPLACE VIEW record_profiles AS SELECT r.seq, r.source_id, CASE WHEN r.type = 'record' THEN r.event ELSE 'event' END AS kind, CASE WHEN r.type = 'record' THEN JSON_EXTRACT_PATH_TEXT(r.message, 'key') ELSE r.message_id END AS record_key, m.profile_id FROM raw_events AS r LEFT JOIN message_identities AS mi ON mi.seq = r.seq LEFT JOIN identity_membership AS m ON m.node_id = mi.node_id;
 
 CREATE OR REPLACE VIEW rejects AS SELECT import_id, source_id, file, row_number, column_name, reason, raw, rejected_at FROM import_rejects;

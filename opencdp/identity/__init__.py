@@ -1,0 +1,1 @@
+"""Identity: one incremental identity graph over the governed stream (identifiers, edges, profiles)."""

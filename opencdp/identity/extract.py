@@ -1,0 +1,58 @@
+"""Identifiers out of governed messages and records, as set-based SQL (pure functions, no connection).
+
+:func:`identifiers` turns a relation of governed rows (``seq``, ``source_id``, ``type``, ``user_id``,
+``anonymous_id``, ``message``) into one row per (message, identifier): ``seq``, ``id_type``, ``id_value``,
+``priority``. Values are normalised (emails trimmed and lower-cased, phones as ``+`` and digits), and
+placeholders (:data:`opencdp.model.identity.BLOCKED_VALUES`), values a PII policy masked (``***``) and phones
+of one repeated digit are left out: they identify nobody.
+"""
+
+from __future__ import annotations
+
+from opencdp.model.identity import BLOCKED_VALUES, IDENTIFIER_TYPES, IdentifierType
+
+
+def lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _read(path: str) -> str:
+    if path.startswith("column:"):
+        return f"CAST({path.removeprefix('column:')} AS VARCHAR)"
+    return f"json_extract_string(message, {lit(path)})"
+
+
+def _normalised(kind: str) -> str:
+    if kind == "email":
+        return "lower(trim(v))"
+    if kind == "phone":
+        digits = "regexp_replace(v, '[^0-9]', '', 'g')"
+        return (
+            f"CASE WHEN length({digits}) >= 7 AND replace({digits}, left({digits}, 1), '') <> '' "
+            f"THEN (CASE WHEN left(trim(v), 1) = '+' THEN '+' ELSE '' END) || {digits} END"
+        )
+    return "trim(v)"
+
+
+def _parts(t: IdentifierType, blocked: str) -> list[str]:
+    parts = []
+    for path in t.paths:
+        where = "type = 'record'" if path.startswith("$.fields.") else "type <> 'record'"
+        if path.startswith("column:"):
+            where = "TRUE"
+        value = "source_id || ':' || n" if t.records_only else "n"
+        parts.append(
+            f"SELECT seq, {lit(t.name)} AS id_type, {value} AS id_value, {t.priority} AS priority "
+            f"FROM (SELECT seq, source_id, {_normalised(t.normaliser)} AS n "
+            f"      FROM (SELECT seq, source_id, {_read(path)} AS v FROM _id_rows WHERE {where}) AS r) AS x "
+            f"WHERE n IS NOT NULL AND lower(n) NOT IN ({blocked}) AND strpos(n, '***') = 0 AND length(n) <= 512"
+        )
+    return parts
+
+
+def identifiers(rows: str) -> str:
+    """One row per (message, identifier) of ``rows``; see the module docstring."""
+    blocked = ", ".join(lit(v) for v in sorted(BLOCKED_VALUES))
+    union = " UNION ALL ".join(p for t in IDENTIFIER_TYPES for p in _parts(t, blocked))
+    return f"""WITH _id_rows AS MATERIALIZED ({rows})
+    SELECT DISTINCT seq, id_type, id_value, priority FROM ({union}) AS x"""
