@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from opencdp.identity.extract import identifiers
+from opencdp.model.identity import IDENTIFIER_TYPES
 from opencdp.store.engine import Engine
 from opencdp.store.raw_log import RawLog
 
@@ -31,16 +32,25 @@ CONSUMER = "identity"
 BATCH_ROWS = 100_000
 MAX_ROUNDS = 10_000
 _GOVERNED = "SELECT gseq, seq, source_id, type, user_id, anonymous_id, message FROM governed"
-_TEMP = (
-    "CREATE TEMP TABLE IF NOT EXISTS _id_batch (seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER)",
-    "CREATE TEMP TABLE IF NOT EXISTS _id_nodes (seq BIGINT, node_id BIGINT, priority INTEGER)",
-    "CREATE TEMP TABLE IF NOT EXISTS _id_new_edges (a BIGINT, b BIGINT)",
-    "CREATE TEMP TABLE IF NOT EXISTS _id_vertex (node_id BIGINT, v VARCHAR, profile_id VARCHAR)",
-    "CREATE TEMP TABLE IF NOT EXISTS _id_label (v VARCHAR, label VARCHAR)",
-    "CREATE TEMP TABLE IF NOT EXISTS _id_next (v VARCHAR, label VARCHAR)",
-    "CREATE TEMP TABLE IF NOT EXISTS _id_arc (x VARCHAR, y VARCHAR)",
-    "CREATE TEMP TABLE IF NOT EXISTS _id_owner (v VARCHAR, profile_id VARCHAR)",
-)
+_TEMP = {
+    "_id_batch": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER",
+    "_id_nodes": "seq BIGINT, node_id BIGINT, priority INTEGER",
+    "_id_anchor": "seq BIGINT, node_id BIGINT",
+    "_id_new_edges": "a BIGINT, b BIGINT",
+    "_id_vertex": "node_id BIGINT, v BIGINT",
+    "_id_label": "v BIGINT, label BIGINT",
+    "_id_arc": "x BIGINT, y BIGINT",
+    "_id_touched": "cluster BIGINT",
+    "_id_part": "node_id BIGINT, part BIGINT, id_type VARCHAR, first_seq BIGINT, once INTEGER, priority INTEGER",
+    "_id_edge": "a BIGINT, b BIGINT",
+    "_id_split": "part BIGINT, id_type VARCHAR",
+    "_id_reach": "node_id BIGINT, seed BOOLEAN, key VARCHAR",
+    "_id_lower": "v BIGINT, label BIGINT",
+    "_id_next": "v BIGINT, label VARCHAR",
+    "_id_claim": "part BIGINT, profile_id VARCHAR",
+    "_id_owner": "part BIGINT, profile_id VARCHAR",
+}
+"""Per-batch working tables (temporary: per connection, emptied at the start of each batch)."""
 
 
 @dataclass(frozen=True)
@@ -72,16 +82,15 @@ class Identity:
         now = datetime.now(UTC)
         e = self.engine
         with e.transaction():
-            for ddl in _TEMP:
-                e.execute(ddl)
-            for table in ("_id_batch", "_id_nodes", "_id_new_edges", "_id_vertex", "_id_label", "_id_owner"):
+            for table, columns in _TEMP.items():
+                e.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
                 e.execute(f"DELETE FROM {table}")
             e.execute(
                 f"INSERT INTO _id_batch {identifiers(f'{_GOVERNED} WHERE gseq > {int(last)} AND gseq <= {int(upto)}')}"
             )
             self._nodes(now)
             self._edges(now)
-            created, merged = self._components(now)
+            created, merged = self._components(now, upto)
             self.raw_log.commit(CONSUMER, upto)
         return created, merged
 
@@ -137,24 +146,28 @@ class Identity:
             (now,),
         )
 
-    def _components(self, now: datetime) -> tuple[int, int]:
-        """Components of the touched part of the graph; returns (profiles created, profiles absorbed)."""
+    def _converge(self, table: str, step: str, changed: str, apply: str) -> None:
+        """Repeat a set-based relaxation until nothing changes: ``step`` fills ``table``, ``changed`` counts the
+        rows it would improve, ``apply`` applies them."""
         e = self.engine
-        # Vertices: a known node stands for its profile; a new node for itself. A vertex's key sorts by the
-        # first sequence number of its profile (or node), so a component's smallest key is its oldest vertex.
+        for _ in range(MAX_ROUNDS):
+            e.execute(f"DELETE FROM {table}")
+            e.execute(step)
+            found = e.fetch_one(changed)
+            if not found or not found[0]:
+                return
+            e.execute(apply)
+        raise RuntimeError("identity labels did not converge")  # pragma: no cover - bounded by the graph's size
+
+    def _clusters(self) -> None:
+        """Raw components (every edge counts) where the batch touched them: ``identity_nodes.cluster`` is the
+        smallest node id of each, and the touched ones are listed in ``_id_touched``."""
+        e = self.engine
         e.execute(
-            """INSERT INTO _id_vertex (node_id, v, profile_id)
-            SELECT n.node_id,
-                   CASE WHEN p.profile_id IS NOT NULL THEN lpad(CAST(p.first_seq AS VARCHAR), 20, '0') || 'p'
-                                                           || p.profile_id
-                        ELSE lpad(CAST(n.first_seq AS VARCHAR), 20, '0') || 'n' || CAST(n.node_id AS VARCHAR) END,
-                   p.profile_id
-            FROM (SELECT DISTINCT node_id FROM _id_nodes) AS b
-            JOIN identity_nodes AS n ON n.node_id = b.node_id
-            LEFT JOIN identity_membership AS m ON m.node_id = n.node_id
-            LEFT JOIN profiles_index AS p ON p.profile_id = m.profile_id"""
+            """INSERT INTO _id_vertex (node_id, v)
+            SELECT n.node_id, coalesce(n.cluster, n.node_id) FROM (SELECT DISTINCT node_id FROM _id_nodes) AS b
+            JOIN identity_nodes AS n ON n.node_id = b.node_id"""
         )
-        e.execute("DELETE FROM _id_arc")
         e.execute(
             """INSERT INTO _id_arc (x, y)
             SELECT DISTINCT va.v, vb.v FROM _id_new_edges AS ed
@@ -163,53 +176,159 @@ class Identity:
         )
         e.execute("INSERT INTO _id_arc (x, y) SELECT y, x FROM _id_arc")
         e.execute("INSERT INTO _id_label (v, label) SELECT DISTINCT v, v FROM _id_vertex")
-        for _ in range(MAX_ROUNDS):  # each round lowers a label to its smallest neighbour's: a few rounds
-            e.execute("DELETE FROM _id_next")
-            e.execute(
-                """INSERT INTO _id_next (v, label)
-                SELECT a.x, min(l.label) FROM _id_arc AS a JOIN _id_label AS l ON l.v = a.y
-                GROUP BY a.x"""
-            )
-            changed = e.fetch_one(
-                "SELECT count(*) FROM _id_next AS n JOIN _id_label AS l ON l.v = n.v WHERE n.label < l.label"
-            )
-            if not changed or not changed[0]:
-                break
-            e.execute(
-                """UPDATE _id_label SET label = n.label FROM _id_next AS n
-                WHERE _id_label.v = n.v AND n.label < _id_label.label"""
-            )
-        else:  # pragma: no cover - a component has at most as many rounds as vertices
-            raise RuntimeError("identity components did not converge")
-        # Each component's owner: the profile its oldest vertex stands for, or a new one named after its node.
-        e.execute(
-            """INSERT INTO _id_owner (v, profile_id)
-            SELECT l.v, coalesce(top.profile_id, 'prf_' || substr(md5(n.id_type || ':' || n.id_value), 1, 20))
-            FROM _id_label AS l
-            JOIN (SELECT v, max(profile_id) AS profile_id, min(node_id) AS node_id FROM _id_vertex GROUP BY v) AS top
-              ON top.v = l.label
-            LEFT JOIN identity_nodes AS n ON n.node_id = top.node_id"""
+        self._converge(
+            "_id_lower",
+            "INSERT INTO _id_lower (v, label) SELECT a.x, min(l.label) FROM _id_arc AS a "
+            "JOIN _id_label AS l ON l.v = a.y GROUP BY a.x",
+            "SELECT count(*) FROM _id_lower AS n JOIN _id_label AS l ON l.v = n.v WHERE n.label < l.label",
+            "UPDATE _id_label SET label = n.label FROM _id_lower AS n "
+            "WHERE _id_label.v = n.v AND n.label < _id_label.label",
         )
-        fresh = "(SELECT DISTINCT profile_id FROM _id_owner AS o " + (
-            "WHERE NOT EXISTS (SELECT 1 FROM profiles_index AS p WHERE p.profile_id = o.profile_id))"
+        e.execute(
+            """UPDATE identity_nodes SET cluster = l.label FROM _id_label AS l
+            WHERE identity_nodes.cluster = l.v AND l.label <> l.v"""
+        )
+        e.execute(
+            """UPDATE identity_nodes SET cluster = l.label FROM _id_vertex AS vx JOIN _id_label AS l ON l.v = vx.v
+            WHERE identity_nodes.node_id = vx.node_id AND identity_nodes.cluster IS NULL"""
+        )
+        e.execute("INSERT INTO _id_touched (cluster) SELECT DISTINCT label FROM _id_label")
+
+    def _parts(self, now: datetime, upto: int) -> None:
+        """Split each touched cluster into parts that keep the limits: while a part holds two values of a type
+        allowed once per profile (the strongest such type first), each of those values seeds a part of its own
+        and every other identifier joins the nearest seed (fewest edges; a tie goes to the seed seen first),
+        never through another seed. Edges between parts are refused and recorded (``identity_conflicts``)."""
+        e = self.engine
+        e.execute(
+            f"""INSERT INTO _id_part (node_id, part, id_type, first_seq, once, priority)
+            SELECT n.node_id, n.cluster, n.id_type, n.first_seq, {_ONCE}, {_PRIORITY}
+            FROM identity_nodes AS n JOIN _id_touched AS t ON t.cluster = n.cluster"""
+        )
+        e.execute(
+            """INSERT INTO _id_edge (a, b)
+            SELECT ed.a, ed.b FROM identity_edges AS ed JOIN _id_part AS pa ON pa.node_id = ed.a
+            JOIN _id_part AS pb ON pb.node_id = ed.b"""
+        )
+        e.execute("INSERT INTO _id_edge (a, b) SELECT b, a FROM _id_edge")
+        for _ in range(len(IDENTIFIER_TYPES) + 1):
+            e.execute("DELETE FROM _id_split")
+            e.execute(
+                """INSERT INTO _id_split (part, id_type)
+                SELECT part, min(id_type) FROM (
+                    SELECT part, id_type, once, min(once) OVER (PARTITION BY part) AS strongest
+                    FROM (SELECT part, id_type, once FROM _id_part WHERE once IS NOT NULL
+                          GROUP BY part, id_type, once HAVING count(*) > 1) AS over
+                ) AS v WHERE once = strongest GROUP BY part"""
+            )
+            found = e.fetch_one("SELECT count(*) FROM _id_split")
+            if not found or not found[0]:
+                return
+            e.execute("DELETE FROM _id_reach")
+            e.execute(
+                """INSERT INTO _id_reach (node_id, seed, key)
+                SELECT p.node_id, p.id_type = s.id_type,
+                       CASE WHEN p.id_type = s.id_type THEN '000000' || lpad(CAST(p.first_seq AS VARCHAR), 20, '0')
+                                                            || lpad(CAST(p.node_id AS VARCHAR), 20, '0') END
+                FROM _id_part AS p JOIN _id_split AS s ON s.part = p.part"""
+            )
+            self._converge(
+                "_id_next",
+                """INSERT INTO _id_next (v, label)
+                SELECT r.node_id, min(lpad(CAST(CAST(left(n.key, 6) AS INTEGER) + 1 AS VARCHAR), 6, '0')
+                                      || substr(n.key, 7))
+                FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
+                JOIN _id_reach AS n ON n.node_id = ed.b AND n.key IS NOT NULL
+                WHERE NOT r.seed GROUP BY r.node_id""",
+                "SELECT count(*) FROM _id_next AS n JOIN _id_reach AS r ON r.node_id = n.v "
+                "WHERE r.key IS NULL OR n.label < r.key",
+                "UPDATE _id_reach SET key = n.label FROM _id_next AS n "
+                "WHERE _id_reach.node_id = n.v AND (_id_reach.key IS NULL OR n.label < _id_reach.key)",
+            )
+            e.execute(
+                """INSERT INTO identity_conflicts (a, b, reason, found_at)
+                SELECT DISTINCT ed.a, ed.b, s.id_type || ' limit', ?
+                FROM _id_edge AS ed JOIN _id_reach AS ra ON ra.node_id = ed.a JOIN _id_reach AS rb ON rb.node_id = ed.b
+                JOIN _id_part AS p ON p.node_id = ed.a JOIN _id_split AS s ON s.part = p.part
+                WHERE ed.a < ed.b AND substr(ra.key, 27) <> substr(rb.key, 27)
+                  AND NOT EXISTS (SELECT 1 FROM identity_conflicts AS c WHERE c.a = ed.a AND c.b = ed.b)""",
+                (now,),
+            )
+            e.execute(
+                """UPDATE _id_part SET part = CAST(substr(r.key, 27) AS BIGINT) FROM _id_reach AS r
+                WHERE _id_part.node_id = r.node_id"""
+            )
+            e.execute(  # an edge between parts no longer joins them in the next round
+                """DELETE FROM _id_edge WHERE EXISTS (
+                    SELECT 1 FROM _id_part AS pa, _id_part AS pb
+                    WHERE pa.node_id = _id_edge.a AND pb.node_id = _id_edge.b AND pa.part <> pb.part)"""
+            )
+        raise RuntimeError("identity limits did not settle")  # pragma: no cover - one round per limited type
+
+    def _components(self, now: datetime, upto: int) -> tuple[int, int]:
+        """Clusters and their parts where the batch touched them, then each part's profile id: the oldest
+        profile it holds the first identifier of survives, others it holds are absorbed, a part that holds none
+        is new (created, or split from a profile another part kept). Returns (created, absorbed)."""
+        e = self.engine
+        self._clusters()
+        self._parts(now, upto)
+        # Which part keeps each previous profile: the one holding that profile's earliest identifier (of two
+        # seen first in the same message, the stronger).
+        e.execute(
+            """INSERT INTO _id_claim (part, profile_id)
+            SELECT part, profile_id FROM (
+                SELECT p.part, m.profile_id,
+                       row_number() OVER (PARTITION BY m.profile_id ORDER BY min(
+                           lpad(CAST(p.first_seq AS VARCHAR), 20, '0') || lpad(CAST(p.priority AS VARCHAR), 4, '0')
+                       ), p.part) AS rank
+                FROM _id_part AS p JOIN identity_membership AS m ON m.node_id = p.node_id
+                GROUP BY p.part, m.profile_id) AS c
+            WHERE rank = 1"""
+        )
+        e.execute(
+            """INSERT INTO _id_owner (part, profile_id)
+            SELECT part, profile_id FROM (
+                SELECT c.part, c.profile_id,
+                       row_number() OVER (PARTITION BY c.part ORDER BY x.first_seq, c.profile_id) AS rank
+                FROM _id_claim AS c JOIN profiles_index AS x ON x.profile_id = c.profile_id) AS o
+            WHERE rank = 1"""
+        )
+        # A part without a profile gets one named after its first identifier (made unique if that name is taken).
+        e.execute(
+            """INSERT INTO _id_owner (part, profile_id)
+            SELECT f.part, CASE WHEN EXISTS (SELECT 1 FROM profiles_index AS x WHERE x.profile_id = f.name)
+                                  OR EXISTS (SELECT 1 FROM profile_aliases AS a WHERE a.alias = f.name)
+                                THEN 'prf_' || substr(md5(f.source || ':' || ?), 1, 20) ELSE f.name END
+            FROM (SELECT part, 'prf_' || substr(md5(id_type || ':' || id_value), 1, 20) AS name,
+                         id_type || ':' || id_value AS source
+                  FROM (SELECT p.part, n.id_type, n.id_value,
+                               row_number() OVER (PARTITION BY p.part ORDER BY p.first_seq, p.node_id) AS rank
+                        FROM _id_part AS p JOIN identity_nodes AS n ON n.node_id = p.node_id
+                        WHERE NOT EXISTS (SELECT 1 FROM _id_owner AS o WHERE o.part = p.part)) AS r
+                  WHERE rank = 1) AS f""",
+            (str(upto),),
+        )
+        fresh = "(SELECT o.part, o.profile_id FROM _id_owner AS o WHERE NOT EXISTS (" + (
+            "SELECT 1 FROM profiles_index AS x WHERE x.profile_id = o.profile_id))"
         )
         created = e.fetch_one(f"SELECT count(*) FROM {fresh} AS f")
-        e.execute(
-            f"INSERT INTO identity_events (kind, profile_id, other_profile_id, happened_at) "
-            f"SELECT 'created', profile_id, NULL, ? FROM {fresh} AS f",
+        e.execute(  # created, or split off a profile another part kept
+            f"""INSERT INTO identity_events (kind, profile_id, other_profile_id, happened_at)
+            SELECT CASE WHEN m.profile_id IS NULL THEN 'created' ELSE 'split' END, f.profile_id, m.profile_id, ?
+            FROM {fresh} AS f
+            LEFT JOIN (SELECT p.part, max(m.profile_id) AS profile_id FROM _id_part AS p
+                       JOIN identity_membership AS m ON m.node_id = p.node_id GROUP BY p.part) AS m
+                   ON m.part = f.part""",
             (now,),
         )
         e.execute(
-            """INSERT INTO profiles_index (profile_id, first_seq, created_at)
-            SELECT o.profile_id, min(n.first_seq), ? FROM _id_owner AS o
-            JOIN _id_vertex AS v ON v.v = o.v JOIN identity_nodes AS n ON n.node_id = v.node_id
-            WHERE NOT EXISTS (SELECT 1 FROM profiles_index AS p WHERE p.profile_id = o.profile_id)
-            GROUP BY o.profile_id""",
+            f"""INSERT INTO profiles_index (profile_id, first_seq, created_at)
+            SELECT f.profile_id, min(p.first_seq), ? FROM {fresh} AS f JOIN _id_part AS p ON p.part = f.part
+            GROUP BY f.profile_id""",
             (now,),
         )
-        # Absorbed profiles: vertices standing for a profile whose component belongs to another.
-        absorbed = "(SELECT DISTINCT v.profile_id AS old, o.profile_id AS new FROM _id_owner AS o " + (
-            "JOIN _id_vertex AS v ON v.v = o.v WHERE v.profile_id IS NOT NULL AND v.profile_id <> o.profile_id)"
+        absorbed = "(SELECT c.profile_id AS old, o.profile_id AS new FROM _id_claim AS c " + (
+            "JOIN _id_owner AS o ON o.part = c.part WHERE c.profile_id <> o.profile_id)"
         )
         merged = e.fetch_one(f"SELECT count(*) FROM {absorbed} AS a")
         e.execute(
@@ -217,21 +336,26 @@ class Identity:
             f"SELECT 'merged', new, old, ? FROM {absorbed} AS a",
             (now,),
         )
+        e.execute(f"UPDATE profile_aliases SET profile_id = a.new FROM {absorbed} AS a "
+                  "WHERE profile_aliases.profile_id = a.old")  # fmt: skip
         e.execute(
-            f"""UPDATE profile_aliases SET profile_id = a.new FROM {absorbed} AS a
-            WHERE profile_aliases.profile_id = a.old"""
-        )
-        e.execute(f"INSERT INTO profile_aliases (alias, profile_id, merged_at) SELECT old, new, ? FROM {absorbed} AS a",
-                  (now,))  # fmt: skip
-        e.execute(
-            f"""UPDATE identity_membership SET profile_id = a.new FROM {absorbed} AS a
-            WHERE identity_membership.profile_id = a.old"""
+            f"INSERT INTO profile_aliases (alias, profile_id, merged_at) SELECT old, new, ? FROM {absorbed} AS a",
+            (now,),
         )
         e.execute(f"DELETE FROM profiles_index WHERE profile_id IN (SELECT old FROM {absorbed} AS a)")
+        e.execute("DELETE FROM identity_membership WHERE node_id IN (SELECT node_id FROM _id_part)")
         e.execute(
             """INSERT INTO identity_membership (node_id, profile_id, since)
-            SELECT v.node_id, o.profile_id, ? FROM _id_vertex AS v JOIN _id_owner AS o ON o.v = v.v
-            WHERE NOT EXISTS (SELECT 1 FROM identity_membership AS m WHERE m.node_id = v.node_id)""",
+            SELECT p.node_id, o.profile_id, ? FROM _id_part AS p JOIN _id_owner AS o ON o.part = p.part""",
             (now,),
         )
         return int(created[0]) if created else 0, int(merged[0]) if merged else 0
+
+
+_ONCE = (
+    "CASE n.id_type "
+    + " ".join(f"WHEN '{t.name}' THEN {t.priority}" for t in IDENTIFIER_TYPES if t.limit == 1)
+    + " END"
+)
+"""A node's rank among the types allowed once per profile (NULL for the others)."""
+_PRIORITY = "CASE n.id_type " + " ".join(f"WHEN '{t.name}' THEN {t.priority}" for t in IDENTIFIER_TYPES) + " END"

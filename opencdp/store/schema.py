@@ -170,6 +170,15 @@ TABLES: tuple[str, ...] = (
         seq BIGINT NOT NULL,
         created_at TIMESTAMPTZ NOT NULL
     )""",
+    # The raw component (every edge counts) of each node: the smallest node id in it. Limits split a cluster.
+    "ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS cluster BIGINT",
+    # Edges a limit refused: the two identifiers stay in different profiles, and why.
+    """CREATE TABLE IF NOT EXISTS identity_conflicts (
+        a BIGINT NOT NULL,
+        b BIGINT NOT NULL,
+        reason VARCHAR NOT NULL,
+        found_at TIMESTAMPTZ NOT NULL
+    )""",
     # Each governed message's anchor: its strongest identifier, through which it resolves to a profile.
     """CREATE TABLE IF NOT EXISTS message_identities (seq BIGINT NOT NULL, node_id BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS identity_membership (
@@ -213,6 +222,7 @@ INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS identity_edges_ab ON identity_edges (a, b)",
     "CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities (seq)",
     "CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership (profile_id)",
+    "CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes (cluster)",
     "CREATE INDEX IF NOT EXISTS governance_blocked ON governance (status) WHERE status = 'blocked'",
 )
 

@@ -115,36 +115,84 @@ def _random_messages(rng: random.Random, n: int, people: int) -> list[dict[str, 
     return out
 
 
+PRIORITY = {"user_id": 1, "email": 3, "anonymous_id": 6}
+ONCE = {"user_id"}  # the types of these tests allowed once per profile
+
+
+def _identifiers(m: dict[str, Any]) -> list[str]:
+    ids = [f"user_id:{m['userId']}"] if "userId" in m else []
+    ids += [f"email:{m['traits']['email']}"] if "traits" in m else []
+    ids += [f"anonymous_id:{m['anonymousId']}"] if "anonymousId" in m else []
+    return ids
+
+
 def _expected_partition(messages: list[dict[str, Any]]) -> set[frozenset[str]]:
-    """Messages grouped by the connected components of their identifiers (networkx, independently)."""
+    """Messages grouped by profile, computed independently: networkx components of the anchor edges, then
+    each component holding two user ids split around them (multi-source breadth-first search, ties to the
+    user id seen first), as docs/identity.md describes."""
+    first: dict[str, int] = {}
+    for i, m in enumerate(messages):
+        for identifier in _identifiers(m):
+            first.setdefault(identifier, i)
+    order = {n: k for k, n in enumerate(sorted(first, key=lambda n: (first[n], n.split(":")[0], n)))}
     g: nx.Graph[str] = nx.Graph()
+    anchors = {}
     for m in messages:
-        ids = [f"user_id:{m['userId']}"] if "userId" in m else []
-        ids += [f"anonymous_id:{m['anonymousId']}"] if "anonymousId" in m else []
-        ids += [f"email:{m['traits']['email']}"] if "traits" in m else []
-        g.add_node(m["messageId"])
-        for identifier in ids:
-            g.add_edge(m["messageId"], identifier)
-    return {frozenset(n for n in c if not n.count(":")) for c in nx.connected_components(g)}
+        ids = _identifiers(m)
+        anchor = min(ids, key=lambda n: (PRIORITY[n.split(":")[0]], order[n]))
+        anchors[m["messageId"]] = anchor
+        g.add_node(anchor)
+        g.add_edges_from((anchor, other) for other in ids if other != anchor)
+    part: dict[str, str] = {}
+    for component in nx.connected_components(g):
+        seeds = sorted((n for n in component if n.split(":")[0] in ONCE), key=lambda n: (first[n], order[n]))
+        if len(seeds) <= 1:
+            part.update({n: min(component) for n in component})
+            continue
+        dist = {s: nx.single_source_shortest_path_length(g.subgraph(component), s) for s in seeds}
+        for n in component:
+            best = n if n in seeds else min(seeds, key=lambda s: (dist[s].get(n, 10**9), first[s], order[s]))
+            part[n] = best
+    groups: dict[str, set[str]] = {}
+    for mid, anchor in anchors.items():
+        groups.setdefault(part[anchor], set()).add(mid)
+    return {frozenset(v) for v in groups.values()}
 
 
-def test_components_match_networkx_on_a_random_graph(rt: Runtime) -> None:
+def test_profiles_match_an_independent_computation_on_a_random_graph(rt: Runtime) -> None:
     web = rt.registry.create("web", "web", None).source_id
     messages = _random_messages(random.Random(5), 400, 60)
     for start in range(0, len(messages), 37):  # many small batches
         journal(rt, web, messages[start : start + 37])
     assert partition(profiles(rt)) == _expected_partition(messages)
+    # no profile holds two user ids, and every refused edge is recorded
+    worst = rt.engine.fetch_one(
+        "SELECT max(n) FROM (SELECT m.profile_id, count(*) AS n FROM identity_nodes AS i "
+        "JOIN identity_membership AS m USING (node_id) WHERE i.id_type = 'user_id' GROUP BY m.profile_id) AS c"
+    )
+    assert worst == (1,)
+    refused = rt.engine.fetch_one("SELECT count(*) FROM identity_conflicts")
+    assert refused is not None and refused[0] > 0
+    clusters = rt.engine.fetch_all("SELECT cluster, id_type || ':' || id_value FROM identity_nodes")
+    by_cluster: dict[int, set[str]] = {}
+    for cluster, identifier in clusters:
+        by_cluster.setdefault(cluster, set()).add(identifier)
+    g: nx.Graph[str] = nx.Graph()
+    for m in messages:
+        ids = _identifiers(m)
+        g.add_nodes_from(ids)
+        g.add_edges_from((ids[0], other) for other in ids[1:])
+    assert {frozenset(c) for c in by_cluster.values()} == {frozenset(c) for c in nx.connected_components(g)}
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), cut=st.integers(1, 50))
-def test_incremental_batches_in_any_order_equal_one_full_run(tmp_path: Path, seed: int, cut: int) -> None:
+def test_incremental_batches_equal_one_full_run_for_any_order(tmp_path: Path, seed: int, cut: int) -> None:
     rng = random.Random(seed)
     messages = _random_messages(rng, 60, 12)
-    shuffled = messages[:]
-    rng.shuffle(shuffled)
+    rng.shuffle(messages)  # an arrival order: resolved in batches of ``cut``, and all at once
     results = []
-    for order, size in ((messages, len(messages)), (shuffled, cut)):
+    for order, size in ((messages, len(messages)), (messages, cut)):
         rt = Runtime(make_settings(tmp_path / f"{seed}-{cut}-{size}", "duckdb"))
         try:
             web = rt.registry.create("web", "web", None).source_id
@@ -170,3 +218,30 @@ def test_profile_ids_survive_a_rerun(tmp_path: Path) -> None:
         finally:
             rt.close()
     assert ids[0] == ids[1]
+
+
+def test_a_shared_computer_and_a_shared_mailbox_join_no_two_users_and_a_split_is_an_event(rt: Runtime) -> None:
+    web = rt.registry.create("web", "web", None).source_id
+    # the family computer: one browser (a1), two people who log in on it
+    journal(rt, web, [msg("1", user="mum", anon="a1"), msg("2", user="dad", anon="a1"), msg("3", anon="a1")])
+    got = profiles(rt)
+    assert got["1"] != got["2"] and got["3"] == got["1"]  # the browser stays with the first to log in
+    conflicts = rt.engine.fetch_all(
+        "SELECT x.id_value, y.id_value, c.reason FROM identity_conflicts AS c "
+        "JOIN identity_nodes AS x ON x.node_id = c.a JOIN identity_nodes AS y ON y.node_id = c.b"
+    )
+    assert [(sorted([a, b]), r) for a, b, r in conflicts] == [(["a1", "dad"], "user_id limit")]
+    # a shared mailbox: two people, one address
+    shared = "family@example.org"
+    journal(rt, web, [msg("4", user="ann", email=shared), msg("5", user="bob", email=shared)])
+    got = profiles(rt)
+    assert got["4"] != got["5"]
+    # one profile built from a browser and an email, later claimed by two different people: it splits
+    journal(rt, web, [msg("6", anon="b1", email="kids@example.org")])
+    before = profiles(rt)["6"]
+    journal(rt, web, [msg("7", user="tom", anon="b1"), msg("8", user="eve", email="kids@example.org")])
+    got = profiles(rt)
+    # the side holding its first identifier keeps it (of two seen first together, the stronger: the email)
+    assert got["8"] == got["6"] == before and got["7"] != before
+    kinds = rt.engine.fetch_all("SELECT kind, other_profile_id FROM identity_events WHERE kind = 'split'")
+    assert kinds == [("split", before)]

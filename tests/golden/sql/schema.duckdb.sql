@@ -160,6 +160,15 @@ CREATE TABLE IF NOT EXISTS identity_edges (
         created_at TIMESTAMPTZ NOT NULL
     );
 
+ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS cluster BIGINT;
+
+CREATE TABLE IF NOT EXISTS identity_conflicts (
+        a BIGINT NOT NULL,
+        b BIGINT NOT NULL,
+        reason VARCHAR NOT NULL,
+        found_at TIMESTAMPTZ NOT NULL
+    );
+
 CREATE TABLE IF NOT EXISTS message_identities (seq BIGINT NOT NULL, node_id BIGINT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS identity_membership (

@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS identity_nodes (node_id BIGINT PRIMARY KEY, id_type T
 
 CREATE TABLE IF NOT EXISTS identity_edges (a BIGINT NOT NULL, b BIGINT NOT NULL, kind TEXT NOT NULL, seq BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL);
 
+ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS cluster BIGINT;
+
+CREATE TABLE IF NOT EXISTS identity_conflicts (a BIGINT NOT NULL, b BIGINT NOT NULL, reason TEXT NOT NULL, found_at TIMESTAMPTZ NOT NULL);
+
 CREATE TABLE IF NOT EXISTS message_identities (seq BIGINT NOT NULL, node_id BIGINT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS identity_membership (node_id BIGINT PRIMARY KEY, profile_id TEXT NOT NULL, since TIMESTAMPTZ NOT NULL);
@@ -69,6 +73,8 @@ CREATE INDEX IF NOT EXISTS identity_edges_ab ON identity_edges(a, b);
 CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities(seq);
 
 CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership(profile_id);
+
+CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes(cluster);
 
 CREATE INDEX IF NOT EXISTS governance_blocked ON governance(status) WHERE status = 'blocked';
 
