@@ -194,6 +194,17 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         rules, version = runtime.governance.transforms.get()
         return {"version": version, **rules.model_dump(by_alias=True, exclude_none=True)}
 
+    @app.get("/admin/v1/identity/profiles/{ref}/explain", dependencies=admin)
+    def explain_profile(ref: str) -> dict[str, object]:
+        """Why a profile is one person: its identifiers, each edge with the message that made it, the edges a
+        limit refused, the profiles merged into it and its events. ``ref``: a profile id or ``type:value``."""
+        return runtime.explain_profile(ref)
+
+    @app.get("/admin/v1/identity/health", dependencies=admin)
+    def identity_health() -> dict[str, object]:
+        """Profile sizes, the largest profiles, merges, splits, refused edges and giant-profile alerts."""
+        return runtime.identity_health()
+
     @app.put("/admin/v1/pii/policy", dependencies=admin)
     def put_pii_policy(body: dict[str, Any]) -> dict[str, Any]:
         """Save the PII policy (a new version): per class and source keep, mask, hash or drop; ``drop`` applies

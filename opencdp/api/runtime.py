@@ -15,8 +15,9 @@ import pyarrow as pa
 from opencdp.collect.imports import Importer, ImportResult, Progress
 from opencdp.collect.ingest import Ingestor
 from opencdp.config import Settings
-from opencdp.errors import Transient
+from opencdp.errors import Rejected, Transient
 from opencdp.govern.stage import Governance
+from opencdp.identity.inspect import explain, health, resolve_profile
 from opencdp.identity.stage import Identity
 from opencdp.model.pii import parse_pii_policy
 from opencdp.model.records import Mapping
@@ -135,6 +136,19 @@ class Runtime:
         assert row is not None
         keys = ("raw_log", "governed_upto", "governed_stream", "identity_upto", "identifiers", "profiles", "merged")
         return dict(zip(keys, (int(v) for v in row), strict=True))
+
+    def explain_profile(self, ref: str) -> dict[str, object]:
+        """Why a profile (by id, absorbed id, or ``type:value``) holds what it holds."""
+        self.load()
+        profile_id = resolve_profile(self.engine, ref)
+        if profile_id is None:
+            raise Rejected(f"no profile is known by {ref!r} (a profile id, or an identifier as type:value)",
+                           code="unknown_profile", status=404)  # fmt: skip
+        return explain(self.engine, profile_id)
+
+    def identity_health(self) -> dict[str, object]:
+        self.load()
+        return health(self.engine)
 
     def put_pii_policy(self, doc: object) -> dict[str, Any]:
         """Save the PII policy (sources named by id or name); collection drops what it drops from now on."""

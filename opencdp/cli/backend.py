@@ -194,6 +194,20 @@ class Backend:
         with self._runtime() as rt:
             return {"version": rt.governance.transforms.put(rules)}
 
+    def explain_profile(self, ref: str) -> dict[str, Any]:
+        if self.remote:
+            result: dict[str, Any] = self.remote.call("GET", f"/admin/v1/identity/profiles/{ref}/explain")
+            return result
+        with self._runtime() as rt:
+            return rt.explain_profile(ref)
+
+    def identity_health(self) -> dict[str, Any]:
+        if self.remote:
+            result: dict[str, Any] = self.remote.call("GET", "/admin/v1/identity/health")
+            return result
+        with self._runtime() as rt:
+            return rt.identity_health()
+
     def process(self) -> dict[str, int] | None:
         """Catch every stage up with the raw log; None when a server runs (it processes continuously)."""
         if self.remote:

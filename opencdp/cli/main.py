@@ -12,6 +12,7 @@ import typer
 from opencdp.cli import governing, output
 from opencdp.cli.backend import Backend
 from opencdp.cli.common import AsJson, DataDir, console, fail, settings_for
+from opencdp.cli.identity import identity_app
 from opencdp.errors import OpenCDPError
 from opencdp.model.sources import SourceKind, SourceLimits
 
@@ -21,6 +22,7 @@ app.add_typer(sources_app, name="sources")
 app.add_typer(governing.plans_app, name="plans")
 app.add_typer(governing.quarantine_app, name="quarantine")
 app.add_typer(governing.pii_app, name="pii")
+app.add_typer(identity_app, name="identity")
 app.command("violations")(governing.violations)
 app.command("quality")(governing.quality)
 

@@ -1,0 +1,136 @@
+"""What operators ask of the identity graph: why a profile is what it is (explain), and how the graph is
+doing (health). Read-only queries over the identity tables (docs/identity.md)."""
+
+from __future__ import annotations
+
+from opencdp.model.identity import IDENTIFIER_TYPES
+from opencdp.store.engine import Engine
+
+GIANT_PROFILE = 1_000
+"""A profile with more identifiers than this is reported as a forming giant component by ``health``."""
+
+
+def resolve_profile(engine: Engine, ref: str) -> str | None:
+    """The current profile of ``ref``: a profile id (or one a merge absorbed), or an identifier ``type:value``."""
+    row = engine.fetch_one(
+        """SELECT coalesce(
+            (SELECT profile_id FROM profiles_index WHERE profile_id = ?),
+            (SELECT profile_id FROM profile_aliases WHERE alias = ?),
+            (SELECT m.profile_id FROM identity_nodes AS n JOIN identity_membership AS m ON m.node_id = n.node_id
+             WHERE n.id_type || ':' || n.id_value = ?))""",
+        (ref, ref, ref),
+    )
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def explain(engine: Engine, profile_id: str) -> dict[str, object]:
+    """Why these identifiers are one person: each edge with the message that made it, the refused edges, the
+    profiles merged into this one, and its events."""
+    ids = engine.fetch_all(
+        """SELECT n.id_type, n.id_value, n.first_seen, n.last_seen, n.messages FROM identity_nodes AS n
+        JOIN identity_membership AS m ON m.node_id = n.node_id WHERE m.profile_id = ?
+        ORDER BY n.first_seq, n.node_id""",
+        (profile_id,),
+    )
+    edges = engine.fetch_all(
+        """SELECT x.id_type || ':' || x.id_value, y.id_type || ':' || y.id_value, e.kind, r.message_id, r.source_id,
+                  r.type, e.created_at
+        FROM identity_edges AS e
+        JOIN identity_membership AS mx ON mx.node_id = e.a JOIN identity_membership AS my ON my.node_id = e.b
+        JOIN identity_nodes AS x ON x.node_id = e.a JOIN identity_nodes AS y ON y.node_id = e.b
+        LEFT JOIN raw_events AS r ON r.seq = e.seq
+        WHERE mx.profile_id = ? AND my.profile_id = ? ORDER BY e.seq""",
+        (profile_id, profile_id),
+    )
+    refused = engine.fetch_all(
+        """SELECT CASE WHEN mx.profile_id = ? THEN x.id_type || ':' || x.id_value
+                       ELSE y.id_type || ':' || y.id_value END,
+                  CASE WHEN mx.profile_id = ? THEN y.id_type || ':' || y.id_value
+                       ELSE x.id_type || ':' || x.id_value END,
+                  c.reason, c.found_at, CASE WHEN mx.profile_id = ? THEN my.profile_id ELSE mx.profile_id END
+        FROM identity_conflicts AS c
+        JOIN identity_membership AS mx ON mx.node_id = c.a JOIN identity_membership AS my ON my.node_id = c.b
+        JOIN identity_nodes AS x ON x.node_id = c.a JOIN identity_nodes AS y ON y.node_id = c.b
+        WHERE mx.profile_id = ? OR my.profile_id = ? ORDER BY c.found_at""",
+        (profile_id, profile_id, profile_id, profile_id, profile_id),
+    )
+    aliases = engine.fetch_all("SELECT alias, merged_at FROM profile_aliases WHERE profile_id = ? ORDER BY merged_at",
+                               (profile_id,))  # fmt: skip
+    events = engine.fetch_all(
+        "SELECT kind, other_profile_id, happened_at FROM identity_events WHERE profile_id = ? OR other_profile_id = ? "
+        "ORDER BY happened_at",
+        (profile_id, profile_id),
+    )
+    return {
+        "profile_id": profile_id,
+        "identifiers": [
+            {"type": t, "value": v, "first_seen": f, "last_seen": la, "messages": n} for t, v, f, la, n in ids
+        ],
+        "edges": [_edge(row) for row in edges],
+        "refused": [
+            {"identifier": a, "kept_apart_from": b, "reason": r, "at": at, "other_profile_id": other}
+            for a, b, r, at, other in refused
+        ],
+        "absorbed": [{"profile_id": a, "merged_at": at} for a, at in aliases],
+        "events": [{"kind": k, "other_profile_id": o, "at": at} for k, o, at in events],
+    }
+
+
+def health(engine: Engine) -> dict[str, object]:
+    """Profile sizes, the largest profiles, merge and split counts, refused edges, and a giant-profile alert."""
+    sizes = engine.fetch_all(
+        """SELECT CASE WHEN n = 1 THEN '1' WHEN n <= 5 THEN '2-5' WHEN n <= 20 THEN '6-20' WHEN n <= 100 THEN '21-100'
+                       ELSE 'over 100' END AS bucket, count(*) AS profiles
+        FROM (SELECT profile_id, count(*) AS n FROM identity_membership GROUP BY profile_id) AS s
+        GROUP BY bucket ORDER BY min(n)"""
+    )
+    largest = engine.fetch_all(
+        """SELECT m.profile_id, count(*) AS n,
+                  count(*) FILTER (WHERE i.id_type = 'user_id'), count(*) FILTER (WHERE i.id_type = 'email'),
+                  count(*) FILTER (WHERE i.id_type = 'anonymous_id')
+        FROM identity_membership AS m JOIN identity_nodes AS i ON i.node_id = m.node_id
+        GROUP BY m.profile_id ORDER BY n DESC, m.profile_id LIMIT 5"""
+    )
+    counts = engine.fetch_one(
+        """SELECT (SELECT count(*) FROM profiles_index), (SELECT count(*) FROM identity_nodes),
+                  (SELECT count(*) FROM identity_events WHERE kind = 'merged'),
+                  (SELECT count(*) FROM identity_events WHERE kind = 'split'),
+                  (SELECT count(*) FROM identity_conflicts)"""
+    )
+    assert counts is not None
+    top = [
+        {"profile_id": p, "identifiers": int(n), "user_ids": int(u), "emails": int(e), "anonymous_ids": int(a)}
+        for p, n, u, e, a in largest
+    ]
+    alerts = [f"giant profile forming: {t['profile_id']} has {t['identifiers']:,} identifiers" for t in top
+              if t["identifiers"] > GIANT_PROFILE]  # fmt: skip
+    return {
+        "profiles": int(counts[0]),
+        "identifiers": int(counts[1]),
+        "merges": int(counts[2]),
+        "splits": int(counts[3]),
+        "refused_edges": int(counts[4]),
+        "size_distribution": {b: int(n) for b, n in sizes},
+        "largest": top,
+        "alerts": alerts,
+    }
+
+
+_PRIORITY = {t.name: t.priority for t in IDENTIFIER_TYPES}
+
+
+def _edge(row: tuple[object, ...]) -> dict[str, object]:
+    """An edge, from its stronger identifier to the weaker (as the message's anchor joined them)."""
+    a, b, kind, message_id, source_id, message_type, at = row
+    if _PRIORITY.get(str(b).split(":", 1)[0], 99) < _PRIORITY.get(str(a).split(":", 1)[0], 99):
+        a, b = b, a
+    return {
+        "from": a,
+        "to": b,
+        "kind": kind,
+        "rule": "seen together in one message",
+        "message_id": message_id,
+        "source_id": source_id,
+        "message_type": message_type,
+        "at": at,
+    }
