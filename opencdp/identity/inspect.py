@@ -95,7 +95,8 @@ def health(engine: Engine) -> dict[str, object]:
         """SELECT (SELECT count(*) FROM profiles_index), (SELECT count(*) FROM identity_nodes),
                   (SELECT count(*) FROM identity_events WHERE kind = 'merged'),
                   (SELECT count(*) FROM identity_events WHERE kind = 'split'),
-                  (SELECT count(*) FROM identity_conflicts)"""
+                  (SELECT count(*) FROM identity_conflicts),
+                  (SELECT count(*) FROM identity_nodes WHERE shared IS NOT NULL)"""
     )
     assert counts is not None
     top = [
@@ -110,6 +111,7 @@ def health(engine: Engine) -> dict[str, object]:
         "merges": int(counts[2]),
         "splits": int(counts[3]),
         "refused_edges": int(counts[4]),
+        "shared_identifiers": int(counts[5]),
         "size_distribution": {b: int(n) for b, n in sizes},
         "largest": top,
         "alerts": alerts,

@@ -44,6 +44,7 @@ _TEMP = {
     "_id_part": "node_id BIGINT, part BIGINT, id_type VARCHAR, first_seq BIGINT, once INTEGER, priority INTEGER",
     "_id_edge": "a BIGINT, b BIGINT",
     "_id_split": "part BIGINT, id_type VARCHAR",
+    "_id_shared": "node_id BIGINT, reason VARCHAR",
     "_id_reach": "node_id BIGINT, seed BOOLEAN, key VARCHAR",
     "_id_lower": "v BIGINT, label BIGINT",
     "_id_next": "v BIGINT, label VARCHAR",
@@ -195,14 +196,16 @@ class Identity:
         e.execute("INSERT INTO _id_touched (cluster) SELECT DISTINCT label FROM _id_label")
 
     def _parts(self, now: datetime, upto: int) -> None:
-        """Split each touched cluster into parts that keep the limits: while a part holds two values of a type
-        allowed once per profile (the strongest such type first), each of those values seeds a part of its own
-        and every other identifier joins the nearest seed (fewest edges; a tie goes to the seed seen first),
-        never through another seed. Edges between parts are refused and recorded (``identity_conflicts``)."""
+        """Split each touched cluster into parts that keep the limits. First the guard: an identifier joined
+        to more values of a stronger type than a profile may hold is shared and joins nobody. Then, while a
+        part holds two values of a type allowed once per profile (the strongest such type first), each of
+        those values seeds a part of its own and every other identifier joins the nearest seed (fewest edges;
+        a tie goes to the seed seen first), never through another seed. Every edge between parts is refused
+        and recorded (``identity_conflicts``)."""
         e = self.engine
         e.execute(
             f"""INSERT INTO _id_part (node_id, part, id_type, first_seq, once, priority)
-            SELECT n.node_id, n.cluster, n.id_type, n.first_seq, {_ONCE}, {_PRIORITY}
+            SELECT n.node_id, n.node_id, n.id_type, n.first_seq, {_ONCE}, {_PRIORITY}
             FROM identity_nodes AS n JOIN _id_touched AS t ON t.cluster = n.cluster"""
         )
         e.execute(
@@ -211,6 +214,43 @@ class Identity:
             JOIN _id_part AS pb ON pb.node_id = ed.b"""
         )
         e.execute("INSERT INTO _id_edge (a, b) SELECT b, a FROM _id_edge")
+        # The guard: an identifier joined to more values of a stronger type than a profile may hold (a browser
+        # or kiosk used with more than 5 emails) is shared, not personal: it joins nobody.
+        e.execute(
+            f"""INSERT INTO _id_shared (node_id, reason)
+            SELECT node_id, min('shared: more than ' || CAST({_LIMIT.replace("n.id_type", "t")} AS VARCHAR)
+                                || ' ' || t || ' values') FROM (
+                SELECT p.node_id, q.id_type AS t, count(DISTINCT q.node_id) AS n
+                FROM _id_edge AS ed JOIN _id_part AS p ON p.node_id = ed.a JOIN _id_part AS q ON q.node_id = ed.b
+                WHERE q.priority < p.priority AND q.once IS NULL
+                GROUP BY p.node_id, q.id_type) AS c
+            WHERE n > {_LIMIT.replace("n.id_type", "t")}
+            GROUP BY node_id"""
+        )
+        e.execute(
+            """INSERT INTO identity_conflicts (a, b, reason, found_at)
+            SELECT ed.a, ed.b, min(s.reason), ? FROM _id_edge AS ed
+            JOIN _id_shared AS s ON s.node_id IN (ed.a, ed.b)
+            WHERE ed.a < ed.b AND NOT EXISTS (SELECT 1 FROM identity_conflicts AS c WHERE c.a = ed.a AND c.b = ed.b)
+            GROUP BY ed.a, ed.b""",
+            (now,),
+        )
+        e.execute(
+            """UPDATE identity_nodes SET shared = s.reason
+            FROM _id_part AS p LEFT JOIN _id_shared AS s ON s.node_id = p.node_id
+            WHERE identity_nodes.node_id = p.node_id
+              AND (s.reason IS NOT NULL OR identity_nodes.shared IS NOT NULL)"""
+        )
+        e.execute("DELETE FROM _id_edge WHERE a IN (SELECT node_id FROM _id_shared) "
+                  "OR b IN (SELECT node_id FROM _id_shared)")  # fmt: skip
+        self._converge(  # what is still joined: the components of the remaining edges
+            "_id_lower",
+            "INSERT INTO _id_lower (v, label) SELECT ed.a, min(p.part) FROM _id_edge AS ed "
+            "JOIN _id_part AS p ON p.node_id = ed.b GROUP BY ed.a",
+            "SELECT count(*) FROM _id_lower AS l JOIN _id_part AS p ON p.node_id = l.v WHERE l.label < p.part",
+            "UPDATE _id_part SET part = l.label FROM _id_lower AS l "
+            "WHERE _id_part.node_id = l.v AND l.label < _id_part.part",
+        )
         for _ in range(len(IDENTIFIER_TYPES) + 1):
             e.execute("DELETE FROM _id_split")
             e.execute(
@@ -358,4 +398,5 @@ _ONCE = (
     + " END"
 )
 """A node's rank among the types allowed once per profile (NULL for the others)."""
+_LIMIT = "CASE n.id_type " + " ".join(f"WHEN '{t.name}' THEN {t.limit}" for t in IDENTIFIER_TYPES) + " END"
 _PRIORITY = "CASE n.id_type " + " ".join(f"WHEN '{t.name}' THEN {t.priority}" for t in IDENTIFIER_TYPES) + " END"

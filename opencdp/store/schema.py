@@ -172,6 +172,8 @@ TABLES: tuple[str, ...] = (
     )""",
     # The raw component (every edge counts) of each node: the smallest node id in it. Limits split a cluster.
     "ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS cluster BIGINT",
+    # Why the guard holds an identifier to be shared by many people (NULL: it is not), so it joins nobody.
+    "ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS shared VARCHAR",
     # Edges a limit refused: the two identifiers stay in different profiles, and why.
     """CREATE TABLE IF NOT EXISTS identity_conflicts (
         a BIGINT NOT NULL,

@@ -127,9 +127,9 @@ def _identifiers(m: dict[str, Any]) -> list[str]:
 
 
 def _expected_partition(messages: list[dict[str, Any]]) -> set[frozenset[str]]:
-    """Messages grouped by profile, computed independently: networkx components of the anchor edges, then
-    each component holding two user ids split around them (multi-source breadth-first search, ties to the
-    user id seen first), as docs/identity.md describes."""
+    """Messages grouped by profile, computed independently: networkx components of the anchor edges without
+    the shared identifiers' edges, then each component holding two user ids split around them (multi-source
+    breadth-first search, ties to the user id seen first), as docs/identity.md describes."""
     first: dict[str, int] = {}
     for i, m in enumerate(messages):
         for identifier in _identifiers(m):
@@ -143,6 +143,9 @@ def _expected_partition(messages: list[dict[str, Any]]) -> set[frozenset[str]]:
         anchors[m["messageId"]] = anchor
         g.add_node(anchor)
         g.add_edges_from((anchor, other) for other in ids if other != anchor)
+    # the guard: an identifier joined to more than 5 emails (a stronger type) is shared and joins nobody
+    shared = [n for n in g if n.startswith("anonymous_id:") and sum(1 for x in g[n] if x.startswith("email:")) > 5]
+    g.remove_edges_from([(n, x) for n in shared for x in list(g[n])])
     part: dict[str, str] = {}
     for component in nx.connected_components(g):
         seeds = sorted((n for n in component if n.split(":")[0] in ONCE), key=lambda n: (first[n], order[n]))
@@ -245,3 +248,16 @@ def test_a_shared_computer_and_a_shared_mailbox_join_no_two_users_and_a_split_is
     assert got["8"] == got["6"] == before and got["7"] != before
     kinds = rt.engine.fetch_all("SELECT kind, other_profile_id FROM identity_events WHERE kind = 'split'")
     assert kinds == [("split", before)]
+
+
+def test_a_kiosk_used_with_many_emails_is_shared_and_joins_nobody(rt: Runtime) -> None:
+    web = rt.registry.create("web", "web", None).source_id
+    visitors = [msg(f"k{i}", anon="kiosk", email=f"visitor{i}@example.org") for i in range(7)]
+    one_person = [msg(f"p{i}", user="ann", email=f"ann{i}@example.org") for i in range(7)]
+    journal(rt, web, [*visitors, *one_person])
+    got = profiles(rt)
+    assert len({got[f"k{i}"] for i in range(7)}) == 7  # seven visitors, not one profile with seven emails
+    assert len({got[f"p{i}"] for i in range(7)}) == 1  # a user id may hold many emails: the guard is for weaker types
+    reasons = rt.engine.fetch_all("SELECT DISTINCT reason FROM identity_conflicts")
+    assert reasons == [("shared: more than 5 email values",)]
+    assert rt.identity_health()["shared_identifiers"] == 1

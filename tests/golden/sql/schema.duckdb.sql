@@ -162,6 +162,8 @@ CREATE TABLE IF NOT EXISTS identity_edges (
 
 ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS cluster BIGINT;
 
+ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS shared VARCHAR;
+
 CREATE TABLE IF NOT EXISTS identity_conflicts (
         a BIGINT NOT NULL,
         b BIGINT NOT NULL,
