@@ -139,6 +139,7 @@ def _story(base_url: str, admin_token: str, data_dir: Path, console: Console, st
                 f"[green]imported[/green] {path.name} as {kind}: {s['accepted']} accepted, {s['rejected']} rejected, "
                 f"{s['duplicates']} already there; flagged values: {flagged}{dropped}"
             )
+        _identity_story(admin, base_url, console, stop)
         admin.put("/admin/v1/sources/demo-web/plan", json=PLAN).raise_for_status()
         console.print("[green]tracking plan[/green] set on demo-web: unplanned events are [bold]blocked[/bold]")
         held: list[dict[str, Any]] = []
@@ -161,3 +162,30 @@ def _story(base_url: str, admin_token: str, data_dir: Path, console: Console, st
             f"a transformation; released {released['released']} held event(s), each once "
             "(opencdp quarantine list, opencdp violations)"
         )
+
+
+FAMILY_PC = [
+    {"type": "page", "anonymousId": "family-pc", "name": "Home"},
+    {"type": "identify", "anonymousId": "family-pc", "userId": "demo-mum", "traits": {"email": "mum@example.org"}},
+    {"type": "identify", "anonymousId": "family-pc", "userId": "demo-dad", "traits": {"email": "dad@example.org"}},
+]
+"""One browser, a visitor who becomes known, then a second person logging in on it: a merge identity refuses."""
+
+
+def _identity_story(admin: httpx.Client, base_url: str, console: Console, stop: threading.Event) -> None:
+    key = admin.get("/admin/v1/sources/demo-web").json()["write_key"]
+    httpx.post(f"{base_url}/v1/batch", json={"batch": FAMILY_PC}, auth=(key, ""), timeout=30).raise_for_status()
+    doc: dict[str, Any] = {}
+    deadline = time.monotonic() + 30
+    while not doc.get("refused") and time.monotonic() < deadline and not stop.wait(0.5):
+        r = admin.get("/admin/v1/identity/profiles/user_id:demo-mum/explain")
+        doc = r.json() if r.status_code == 200 else {}
+    if not doc.get("refused"):
+        return
+    ids = ", ".join(f"{i['type']}:{i['value']}" for i in doc["identifiers"])
+    refused = doc["refused"][0]
+    console.print(
+        f"[green]identity[/green]: the family computer's anonymous visitor became known as {doc['profile_id']} "
+        f"({ids}); joining {refused['kept_apart_from']} too was refused ({refused['reason']}); "
+        "opencdp identity explain user_id:demo-mum shows why"
+    )

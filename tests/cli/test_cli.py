@@ -192,3 +192,4 @@ def test_demo_imports_exports_blocks_an_unplanned_event_and_releases_it_after_th
     assert "imported crm-customers.csv" in out and "quarantine" in out and "released" in out
     flat = " ".join(out.split())  # the console wraps long lines
     assert "PII dropped: Card Number" in flat and "renamed to 'Product Added'" in flat
+    assert "became known as prf_" in flat and "user_id:demo-dad" in flat and "user_id limit" in flat
