@@ -36,13 +36,14 @@ _TEMP = {
     "_id_batch": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER",
     "_id_nodes": "seq BIGINT, node_id BIGINT, priority INTEGER",
     "_id_anchor": "seq BIGINT, node_id BIGINT",
-    "_id_new_edges": "a BIGINT, b BIGINT",
+    "_id_new_edges": "a BIGINT, b BIGINT, seq BIGINT",
     "_id_vertex": "node_id BIGINT, v BIGINT",
     "_id_label": "v BIGINT, label BIGINT",
     "_id_arc": "x BIGINT, y BIGINT",
     "_id_touched": "cluster BIGINT",
     "_id_part": "node_id BIGINT, part BIGINT, id_type VARCHAR, first_seq BIGINT, once INTEGER, priority INTEGER",
     "_id_edge": "a BIGINT, b BIGINT",
+    "_id_kept": "a BIGINT, b BIGINT",
     "_id_split": "part BIGINT, id_type VARCHAR",
     "_id_shared": "node_id BIGINT, reason VARCHAR",
     "_id_reach": "node_id BIGINT, seed BOOLEAN, key VARCHAR",
@@ -131,19 +132,16 @@ class Identity:
         )
         e.execute("INSERT INTO message_identities (seq, node_id) SELECT seq, node_id FROM _id_anchor")
         e.execute(
-            """INSERT INTO _id_new_edges (a, b)
-            SELECT DISTINCT least(x.node_id, y.node_id), greatest(x.node_id, y.node_id)
-            FROM _id_anchor AS x JOIN _id_nodes AS y ON y.seq = x.seq AND y.node_id <> x.node_id
-            WHERE NOT EXISTS (SELECT 1 FROM identity_edges AS ed
-                              WHERE ed.a = least(x.node_id, y.node_id) AND ed.b = greatest(x.node_id, y.node_id))"""
+            """INSERT INTO _id_new_edges (a, b, seq)
+            SELECT p.a, p.b, p.seq FROM (
+                SELECT least(x.node_id, y.node_id) AS a, greatest(x.node_id, y.node_id) AS b, min(x.seq) AS seq
+                FROM _id_anchor AS x JOIN _id_nodes AS y ON y.seq = x.seq AND y.node_id <> x.node_id
+                GROUP BY least(x.node_id, y.node_id), greatest(x.node_id, y.node_id)) AS p
+            WHERE NOT EXISTS (SELECT 1 FROM identity_edges AS ed WHERE ed.a = p.a AND ed.b = p.b)"""
         )
         e.execute(
-            """INSERT INTO identity_edges (a, b, kind, seq, created_at)
-            SELECT n.a, n.b, 'deterministic', min(x.seq), ?
-            FROM _id_new_edges AS n
-            JOIN _id_anchor AS x ON x.node_id IN (n.a, n.b)
-            JOIN _id_nodes AS y ON y.seq = x.seq AND y.node_id IN (n.a, n.b) AND y.node_id <> x.node_id
-            GROUP BY n.a, n.b""",
+            "INSERT INTO identity_edges (a, b, kind, seq, created_at) SELECT a, b, 'deterministic', seq, ? "
+            "FROM _id_new_edges",
             (now,),
         )
 
@@ -229,10 +227,11 @@ class Identity:
         )
         e.execute(
             """INSERT INTO identity_conflicts (a, b, reason, found_at)
-            SELECT ed.a, ed.b, min(s.reason), ? FROM _id_edge AS ed
-            JOIN _id_shared AS s ON s.node_id IN (ed.a, ed.b)
-            WHERE ed.a < ed.b AND NOT EXISTS (SELECT 1 FROM identity_conflicts AS c WHERE c.a = ed.a AND c.b = ed.b)
-            GROUP BY ed.a, ed.b""",
+            SELECT r.a, r.b, r.reason, ? FROM (
+                SELECT least(ed.a, ed.b) AS a, greatest(ed.a, ed.b) AS b, min(s.reason) AS reason
+                FROM _id_edge AS ed JOIN _id_shared AS s ON s.node_id = ed.a
+                GROUP BY least(ed.a, ed.b), greatest(ed.a, ed.b)) AS r
+            WHERE NOT EXISTS (SELECT 1 FROM identity_conflicts AS c WHERE c.a = r.a AND c.b = r.b)""",
             (now,),
         )
         e.execute(
@@ -298,11 +297,15 @@ class Identity:
                 """UPDATE _id_part SET part = CAST(substr(r.key, 27) AS BIGINT) FROM _id_reach AS r
                 WHERE _id_part.node_id = r.node_id"""
             )
-            e.execute(  # an edge between parts no longer joins them in the next round
-                """DELETE FROM _id_edge WHERE EXISTS (
-                    SELECT 1 FROM _id_part AS pa, _id_part AS pb
-                    WHERE pa.node_id = _id_edge.a AND pb.node_id = _id_edge.b AND pa.part <> pb.part)"""
+            # An edge between parts no longer joins them in the next round.
+            e.execute("DELETE FROM _id_kept")
+            e.execute(
+                """INSERT INTO _id_kept (a, b) SELECT ed.a, ed.b FROM _id_edge AS ed
+                JOIN _id_part AS pa ON pa.node_id = ed.a JOIN _id_part AS pb ON pb.node_id = ed.b
+                WHERE pa.part = pb.part"""
             )
+            e.execute("DELETE FROM _id_edge")
+            e.execute("INSERT INTO _id_edge (a, b) SELECT a, b FROM _id_kept")
         raise RuntimeError("identity limits did not settle")  # pragma: no cover - one round per limited type
 
     def _components(self, now: datetime, upto: int) -> tuple[int, int]:
