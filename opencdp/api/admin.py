@@ -200,6 +200,19 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         limit refused, the profiles merged into it and its events. ``ref``: a profile id or ``type:value``."""
         return runtime.explain_profile(ref)
 
+    @app.post("/admin/v1/identity/profiles/{ref}/split", dependencies=admin)
+    def split_profile(ref: str, body: dict[str, str]) -> dict[str, object]:
+        """Separate ``{"by": "type:value" | "record:KEY"}`` from the rest of the profile, for good (a
+        cannot-link constraint that later evidence and reprocessing respect until it is removed)."""
+        if "by" not in body:
+            raise Rejected("the body needs 'by': an identifier (type:value) or record:KEY", code="invalid_split")
+        return runtime.split_profile(ref, body["by"])
+
+    @app.delete("/admin/v1/identity/cannot-link", dependencies=admin)
+    def unsplit(a: str, b: str) -> dict[str, object]:
+        """Remove a split between two identifiers (``type:value`` each): they may be one profile again."""
+        return runtime.unsplit(a, b)
+
     @app.get("/admin/v1/identity/health", dependencies=admin)
     def identity_health() -> dict[str, object]:
         """Profile sizes, the largest profiles, merges, splits, refused edges and giant-profile alerts."""

@@ -17,7 +17,7 @@ from opencdp.collect.ingest import Ingestor
 from opencdp.config import Settings
 from opencdp.errors import Rejected, Transient
 from opencdp.govern.stage import Governance
-from opencdp.identity.inspect import explain, health, resolve_profile
+from opencdp.identity.inspect import explain, health, node_of, resolve_profile, strongest_other
 from opencdp.identity.stage import Identity
 from opencdp.model.pii import parse_pii_policy
 from opencdp.model.records import Mapping
@@ -145,6 +145,35 @@ class Runtime:
             raise Rejected(f"no profile is known by {ref!r} (a profile id, or an identifier as type:value)",
                            code="unknown_profile", status=404)  # fmt: skip
         return explain(self.engine, profile_id)
+
+    def split_profile(self, ref: str, by: str) -> dict[str, object]:
+        """Separate ``by`` (``type:value`` or ``record:KEY``) from the rest of a profile, for good: a cannot-link
+        constraint between it and the profile's strongest other identifier, which later evidence and
+        reprocessing respect until :meth:`unsplit` removes it."""
+        self.load()
+        profile_id = resolve_profile(self.engine, ref)
+        found = node_of(self.engine, by)
+        if profile_id is None or found is None or found[1] != profile_id:
+            raise Rejected(f"{by!r} is not an identifier of profile {ref!r}", code="not_in_profile", status=404)
+        partner = strongest_other(self.engine, profile_id, found[0])
+        if partner is None:
+            raise Rejected(f"profile {ref!r} has nothing to split {by!r} from", code="nothing_to_split")
+        self.identity.separate(found[0], partner, apart=True)
+        moved = node_of(self.engine, by)
+        return {"profile_id": resolve_profile(self.engine, profile_id), "split_off": moved[1] if moved else None}
+
+    def unsplit(self, a: str, b: str) -> dict[str, object]:
+        """Remove the cannot-link constraint between two identifiers; they may be one profile again."""
+        self.load()
+        x, y = node_of(self.engine, a), node_of(self.engine, b)
+        if x is None or y is None:
+            raise Rejected(f"unknown identifier {a if x is None else b!r}", code="unknown_identifier", status=404)
+        lo, hi = min(x[0], y[0]), max(x[0], y[0])
+        if self.engine.fetch_one("SELECT 1 FROM identity_cannot_link WHERE a = ? AND b = ?", (lo, hi)) is None:
+            raise Rejected(f"{a!r} and {b!r} are not kept apart by a split", code="no_split", status=404)
+        self.identity.separate(x[0], y[0], apart=False)
+        after = node_of(self.engine, a)
+        return {"profile_id": after[1] if after else None}
 
     def identity_health(self) -> dict[str, object]:
         self.load()

@@ -201,6 +201,24 @@ class Backend:
         with self._runtime() as rt:
             return rt.explain_profile(ref)
 
+    def split_profile(self, ref: str, by: str) -> dict[str, Any]:
+        if self.remote:
+            result: dict[str, Any] = self.remote.call(
+                "POST", f"/admin/v1/identity/profiles/{ref}/split", json={"by": by}
+            )
+            return result
+        with self._runtime() as rt:
+            return rt.split_profile(ref, by)
+
+    def unsplit(self, a: str, b: str) -> dict[str, Any]:
+        if self.remote:
+            result: dict[str, Any] = self.remote.call(
+                "DELETE", "/admin/v1/identity/cannot-link", params={"a": a, "b": b}
+            )
+            return result
+        with self._runtime() as rt:
+            return rt.unsplit(a, b)
+
     def identity_health(self) -> dict[str, Any]:
         if self.remote:
             result: dict[str, Any] = self.remote.call("GET", "/admin/v1/identity/health")

@@ -13,7 +13,9 @@ from opencdp.cli.backend import Backend
 from opencdp.cli.common import AsJson, DataDir, console, fail, settings_for
 from opencdp.errors import OpenCDPError
 
-identity_app = typer.Typer(no_args_is_help=True, help="The identity graph: explain a profile, check its health.")
+identity_app = typer.Typer(
+    no_args_is_help=True, help="The identity graph: explain a profile, split one for good, check its health."
+)
 
 
 def _print_json(doc: dict[str, Any]) -> None:
@@ -50,6 +52,43 @@ def identity_explain(
         console.print(refused)
     for a in doc["absorbed"]:
         console.print(f"absorbed {a['profile_id']} at {str(a['merged_at'])[:19]}")
+
+
+@identity_app.command("split")
+def identity_split(
+    profile: Annotated[str, typer.Argument(help="A profile id, or an identifier of it as type:value.")],
+    by: Annotated[str, typer.Option(help="What to separate: an identifier (type:value) or record:KEY.")],
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Separate an identifier (and what is nearest to it) from a profile, for good: later evidence and
+    reprocessing respect it until `opencdp identity unsplit` removes it."""
+    try:
+        doc = Backend(settings_for(data_dir)).split_profile(profile, by)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        _print_json(doc)
+        return
+    console.print(f"{by} now belongs to {doc['split_off']}; the rest stays in {doc['profile_id']}")
+
+
+@identity_app.command("unsplit")
+def identity_unsplit(
+    a: Annotated[str, typer.Argument(help="An identifier, type:value.")],
+    b: Annotated[str, typer.Argument(help="The identifier it was split from, type:value.")],
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Remove a split: the two identifiers may be one profile again if the evidence joins them."""
+    try:
+        doc = Backend(settings_for(data_dir)).unsplit(a, b)
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        _print_json(doc)
+        return
+    console.print(f"split removed; {a} is in {doc['profile_id']}")
 
 
 @identity_app.command("health")

@@ -23,6 +23,37 @@ def resolve_profile(engine: Engine, ref: str) -> str | None:
     return None if row is None or row[0] is None else str(row[0])
 
 
+def node_of(engine: Engine, ref: str) -> tuple[int, str] | None:
+    """The identifier node and its profile for ``type:value``, or for ``record:KEY`` (a record's natural key or
+    a message's messageId: its anchor identifier)."""
+    if ref.startswith("record:"):
+        row = engine.fetch_one(
+            """SELECT mi.node_id, m.profile_id FROM record_profiles AS rp
+            JOIN message_identities AS mi ON mi.seq = rp.seq JOIN identity_membership AS m ON m.node_id = mi.node_id
+            WHERE rp.record_key = ? ORDER BY rp.seq DESC LIMIT 1""",
+            (ref.removeprefix("record:"),),
+        )
+    else:
+        row = engine.fetch_one(
+            """SELECT n.node_id, m.profile_id FROM identity_nodes AS n
+            JOIN identity_membership AS m ON m.node_id = n.node_id WHERE n.id_type || ':' || n.id_value = ?""",
+            (ref,),
+        )
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def strongest_other(engine: Engine, profile_id: str, node_id: int) -> int | None:
+    """The profile's strongest identifier other than ``node_id`` (what a split keeps apart from it)."""
+    order = " ".join(f"WHEN '{t.name}' THEN {t.priority}" for t in IDENTIFIER_TYPES)
+    row = engine.fetch_one(
+        f"""SELECT n.node_id FROM identity_nodes AS n JOIN identity_membership AS m ON m.node_id = n.node_id
+        WHERE m.profile_id = ? AND n.node_id <> ?
+        ORDER BY CASE n.id_type {order} END, n.first_seq, n.node_id LIMIT 1""",
+        (profile_id, node_id),
+    )
+    return None if row is None else int(row[0])
+
+
 def explain(engine: Engine, profile_id: str) -> dict[str, object]:
     """Why these identifiers are one person: each edge with the message that made it, the refused edges, the
     profiles merged into this one, and its events."""

@@ -1,21 +1,23 @@
 """The identity stage: consumes the governed stream from its offset and keeps the identity graph current.
 
-Per micro-batch, in one transaction with the offset (all set-based SQL; the loop only repeats a statement
-until the labels stop changing):
+Per micro-batch, in one transaction with the offset (all set-based SQL; Python only repeats a statement until
+the labels stop changing):
 
 1. the identifiers of the batch's messages and records (:mod:`opencdp.identity.extract`) become nodes
    (``identity_nodes``, one per type and value);
 2. each message links its identifiers to its strongest one, its *anchor* (``identity_edges``), and remembers
    the anchor (``message_identities``), through which any message resolves to its profile;
-3. the components are recomputed only where the batch touched them: on a small graph whose vertices are the
-   profiles of the batch's known nodes and its new nodes, and whose edges are the batch's new edges. A label
-   propagation finds the components; each takes the oldest profile among them (the one whose first
-   identifier was seen first) or, when it has none, a new profile id derived from its first identifier;
-4. profiles absorbed by a merge keep resolving to the survivor (``profile_aliases``), and every creation and
-   merge is an event (``identity_events``) for the later stages.
+3. clusters (connected components of every edge) are recomputed only where the batch touched them, by label
+   propagation over a small graph of the touched clusters and the new nodes;
+4. each touched cluster is cut into parts: shared identifiers (the guard) join nobody, operator splits
+   (``identity_cannot_link``) and the limits of one per profile split a part around their seeds, each other
+   identifier joining the nearest seed; refused edges are recorded (``identity_conflicts``);
+5. each part gets a profile id: a previous profile stays with the part holding its earliest identifier, the
+   oldest of several survives and absorbs the others (``profile_aliases``), a part without one gets a new id;
+   every creation, merge and split is an event (``identity_events``).
 
-Not in this step yet (docs/identity.md): per-profile limits and the conflicts they record, the shared-value
-guard, probabilistic matching, splits and cannot-link constraints.
+Parts are recomputed from the whole cluster each time, so the result does not depend on how the stream was
+cut into batches (tested). docs/identity.md explains the model.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ _TEMP = {
     "_id_edge": "a BIGINT, b BIGINT",
     "_id_kept": "a BIGINT, b BIGINT",
     "_id_split": "part BIGINT, id_type VARCHAR",
+    "_id_seed": "node_id BIGINT, part BIGINT, reason VARCHAR",
     "_id_shared": "node_id BIGINT, reason VARCHAR",
     "_id_reach": "node_id BIGINT, seed BOOLEAN, key VARCHAR",
     "_id_lower": "v BIGINT, label BIGINT",
@@ -84,9 +87,7 @@ class Identity:
         now = datetime.now(UTC)
         e = self.engine
         with e.transaction():
-            for table, columns in _TEMP.items():
-                e.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
-                e.execute(f"DELETE FROM {table}")
+            self._prepare()
             e.execute(
                 f"INSERT INTO _id_batch {identifiers(f'{_GOVERNED} WHERE gseq > {int(last)} AND gseq <= {int(upto)}')}"
             )
@@ -95,6 +96,33 @@ class Identity:
             created, merged = self._components(now, upto)
             self.raw_log.commit(CONSUMER, upto)
         return created, merged
+
+    def _prepare(self) -> None:
+        for table, columns in _TEMP.items():
+            self.engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
+            self.engine.execute(f"DELETE FROM {table}")
+
+    def separate(self, a: int, b: int, *, apart: bool) -> None:
+        """Record (``apart``) or remove a cannot-link constraint between two identifiers (node ids), and
+        recompute the profiles of their clusters at once; reprocessing and later evidence respect it."""
+        now = datetime.now(UTC)
+        e = self.engine
+        lo, hi = min(a, b), max(a, b)
+        with e.transaction():
+            self._prepare()
+            e.execute("DELETE FROM identity_cannot_link WHERE a = ? AND b = ?", (lo, hi))
+            if apart:
+                e.execute("INSERT INTO identity_cannot_link (a, b, created_at) VALUES (?, ?, ?)", (lo, hi, now))
+            e.execute(
+                "INSERT INTO _id_touched (cluster) SELECT DISTINCT cluster FROM identity_nodes WHERE node_id IN (?, ?)",
+                (lo, hi),
+            )
+            # The refusals constraints caused in these clusters are recorded again by what still holds.
+            e.execute(
+                """DELETE FROM identity_conflicts WHERE reason = 'cannot-link' AND a IN (
+                    SELECT n.node_id FROM identity_nodes AS n JOIN _id_touched AS t ON t.cluster = n.cluster)"""
+            )
+            self._assign(now, self.raw_log.offset(CONSUMER))
 
     def _nodes(self, now: datetime) -> None:
         e = self.engine
@@ -193,7 +221,7 @@ class Identity:
         )
         e.execute("INSERT INTO _id_touched (cluster) SELECT DISTINCT label FROM _id_label")
 
-    def _parts(self, now: datetime, upto: int) -> None:
+    def _parts(self, now: datetime) -> None:
         """Split each touched cluster into parts that keep the limits. First the guard: an identifier joined
         to more values of a stronger type than a profile may hold is shared and joins nobody. Then, while a
         part holds two values of a type allowed once per profile (the strongest such type first), each of
@@ -250,6 +278,16 @@ class Identity:
             "UPDATE _id_part SET part = l.label FROM _id_lower AS l "
             "WHERE _id_part.node_id = l.v AND l.label < _id_part.part",
         )
+        # What an operator said is separate (cannot-link constraints), before the limits.
+        e.execute("DELETE FROM _id_seed")
+        e.execute(
+            """INSERT INTO _id_seed (node_id, part, reason)
+            SELECT DISTINCT x.node_id, x.part, 'cannot-link' FROM identity_cannot_link AS c
+            JOIN _id_part AS pa ON pa.node_id = c.a JOIN _id_part AS pb ON pb.node_id = c.b
+            JOIN _id_part AS x ON x.node_id = c.a OR x.node_id = c.b
+            WHERE pa.part = pb.part"""
+        )
+        self._split_around_seeds(now)
         for _ in range(len(IDENTIFIER_TYPES) + 1):
             e.execute("DELETE FROM _id_split")
             e.execute(
@@ -263,58 +301,80 @@ class Identity:
             found = e.fetch_one("SELECT count(*) FROM _id_split")
             if not found or not found[0]:
                 return
-            e.execute("DELETE FROM _id_reach")
+            e.execute("DELETE FROM _id_seed")
             e.execute(
-                """INSERT INTO _id_reach (node_id, seed, key)
-                SELECT p.node_id, p.id_type = s.id_type,
-                       CASE WHEN p.id_type = s.id_type THEN '000000' || lpad(CAST(p.first_seq AS VARCHAR), 20, '0')
-                                                            || lpad(CAST(p.node_id AS VARCHAR), 20, '0') END
-                FROM _id_part AS p JOIN _id_split AS s ON s.part = p.part"""
+                """INSERT INTO _id_seed (node_id, part, reason)
+                SELECT p.node_id, p.part, s.id_type || ' limit' FROM _id_part AS p
+                JOIN _id_split AS s ON s.part = p.part AND s.id_type = p.id_type"""
             )
-            self._converge(
-                "_id_next",
-                """INSERT INTO _id_next (v, label)
-                SELECT r.node_id, min(lpad(CAST(CAST(left(n.key, 6) AS INTEGER) + 1 AS VARCHAR), 6, '0')
-                                      || substr(n.key, 7))
-                FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
-                JOIN _id_reach AS n ON n.node_id = ed.b AND n.key IS NOT NULL
-                WHERE NOT r.seed GROUP BY r.node_id""",
-                "SELECT count(*) FROM _id_next AS n JOIN _id_reach AS r ON r.node_id = n.v "
-                "WHERE r.key IS NULL OR n.label < r.key",
-                "UPDATE _id_reach SET key = n.label FROM _id_next AS n "
-                "WHERE _id_reach.node_id = n.v AND (_id_reach.key IS NULL OR n.label < _id_reach.key)",
-            )
-            e.execute(
-                """INSERT INTO identity_conflicts (a, b, reason, found_at)
-                SELECT DISTINCT ed.a, ed.b, s.id_type || ' limit', ?
-                FROM _id_edge AS ed JOIN _id_reach AS ra ON ra.node_id = ed.a JOIN _id_reach AS rb ON rb.node_id = ed.b
-                JOIN _id_part AS p ON p.node_id = ed.a JOIN _id_split AS s ON s.part = p.part
-                WHERE ed.a < ed.b AND substr(ra.key, 27) <> substr(rb.key, 27)
-                  AND NOT EXISTS (SELECT 1 FROM identity_conflicts AS c WHERE c.a = ed.a AND c.b = ed.b)""",
-                (now,),
-            )
-            e.execute(
-                """UPDATE _id_part SET part = CAST(substr(r.key, 27) AS BIGINT) FROM _id_reach AS r
-                WHERE _id_part.node_id = r.node_id"""
-            )
-            # An edge between parts no longer joins them in the next round.
-            e.execute("DELETE FROM _id_kept")
-            e.execute(
-                """INSERT INTO _id_kept (a, b) SELECT ed.a, ed.b FROM _id_edge AS ed
-                JOIN _id_part AS pa ON pa.node_id = ed.a JOIN _id_part AS pb ON pb.node_id = ed.b
-                WHERE pa.part = pb.part"""
-            )
-            e.execute("DELETE FROM _id_edge")
-            e.execute("INSERT INTO _id_edge (a, b) SELECT a, b FROM _id_kept")
+            self._split_around_seeds(now)
         raise RuntimeError("identity limits did not settle")  # pragma: no cover - one round per limited type
+
+    def _split_around_seeds(self, now: datetime) -> None:
+        """Split each part that has seeds (``_id_seed``) into one part per seed: every other identifier joins
+        the nearest seed (fewest edges, never through another seed; a tie goes to the seed seen first). The
+        edges between the new parts are refused with the seeds' reason and stop joining anything."""
+        e = self.engine
+        found = e.fetch_one("SELECT count(*) FROM _id_seed")
+        if not found or not found[0]:
+            return
+        e.execute("DELETE FROM _id_reach")
+        e.execute(
+            """INSERT INTO _id_reach (node_id, seed, key)
+            SELECT p.node_id, s.node_id IS NOT NULL,
+                   CASE WHEN s.node_id IS NOT NULL THEN '000000' || lpad(CAST(p.first_seq AS VARCHAR), 20, '0')
+                                                        || lpad(CAST(p.node_id AS VARCHAR), 20, '0') END
+            FROM _id_part AS p JOIN (SELECT DISTINCT part FROM _id_seed) AS sp ON sp.part = p.part
+            LEFT JOIN _id_seed AS s ON s.node_id = p.node_id"""
+        )
+        self._converge(
+            "_id_next",
+            """INSERT INTO _id_next (v, label)
+            SELECT r.node_id, min(lpad(CAST(CAST(left(n.key, 6) AS INTEGER) + 1 AS VARCHAR), 6, '0')
+                                  || substr(n.key, 7))
+            FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
+            JOIN _id_reach AS n ON n.node_id = ed.b AND n.key IS NOT NULL
+            WHERE NOT r.seed GROUP BY r.node_id""",
+            "SELECT count(*) FROM _id_next AS n JOIN _id_reach AS r ON r.node_id = n.v "
+            "WHERE r.key IS NULL OR n.label < r.key",
+            "UPDATE _id_reach SET key = n.label FROM _id_next AS n "
+            "WHERE _id_reach.node_id = n.v AND (_id_reach.key IS NULL OR n.label < _id_reach.key)",
+        )
+        e.execute(
+            """INSERT INTO identity_conflicts (a, b, reason, found_at)
+            SELECT ed.a, ed.b, min(s.reason), ?
+            FROM _id_edge AS ed JOIN _id_reach AS ra ON ra.node_id = ed.a JOIN _id_reach AS rb ON rb.node_id = ed.b
+            JOIN _id_part AS p ON p.node_id = ed.a JOIN _id_seed AS s ON s.part = p.part
+            WHERE ed.a < ed.b AND substr(ra.key, 27) <> substr(rb.key, 27)
+              AND NOT EXISTS (SELECT 1 FROM identity_conflicts AS c WHERE c.a = ed.a AND c.b = ed.b)
+            GROUP BY ed.a, ed.b""",
+            (now,),
+        )
+        e.execute(
+            """UPDATE _id_part SET part = CAST(substr(r.key, 27) AS BIGINT) FROM _id_reach AS r
+            WHERE _id_part.node_id = r.node_id"""
+        )
+        # An edge between parts no longer joins them.
+        e.execute("DELETE FROM _id_kept")
+        e.execute(
+            """INSERT INTO _id_kept (a, b) SELECT ed.a, ed.b FROM _id_edge AS ed
+            JOIN _id_part AS pa ON pa.node_id = ed.a JOIN _id_part AS pb ON pb.node_id = ed.b
+            WHERE pa.part = pb.part"""
+        )
+        e.execute("DELETE FROM _id_edge")
+        e.execute("INSERT INTO _id_edge (a, b) SELECT a, b FROM _id_kept")
 
     def _components(self, now: datetime, upto: int) -> tuple[int, int]:
         """Clusters and their parts where the batch touched them, then each part's profile id: the oldest
         profile it holds the first identifier of survives, others it holds are absorbed, a part that holds none
         is new (created, or split from a profile another part kept). Returns (created, absorbed)."""
-        e = self.engine
         self._clusters()
-        self._parts(now, upto)
+        return self._assign(now, upto)
+
+    def _assign(self, now: datetime, upto: int) -> tuple[int, int]:
+        """Parts and profile ids for the clusters in ``_id_touched``; returns (created, absorbed)."""
+        e = self.engine
+        self._parts(now)
         # Which part keeps each previous profile: the one holding that profile's earliest identifier (of two
         # seen first in the same message, the stronger).
         e.execute(

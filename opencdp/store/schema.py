@@ -181,6 +181,12 @@ TABLES: tuple[str, ...] = (
         reason VARCHAR NOT NULL,
         found_at TIMESTAMPTZ NOT NULL
     )""",
+    # What an operator said is separate: two identifiers that are never one profile until this is removed.
+    """CREATE TABLE IF NOT EXISTS identity_cannot_link (
+        a BIGINT NOT NULL,
+        b BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    )""",
     # Each governed message's anchor: its strongest identifier, through which it resolves to a profile.
     """CREATE TABLE IF NOT EXISTS message_identities (seq BIGINT NOT NULL, node_id BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS identity_membership (

@@ -59,4 +59,18 @@ def test_the_admin_api_explains_and_reports_health(server: ThreadedServer) -> No
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_profile"
     health = httpx.get(server.url + "/admin/v1/identity/health", headers=auth).json()
     assert health["profiles"] == 2
+    split = httpx.post(server.url + "/admin/v1/identity/profiles/user_id:mum/split", headers=auth,
+                       json={"by": "email:mum@example.org"})  # fmt: skip
+    assert split.status_code == 200, split.text
+    assert split.json()["split_off"] != split.json()["profile_id"]
+    assert httpx.get(server.url + "/admin/v1/identity/health", headers=auth).json()["profiles"] == 3
+    wrong = httpx.post(server.url + "/admin/v1/identity/profiles/user_id:mum/split", headers=auth,
+                       json={"by": "email:dad@example.org"})  # fmt: skip
+    assert wrong.status_code == 404 and wrong.json()["code"] == "not_in_profile"
+    params = {"a": "email:mum@example.org", "b": "user_id:mum"}
+    undone = httpx.delete(server.url + "/admin/v1/identity/cannot-link", headers=auth, params=params)
+    assert undone.status_code == 200, undone.text
+    assert httpx.get(server.url + "/admin/v1/identity/health", headers=auth).json()["profiles"] == 2
+    again = httpx.delete(server.url + "/admin/v1/identity/cannot-link", headers=auth, params=params)
+    assert again.status_code == 404 and again.json()["code"] == "no_split"
     assert httpx.get(server.url + "/admin/v1/identity/health", auth=(key, "")).status_code == 401

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from opencdp.api.runtime import Runtime
 from opencdp.config import Settings
+from opencdp.errors import Rejected
 from opencdp.store.journal import accepted_line
 from tests.conftest import make_settings
 
@@ -261,3 +262,30 @@ def test_a_kiosk_used_with_many_emails_is_shared_and_joins_nobody(rt: Runtime) -
     reasons = rt.engine.fetch_all("SELECT DISTINCT reason FROM identity_conflicts")
     assert reasons == [("shared: more than 5 email values",)]
     assert rt.identity_health()["shared_identifiers"] == 1
+
+
+def test_a_split_sticks_through_new_evidence_until_it_is_removed(rt: Runtime) -> None:
+    web = rt.registry.create("web", "web", None).source_id
+    journal(rt, web, [msg("1", user="sam", anon="s1", email="sam@example.org"),
+                      msg("2", anon="s2", email="sam@example.org"), msg("3", anon="s1")])  # fmt: skip
+    whole = profiles(rt)
+    assert len(set(whole.values())) == 1
+    # the person says the email (and the browser seen only with it) is someone else's
+    done = rt.split_profile("user_id:sam", "email:sam@example.org")
+    got = profiles(rt)
+    assert done["profile_id"] == whole["1"] == got["1"] == got["3"]  # the side with the user id keeps the id
+    assert got["2"] == done["split_off"] != got["1"]  # history follows the right side: message 2 went along
+    kinds = rt.engine.fetch_all("SELECT kind, other_profile_id FROM identity_events WHERE kind = 'split'")
+    assert kinds == [("split", whole["1"])]
+    # new evidence joining them again is refused, and says why
+    journal(rt, web, [msg("4", user="sam", email="sam@example.org")])
+    got = profiles(rt)
+    assert got["4"] == got["1"] != got["2"]
+    reasons = rt.engine.fetch_all("SELECT DISTINCT reason FROM identity_conflicts")
+    assert reasons == [("cannot-link",)]
+    with pytest.raises(Rejected):
+        rt.split_profile("user_id:sam", "email:nobody@example.org")
+    # removing the split lets the evidence join them again
+    rt.unsplit("email:sam@example.org", "user_id:sam")
+    assert len(set(profiles(rt).values())) == 1
+    assert rt.engine.fetch_all("SELECT reason FROM identity_conflicts") == []

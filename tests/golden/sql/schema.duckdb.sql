@@ -171,6 +171,12 @@ CREATE TABLE IF NOT EXISTS identity_conflicts (
         found_at TIMESTAMPTZ NOT NULL
     );
 
+CREATE TABLE IF NOT EXISTS identity_cannot_link (
+        a BIGINT NOT NULL,
+        b BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+
 CREATE TABLE IF NOT EXISTS message_identities (seq BIGINT NOT NULL, node_id BIGINT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS identity_membership (
