@@ -114,5 +114,8 @@ def identity_health(data_dir: DataDir = None, as_json: AsJson = False) -> None:
         top.add_row(t["profile_id"], f"{t['identifiers']:,}", str(t["user_ids"]), str(t["emails"]),
                     str(t["anonymous_ids"]))  # fmt: skip
     console.print(top)
+    if doc["blocked_values_hit"]:
+        hits = ", ".join(f"{b['type']} {b['value']!r} ({b['hits']:,})" for b in doc["blocked_values_hit"])
+        console.print(f"placeholders sent as identifiers (ignored): {hits}")
     for alert in doc["alerts"]:
         console.print(f"[red]{alert}[/red]")

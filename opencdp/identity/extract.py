@@ -2,9 +2,10 @@
 
 :func:`identifiers` turns a relation of governed rows (``seq``, ``source_id``, ``type``, ``user_id``,
 ``anonymous_id``, ``message``) into one row per (message, identifier): ``seq``, ``id_type``, ``id_value``,
-``priority``. Values are normalised (emails trimmed and lower-cased, phones as ``+`` and digits), and
-placeholders (:data:`opencdp.model.identity.BLOCKED_VALUES`), values a PII policy masked (``***``) and phones
-of one repeated digit are left out: they identify nobody.
+``priority`` and ``blocked``. Values are normalised (emails trimmed and lower-cased, phones as ``+`` and
+digits); placeholders (:data:`opencdp.model.identity.BLOCKED_VALUES`) are marked ``blocked`` (the stage
+counts them and leaves them out), and values a PII policy masked (``***``) and phones of one repeated digit
+are left out: they identify nobody.
 """
 
 from __future__ import annotations
@@ -42,17 +43,19 @@ def _parts(t: IdentifierType, blocked: str) -> list[str]:
             where = "TRUE"
         value = "source_id || ':' || n" if t.records_only else "n"
         parts.append(
-            f"SELECT seq, {lit(t.name)} AS id_type, {value} AS id_value, {t.priority} AS priority "
+            f"SELECT seq, {lit(t.name)} AS id_type, {value} AS id_value, {t.priority} AS priority, "
+            f"lower(n) IN ({blocked}) AS blocked "
             f"FROM (SELECT seq, source_id, {_normalised(t.normaliser)} AS n "
             f"      FROM (SELECT seq, source_id, {_read(path)} AS v FROM _id_rows WHERE {where}) AS r) AS x "
-            f"WHERE n IS NOT NULL AND lower(n) NOT IN ({blocked}) AND strpos(n, '***') = 0 AND length(n) <= 512"
+            f"WHERE n IS NOT NULL AND strpos(n, '***') = 0 AND length(n) <= 512"
         )
     return parts
 
 
 def identifiers(rows: str) -> str:
-    """One row per (message, identifier) of ``rows``; see the module docstring."""
+    """One row per (message, identifier) of ``rows`` with ``blocked`` (a placeholder: the stage counts it and
+    leaves it out); see the module docstring."""
     blocked = ", ".join(lit(v) for v in sorted(BLOCKED_VALUES))
     union = " UNION ALL ".join(p for t in IDENTIFIER_TYPES for p in _parts(t, blocked))
     return f"""WITH _id_rows AS MATERIALIZED ({rows})
-    SELECT DISTINCT seq, id_type, id_value, priority FROM ({union}) AS x"""
+    SELECT DISTINCT seq, id_type, id_value, priority, blocked FROM ({union}) AS x"""

@@ -108,7 +108,8 @@ def explain(engine: Engine, profile_id: str) -> dict[str, object]:
 
 
 def health(engine: Engine) -> dict[str, object]:
-    """Profile sizes, the largest profiles, merge and split counts, refused edges, and a giant-profile alert."""
+    """Profile sizes, the largest profiles, merge and split counts, refused edges, shared identifiers, the
+    placeholder values sent most, and a giant-profile alert."""
     sizes = engine.fetch_all(
         """SELECT CASE WHEN n = 1 THEN '1' WHEN n <= 5 THEN '2-5' WHEN n <= 20 THEN '6-20' WHEN n <= 100 THEN '21-100'
                        ELSE 'over 100' END AS bucket, count(*) AS profiles
@@ -121,6 +122,9 @@ def health(engine: Engine) -> dict[str, object]:
                   count(*) FILTER (WHERE i.id_type = 'anonymous_id')
         FROM identity_membership AS m JOIN identity_nodes AS i ON i.node_id = m.node_id
         GROUP BY m.profile_id ORDER BY n DESC, m.profile_id LIMIT 5"""
+    )
+    blocked = engine.fetch_all(
+        "SELECT id_type, id_value, hits FROM identity_blocked ORDER BY hits DESC, id_type, id_value LIMIT 10"
     )
     counts = engine.fetch_one(
         """SELECT (SELECT count(*) FROM profiles_index), (SELECT count(*) FROM identity_nodes),
@@ -144,6 +148,7 @@ def health(engine: Engine) -> dict[str, object]:
         "refused_edges": int(counts[4]),
         "shared_identifiers": int(counts[5]),
         "size_distribution": {b: int(n) for b, n in sizes},
+        "blocked_values_hit": [{"type": t, "value": v, "hits": int(h)} for t, v, h in blocked],
         "largest": top,
         "alerts": alerts,
     }

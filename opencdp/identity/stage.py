@@ -35,6 +35,7 @@ BATCH_ROWS = 100_000
 MAX_ROUNDS = 10_000
 _GOVERNED = "SELECT gseq, seq, source_id, type, user_id, anonymous_id, message FROM governed"
 _TEMP = {
+    "_id_found": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER, blocked BOOLEAN",
     "_id_batch": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER",
     "_id_nodes": "seq BIGINT, node_id BIGINT, priority INTEGER",
     "_id_anchor": "seq BIGINT, node_id BIGINT",
@@ -89,7 +90,19 @@ class Identity:
         with e.transaction():
             self._prepare()
             e.execute(
-                f"INSERT INTO _id_batch {identifiers(f'{_GOVERNED} WHERE gseq > {int(last)} AND gseq <= {int(upto)}')}"
+                f"INSERT INTO _id_found {identifiers(f'{_GOVERNED} WHERE gseq > {int(last)} AND gseq <= {int(upto)}')}"
+            )
+            e.execute(
+                "INSERT INTO _id_batch (seq, id_type, id_value, priority) "
+                "SELECT seq, id_type, id_value, priority FROM _id_found WHERE NOT blocked"
+            )
+            e.execute(  # placeholders identify nobody, but how often each is sent is worth knowing
+                """INSERT INTO identity_blocked (id_type, id_value, hits, last_seen)
+                SELECT id_type, lower(id_value), count(*), ? FROM _id_found WHERE blocked
+                GROUP BY id_type, lower(id_value)
+                ON CONFLICT (id_type, id_value) DO UPDATE
+                SET hits = identity_blocked.hits + excluded.hits, last_seen = excluded.last_seen""",
+                (now,),
             )
             self._nodes(now)
             self._edges(now)

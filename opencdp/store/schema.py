@@ -181,6 +181,14 @@ TABLES: tuple[str, ...] = (
         reason VARCHAR NOT NULL,
         found_at TIMESTAMPTZ NOT NULL
     )""",
+    # Placeholder values (test@test.com, N/A, ...) that were sent as identifiers: never nodes, but counted.
+    """CREATE TABLE IF NOT EXISTS identity_blocked (
+        id_type VARCHAR NOT NULL,
+        id_value VARCHAR NOT NULL,
+        hits BIGINT NOT NULL,
+        last_seen TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (id_type, id_value)
+    )""",
     # What an operator said is separate: two identifiers that are never one profile until this is removed.
     """CREATE TABLE IF NOT EXISTS identity_cannot_link (
         a BIGINT NOT NULL,

@@ -86,6 +86,9 @@ def test_an_anonymous_visitor_becomes_known_and_placeholders_join_nobody(rt: Run
     assert now["6"] != now["7"]
     emails = rt.engine.fetch_all("SELECT id_value FROM identity_nodes WHERE id_type = 'email'")
     assert emails == [("ada@example.org",)]  # normalised; the placeholder never became a node
+    hits = {(b["type"], b["value"], b["hits"]) for b in rt.identity_health()["blocked_values_hit"]}
+    # counted where a placeholder looked like an identifier; "N/A" and "0000000000" are no phone numbers at all
+    assert hits == {("email", "test@test.com", 2)}
 
 
 def test_records_join_by_email_and_crm_ids_are_per_source(rt: Runtime) -> None:

@@ -171,6 +171,14 @@ CREATE TABLE IF NOT EXISTS identity_conflicts (
         found_at TIMESTAMPTZ NOT NULL
     );
 
+CREATE TABLE IF NOT EXISTS identity_blocked (
+        id_type VARCHAR NOT NULL,
+        id_value VARCHAR NOT NULL,
+        hits BIGINT NOT NULL,
+        last_seen TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (id_type, id_value)
+    );
+
 CREATE TABLE IF NOT EXISTS identity_cannot_link (
         a BIGINT NOT NULL,
         b BIGINT NOT NULL,
