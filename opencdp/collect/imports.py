@@ -510,16 +510,21 @@ def _dropped_fields(spec: KindSpec, mapping: Mapping, scrubber: Scrubber) -> lis
 def _scrubbed_attributes(reader: FileReader, rest: list[str], scrubber: Scrubber) -> dict[str, str]:
     """Each attribute column the PII policy keeps, with the SQL that reads it without the values it drops.
 
-    A column named as a dropped class goes entirely; in the others, each distinct value is classified once.
+    A column named as a dropped class goes entirely; one named as another class stays whole; in the others,
+    each distinct value long enough to be of a dropped class is classified once.
     """
     kept: dict[str, str] = {}
     for column in rest:
         if scrubber.drops_field("attributes", column):
             continue
+        if not scrubber.judges_values("attributes", column):
+            kept[column] = _col(column)
+            continue
         distinct = reader.arrow(
             f"SELECT DISTINCT CAST({_col(column)} AS VARCHAR) AS v FROM src "
             f"WHERE {_col(column)} IS NOT NULL "
-            f"AND typeof({_col(column)}) IN ('VARCHAR', 'BIGINT', 'INTEGER', 'HUGEINT')"
+            f"AND typeof({_col(column)}) IN ('VARCHAR', 'BIGINT', 'INTEGER', 'HUGEINT') "
+            f"AND length(CAST({_col(column)} AS VARCHAR)) >= {scrubber.min_value_length}"
         )
         doomed = [v for v in distinct.column("v").to_pylist() if scrubber.drops_value("attributes", column, v)]
         if not doomed:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from opencdp.collect import messages
-from opencdp.collect.scrub import WITHHELD, Scrubber
+from opencdp.collect.scrub import Scrubber
 from opencdp.collect.timestamps import format_utc
 from opencdp.errors import Rejected, Transient
 from opencdp.model.sources import Source
@@ -143,7 +143,9 @@ class Ingestor:
         """Keep a whole request that was refused (bad JSON, too large) where an operator can see it."""
         req = self.request_info(source, ip)
         item = messages.ItemError(None, error.code, error.message)
-        kept = WITHHELD if source.source_id in self._scrubbers else body[: source.limits.max_request_bytes]
+        kept = body[: source.limits.max_request_bytes]
+        if req.scrubber is not None:  # the policy drops a class: keep only what it allows (unreadable: nothing)
+            kept = req.scrubber.payload(kept)
         await self.write([messages.rejected_line(req, item, kept)])
 
 

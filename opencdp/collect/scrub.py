@@ -64,6 +64,8 @@ class Scrubber:
         self._upto = rules_deciding(dropped)
         rules = VALUE_RULES[: self._upto]
         self._values = [_ValueFilter(r) for r in rules] if all(r.run or r.needs for r in rules) else None
+        self.min_value_length = min((r.min_length for r in rules), default=0)
+        """No value shorter than this is of a dropped class."""
         self._shapes: dict[tuple[str, tuple[str, ...]], bool] = {}
 
     def may_drop(self, *containers: msgspec.Raw) -> bool:
@@ -101,12 +103,14 @@ class Scrubber:
         """Whether every value of this field is dropped (declared, or named, as a dropped class)."""
         return class_by_name_or_declared(container, key, self.declared) in self.dropped
 
+    def judges_values(self, container: str, key: str) -> bool:
+        """Whether this field's values must be looked at one by one (it has no class of its own, and a dropped
+        class can be told by its value)."""
+        return self._upto > 0 and class_by_name_or_declared(container, key, self.declared) is None
+
     def drops_value(self, container: str, key: str, text: str) -> bool:
         """Whether this value is dropped: its field's class, else (no declared or named class) its value's."""
-        found = class_by_name_or_declared(container, key, self.declared)
-        if found is not None:
-            return found in self.dropped
-        return self._upto > 0 and class_by_value(text, self._upto) in self.dropped
+        return self._is_dropped(container, key, text)
 
     def drop_containers(self, message: dict[str, Any]) -> None:
         """Drop in a message read one level deep (its containers raw): the changed containers re-encoded."""

@@ -10,11 +10,15 @@ are left out: they identify nobody.
 
 from __future__ import annotations
 
+from opencdp.govern.plans import lit
 from opencdp.model.identity import BLOCKED_VALUES, IDENTIFIER_TYPES, IdentifierType
 
 
-def lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def per_type(column: str, attribute: str, *, only_limit_one: bool = False) -> str:
+    """SQL giving each identifier type's ``attribute`` (priority, limit) for the type named in ``column``
+    (NULL for types left out: with ``only_limit_one``, those allowed more than once per profile)."""
+    types = [t for t in IDENTIFIER_TYPES if t.limit == 1 or not only_limit_one]
+    return f"CASE {column} " + " ".join(f"WHEN {lit(t.name)} THEN {getattr(t, attribute)}" for t in types) + " END"
 
 
 def _read(path: str) -> str:

@@ -3,6 +3,7 @@ doing (health). Read-only queries over the identity tables (docs/identity.md).""
 
 from __future__ import annotations
 
+from opencdp.identity.extract import per_type
 from opencdp.model.identity import IDENTIFIER_TYPES
 from opencdp.store.engine import Engine
 
@@ -44,11 +45,10 @@ def node_of(engine: Engine, ref: str) -> tuple[int, str] | None:
 
 def strongest_other(engine: Engine, profile_id: str, node_id: int) -> int | None:
     """The profile's strongest identifier other than ``node_id`` (what a split keeps apart from it)."""
-    order = " ".join(f"WHEN '{t.name}' THEN {t.priority}" for t in IDENTIFIER_TYPES)
     row = engine.fetch_one(
         f"""SELECT n.node_id FROM identity_nodes AS n JOIN identity_membership AS m ON m.node_id = n.node_id
         WHERE m.profile_id = ? AND n.node_id <> ?
-        ORDER BY CASE n.id_type {order} END, n.first_seq, n.node_id LIMIT 1""",
+        ORDER BY {per_type("n.id_type", "priority")}, n.first_seq, n.node_id LIMIT 1""",
         (profile_id, node_id),
     )
     return None if row is None else int(row[0])

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from opencdp.identity.extract import identifiers
+from opencdp.identity.extract import identifiers, per_type
 from opencdp.model.identity import IDENTIFIER_TYPES
 from opencdp.store.engine import Engine
 from opencdp.store.raw_log import RawLog
@@ -244,7 +244,8 @@ class Identity:
         e = self.engine
         e.execute(
             f"""INSERT INTO _id_part (node_id, part, id_type, first_seq, once, priority)
-            SELECT n.node_id, n.node_id, n.id_type, n.first_seq, {_ONCE}, {_PRIORITY}
+            SELECT n.node_id, n.node_id, n.id_type, n.first_seq,
+                   {per_type("n.id_type", "priority", only_limit_one=True)}, {per_type("n.id_type", "priority")}
             FROM identity_nodes AS n JOIN _id_touched AS t ON t.cluster = n.cluster"""
         )
         e.execute(
@@ -257,13 +258,13 @@ class Identity:
         # or kiosk used with more than 5 emails) is shared, not personal: it joins nobody.
         e.execute(
             f"""INSERT INTO _id_shared (node_id, reason)
-            SELECT node_id, min('shared: more than ' || CAST({_LIMIT.replace("n.id_type", "t")} AS VARCHAR)
+            SELECT node_id, min('shared: more than ' || CAST({per_type("t", "limit")} AS VARCHAR)
                                 || ' ' || t || ' values') FROM (
                 SELECT p.node_id, q.id_type AS t, count(DISTINCT q.node_id) AS n
                 FROM _id_edge AS ed JOIN _id_part AS p ON p.node_id = ed.a JOIN _id_part AS q ON q.node_id = ed.b
                 WHERE q.priority < p.priority AND q.once IS NULL
                 GROUP BY p.node_id, q.id_type) AS c
-            WHERE n > {_LIMIT.replace("n.id_type", "t")}
+            WHERE n > {per_type("t", "limit")}
             GROUP BY node_id"""
         )
         e.execute(
@@ -466,13 +467,3 @@ class Identity:
             (now,),
         )
         return int(created[0]) if created else 0, int(merged[0]) if merged else 0
-
-
-_ONCE = (
-    "CASE n.id_type "
-    + " ".join(f"WHEN '{t.name}' THEN {t.priority}" for t in IDENTIFIER_TYPES if t.limit == 1)
-    + " END"
-)
-"""A node's rank among the types allowed once per profile (NULL for the others)."""
-_LIMIT = "CASE n.id_type " + " ".join(f"WHEN '{t.name}' THEN {t.limit}" for t in IDENTIFIER_TYPES) + " END"
-_PRIORITY = "CASE n.id_type " + " ".join(f"WHEN '{t.name}' THEN {t.priority}" for t in IDENTIFIER_TYPES) + " END"

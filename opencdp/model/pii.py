@@ -124,6 +124,8 @@ CARD_CHARS = re.compile("^[0-9][0-9 -]{10,30}[0-9]$")
 
 
 def normalised_name(key: str) -> str:
+    """Lower case, letters and digits only; unlike :func:`opencdp.model.records.column_key` without unicode
+    folding, because governance applies the same rule in SQL, which has none."""
     return re.sub("[^a-z0-9]", "", key.lower())
 
 

@@ -1,4 +1,5 @@
-"""Tracking plans in the engine: one per source, versioned (every save is a new version)."""
+"""Governance documents in the engine, each versioned (every save is a new version): tracking plans (one
+per source), the transformation rules and the PII policy (one each for the workspace)."""
 
 from __future__ import annotations
 
@@ -37,48 +38,56 @@ class PlanStore:
         return {r[0]: (TrackingPlan.model_validate(json.loads(r[1])), int(r[2])) for r in rows}
 
 
-class TransformStore:
+class _WorkspaceDocument:
+    """One JSON document for the workspace in ``table`` (its ``column``, ``version``, ``updated_at``): every save
+    replaces it as the next version."""
+
+    table = ""
+    column = ""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _put(self, document: str) -> int:
+        with self.engine.transaction():
+            row = self.engine.fetch_one(f"SELECT max(version) FROM {self.table}")
+            version = int(row[0]) + 1 if row and row[0] is not None else 1
+            self.engine.execute(f"DELETE FROM {self.table}")
+            self.engine.execute(
+                f"INSERT INTO {self.table} ({self.column}, version, updated_at) VALUES (?, ?, ?)",
+                (document, version, datetime.now(UTC)),
+            )
+        return version
+
+    def _get(self) -> tuple[object, int] | None:
+        row = self.engine.fetch_one(f"SELECT {self.column}, version FROM {self.table}")
+        return (json.loads(row[0]), int(row[1])) if row else None
+
+
+class TransformStore(_WorkspaceDocument):
     """The transformation rules: one set for the workspace (each rule may name a source), versioned."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    table, column = "transformations", "rules"
 
     def put(self, rules: Transformations) -> int:
-        with self.engine.transaction():
-            row = self.engine.fetch_one("SELECT max(version) FROM transformations")
-            version = int(row[0]) + 1 if row and row[0] is not None else 1
-            self.engine.execute("DELETE FROM transformations")
-            self.engine.execute(
-                "INSERT INTO transformations (rules, version, updated_at) VALUES (?, ?, ?)",
-                (rules.model_dump_json(by_alias=True), version, datetime.now(UTC)),
-            )
-        return version
+        return self._put(rules.model_dump_json(by_alias=True))
 
     def get(self) -> tuple[Transformations, int]:
-        row = self.engine.fetch_one("SELECT rules, version FROM transformations")
-        return (Transformations.model_validate(json.loads(row[0])), int(row[1])) if row else (Transformations(), 0)
+        found = self._get()
+        return (Transformations.model_validate(found[0]), found[1]) if found else (Transformations(), 0)
 
 
-class PiiStore:
+class PiiStore(_WorkspaceDocument):
     """The PII policy (one document for the workspace, versioned) and the salt hashed values are keyed with."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    table, column = "pii_policy", "policy"
 
     def put(self, policy: PiiPolicy) -> int:
-        with self.engine.transaction():
-            row = self.engine.fetch_one("SELECT max(version) FROM pii_policy")
-            version = int(row[0]) + 1 if row and row[0] is not None else 1
-            self.engine.execute("DELETE FROM pii_policy")
-            self.engine.execute(
-                "INSERT INTO pii_policy (policy, version, updated_at) VALUES (?, ?, ?)",
-                (policy.model_dump_json(), version, datetime.now(UTC)),
-            )
-        return version
+        return self._put(policy.model_dump_json())
 
     def get(self) -> tuple[PiiPolicy, int]:
-        row = self.engine.fetch_one("SELECT policy, version FROM pii_policy")
-        return (PiiPolicy.model_validate(json.loads(row[0])), int(row[1])) if row else (PiiPolicy(), 0)
+        found = self._get()
+        return (PiiPolicy.model_validate(found[0]), found[1]) if found else (PiiPolicy(), 0)
 
     def salt(self) -> str:
         row = self.engine.fetch_one("SELECT value FROM _cdp_secrets WHERE name = 'pii_salt'")
