@@ -17,12 +17,17 @@ from opencdp.collect.ingest import Ingestor
 from opencdp.config import Settings
 from opencdp.errors import Rejected, Transient
 from opencdp.govern.stage import Governance
-from opencdp.identity.inspect import explain, health, node_of, resolve_profile, strongest_other
+from opencdp.identity.features import match_sample
+from opencdp.identity.inspect import explain, health, node_of, resolve_profile, review_queue, strongest_other
+from opencdp.identity.matching import load_model, model_document
 from opencdp.identity.stage import Identity
+from opencdp.identity.train import MAX_TRAINING_RECORDS, train
+from opencdp.model.matching import Thresholds
 from opencdp.model.pii import parse_pii_policy
 from opencdp.model.records import Mapping
 from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
+from opencdp.store.plans import MatchModelStore
 from opencdp.store.raw_log import LoadResult, RawLog
 from opencdp.store.sources import SourceRegistry
 
@@ -178,6 +183,62 @@ class Runtime:
     def identity_health(self) -> dict[str, object]:
         self.load()
         return health(self.engine)
+
+    def train_matching(self, merge: float | None = None, review: float | None = None) -> dict[str, object]:
+        """Train the match model on the match records (Splink), keep it with its thresholds (given, else the
+        previous ones, else the defaults) and score every pair again; returns what was learnt and done."""
+        with self._load_lock:
+            self.raw_log.load_all(self.journal)
+            self.governance.run()
+            self.identity.run()
+            previous = load_model(self.engine)
+            base = previous.thresholds if previous else Thresholds()
+            try:
+                thresholds = Thresholds(merge if merge is not None else base.merge,
+                                        review if review is not None else base.review)  # fmt: skip
+            except ValueError as exc:
+                raise Rejected(str(exc), code="bad_thresholds") from exc
+            records = self.engine.fetch_arrow(match_sample(MAX_TRAINING_RECORDS))
+            splink = train(records)
+            version = MatchModelStore(self.engine).put(model_document(splink, thresholds, records.num_rows))
+            resolved = self.identity.rescore()
+        return {
+            "version": version,
+            "trained_on": records.num_rows,
+            "features": [c["output_column_name"] for c in splink["comparisons"]],
+            "probability_two_random_records_match": splink["probability_two_random_records_match"],
+            "thresholds": {"merge": thresholds.merge, "review": thresholds.review},
+            "pairs": dict(self.engine.fetch_all("SELECT status, count(*) FROM identity_matches GROUP BY status")),
+            "created": resolved.created,
+            "merged": resolved.merged,
+        }
+
+    def review_queue(self, limit: int = 50) -> list[dict[str, object]]:
+        self.load()
+        return review_queue(self.engine, limit)
+
+    def review(self, pair: str, decision: str) -> dict[str, object]:
+        """Decide on a scored pair (``ID-ID`` as the review queue shows it): ``accept`` joins the two records'
+        identifiers whatever their score, ``reject`` keeps them apart for good, ``reset`` forgets the decision."""
+        decisions = {"accept": "accepted", "reject": "rejected", "reset": None}
+        if decision not in decisions:
+            raise Rejected(f"decision must be one of {', '.join(decisions)}", code="bad_decision")
+        try:
+            id_l, id_r = sorted(int(x) for x in pair.split("-"))
+        except ValueError:
+            raise Rejected(f"{pair!r} is not a pair (ID-ID, as the review queue shows it)", code="bad_pair") from None
+        with self._load_lock:
+            known = self.engine.fetch_one("SELECT 1 FROM identity_matches WHERE id_l = ? AND id_r = ?", (id_l, id_r))
+            if known is None:
+                raise Rejected(f"no scored pair {pair!r}", code="unknown_pair", status=404)
+            self.identity.decide(id_l, id_r, decisions[decision])
+            sides = self.engine.fetch_all(
+                """SELECT m.profile_id FROM identity_match_records AS r
+                JOIN identity_membership AS m ON m.node_id = r.node_id
+                WHERE r.match_id IN (?, ?) ORDER BY r.match_id""",
+                (id_l, id_r),
+            )
+        return {"pair": f"{id_l}-{id_r}", "decision": decisions[decision], "profiles": [s[0] for s in sides]}
 
     def put_pii_policy(self, doc: object) -> dict[str, Any]:
         """Save the PII policy (sources named by id or name); collection drops what it drops from now on."""

@@ -4,7 +4,10 @@ doing (health). Read-only queries over the identity tables (docs/identity.md).""
 from __future__ import annotations
 
 from opencdp.identity.extract import per_type
+from opencdp.identity.matching import Model, load_model
+from opencdp.identity.score import compile_model
 from opencdp.model.identity import IDENTIFIER_TYPES
+from opencdp.model.matching import FEATURES
 from opencdp.store.engine import Engine
 
 GIANT_PROFILE = 1_000
@@ -65,7 +68,7 @@ def explain(engine: Engine, profile_id: str) -> dict[str, object]:
     )
     edges = engine.fetch_all(
         """SELECT x.id_type || ':' || x.id_value, y.id_type || ':' || y.id_value, e.kind, r.message_id, r.source_id,
-                  r.type, e.created_at
+                  r.type, e.created_at, e.probability, e.a, e.b
         FROM identity_edges AS e
         JOIN identity_membership AS mx ON mx.node_id = e.a JOIN identity_membership AS my ON my.node_id = e.b
         JOIN identity_nodes AS x ON x.node_id = e.a JOIN identity_nodes AS y ON y.node_id = e.b
@@ -97,7 +100,7 @@ def explain(engine: Engine, profile_id: str) -> dict[str, object]:
         "identifiers": [
             {"type": t, "value": v, "first_seen": f, "last_seen": la, "messages": n} for t, v, f, la, n in ids
         ],
-        "edges": [_edge(row) for row in edges],
+        "edges": [_edge(row, engine) for row in edges],
         "refused": [
             {"identifier": a, "kept_apart_from": b, "reason": r, "at": at, "other_profile_id": other}
             for a, b, r, at, other in refused
@@ -157,18 +160,89 @@ def health(engine: Engine) -> dict[str, object]:
 _PRIORITY = {t.name: t.priority for t in IDENTIFIER_TYPES}
 
 
-def _edge(row: tuple[object, ...]) -> dict[str, object]:
-    """An edge, from its stronger identifier to the weaker (as the message's anchor joined them)."""
-    a, b, kind, message_id, source_id, message_type, at = row
+def _edge(row: tuple[object, ...], engine: Engine) -> dict[str, object]:
+    """An edge, from its stronger identifier to the weaker (as the message's anchor joined them); a
+    probabilistic one with its probability and the comparison levels of its strongest pair."""
+    a, b, kind, message_id, source_id, message_type, at, probability, node_a, node_b = row
     if _PRIORITY.get(str(b).split(":", 1)[0], 99) < _PRIORITY.get(str(a).split(":", 1)[0], 99):
         a, b = b, a
+    edge: dict[str, object] = {"from": a, "to": b, "kind": kind}
+    if kind == "deterministic":
+        edge["rule"] = "seen together in one message"
+    else:
+        edge["rule"] = "accepted in review" if kind == "reviewed" else "match probability above the merge threshold"
+        edge["probability"] = probability
+        edge["evidence"] = strongest_pair(engine, int(str(node_a)), int(str(node_b)))
+    edge.update({"message_id": message_id, "source_id": source_id, "message_type": message_type, "at": at})
+    return edge
+
+
+_PAIR_COLUMNS = "id_l, id_r, match_probability, match_weight, status, decision, " + ", ".join(
+    f"g_{f.name}" for f in FEATURES
+)
+
+
+def _levels(model: Model | None, gammas: tuple[object, ...]) -> list[dict[str, object]]:
+    """Each comparison's level for one pair: its label and weight (log2 of m/u) under the current model."""
+    if model is None:
+        return []
+    _, compared = compile_model(model.splink)
+    by_feature = {c.feature: c for c in compared}
+    out: list[dict[str, object]] = []
+    for f, g in zip(FEATURES, gammas, strict=True):
+        c = by_feature.get(f.name)
+        if c is None or g is None:
+            continue
+        level = next((lv for lv in c.levels if lv.gamma == int(str(g))), None)
+        if level is not None and level.gamma >= 0:
+            out.append({"feature": f.name, "level": level.label, "weight": round(level.weight, 3)})
+    return out
+
+
+def _pair(row: tuple[object, ...], model: Model | None) -> dict[str, object]:
     return {
-        "from": a,
-        "to": b,
-        "kind": kind,
-        "rule": "seen together in one message",
-        "message_id": message_id,
-        "source_id": source_id,
-        "message_type": message_type,
-        "at": at,
+        "pair": f"{row[0]}-{row[1]}",
+        "probability": row[2],
+        "match_weight": row[3],
+        "status": row[4],
+        "decision": row[5],
+        "levels": _levels(model, row[6:]),
     }
+
+
+def strongest_pair(engine: Engine, a: int, b: int) -> dict[str, object] | None:
+    """The best-scored pair of match records between two identifiers, with its comparison levels."""
+    row = engine.fetch_one(
+        f"""SELECT {_PAIR_COLUMNS} FROM identity_matches
+        WHERE (node_l = ? AND node_r = ?) OR (node_l = ? AND node_r = ?)
+        ORDER BY match_probability DESC LIMIT 1""",
+        (a, b, b, a),
+    )
+    return None if row is None else _pair(row, load_model(engine))
+
+
+def review_queue(engine: Engine, limit: int) -> list[dict[str, object]]:
+    """Pairs between the thresholds that no operator has decided on, most probable first, with what each
+    record says and the profiles they are in."""
+    model = load_model(engine)
+    rows = engine.fetch_all(
+        f"""SELECT {_PAIR_COLUMNS} FROM identity_matches WHERE status = 'review' AND decision IS NULL
+        ORDER BY match_probability DESC, id_l, id_r LIMIT {int(limit)}"""
+    )
+    names = ", ".join(f.name for f in FEATURES)
+    out = []
+    for row in rows:
+        pair = _pair(row, model)
+        sides = engine.fetch_all(
+            f"""SELECT r.match_key, m.profile_id, {names} FROM identity_match_records AS r
+            LEFT JOIN identity_membership AS m ON m.node_id = r.node_id WHERE r.match_id IN (?, ?)
+            ORDER BY r.match_id""",
+            (row[0], row[1]),
+        )
+        pair["records"] = [
+            {"match_key": s[0], "profile_id": s[1],
+             **{f.name: v for f, v in zip(FEATURES, s[2:], strict=True) if v is not None}}
+            for s in sides
+        ]  # fmt: skip
+        out.append(pair)
+    return out

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from opencdp.identity.extract import identifiers, per_type
+from opencdp.identity.matching import TEMP as MATCH_TEMP
+from opencdp.identity.matching import Matcher, load_model
 from opencdp.model.identity import IDENTIFIER_TYPES
 from opencdp.store.engine import Engine
 from opencdp.store.raw_log import RawLog
@@ -55,6 +57,7 @@ _TEMP = {
     "_id_next": "v BIGINT, label VARCHAR",
     "_id_claim": "part BIGINT, profile_id VARCHAR",
     "_id_owner": "part BIGINT, profile_id VARCHAR",
+    **MATCH_TEMP,
 }
 """Per-batch working tables (temporary: per connection, emptied at the start of each batch)."""
 
@@ -70,6 +73,7 @@ class Identity:
     def __init__(self, engine: Engine, raw_log: RawLog) -> None:
         self.engine = engine
         self.raw_log = raw_log
+        self.matcher = Matcher(engine)
 
     def run(self) -> Resolved:
         """Resolve every governed message after the stage's offset."""
@@ -106,6 +110,11 @@ class Identity:
             )
             self._nodes(now)
             self._edges(now)
+            self.matcher.collect(
+                f"SELECT g.seq, g.source_id, g.type, g.message, a.node_id FROM ({_GOVERNED} WHERE gseq > {int(last)} "
+                f"AND gseq <= {int(upto)}) AS g JOIN _id_anchor AS a ON a.seq = g.seq"
+            )
+            self.matcher.score(load_model(e), now)
             created, merged = self._components(now, upto)
             self.raw_log.commit(CONSUMER, upto)
         return created, merged
@@ -136,6 +145,40 @@ class Identity:
                     SELECT n.node_id FROM identity_nodes AS n JOIN _id_touched AS t ON t.cluster = n.cluster)"""
             )
             self._assign(now, self.raw_log.offset(CONSUMER))
+
+    def rescore(self) -> Resolved:
+        """Score every match record again (after training, or new thresholds) and recompute what changed."""
+        now = datetime.now(UTC)
+        with self.engine.transaction():
+            self._prepare()
+            self.matcher.all_records()
+            self.matcher.score(load_model(self.engine), now)
+            created, merged = self._components(now, self.raw_log.offset(CONSUMER))
+        return Resolved(0, created, merged)
+
+    def decide(self, id_l: int, id_r: int, decision: str | None) -> None:
+        """Record an operator's review decision on a scored pair (``accepted``: an edge whatever the score;
+        ``rejected``: never an edge, and the two identifiers cannot be linked; None: undecided again) and
+        recompute their profiles at once."""
+        now = datetime.now(UTC)
+        e = self.engine
+        with e.transaction():
+            self._prepare()
+            e.execute("UPDATE identity_matches SET decision = ? WHERE id_l = ? AND id_r = ?", (decision, id_l, id_r))
+            row = e.fetch_one("SELECT node_l, node_r FROM identity_matches WHERE id_l = ? AND id_r = ?", (id_l, id_r))
+            if row is None:
+                return
+            lo, hi = min(int(row[0]), int(row[1])), max(int(row[0]), int(row[1]))
+            e.execute("INSERT INTO _mt_nodes (node_id) VALUES (?), (?)", (lo, hi))
+            self.matcher.edges(now)
+            e.execute("DELETE FROM identity_cannot_link WHERE a = ? AND b = ? AND reason = 'review'", (lo, hi))
+            if decision == "rejected" and lo != hi:
+                e.execute(
+                    "INSERT INTO identity_cannot_link (a, b, created_at, reason) VALUES (?, ?, ?, 'review')",
+                    (lo, hi, now),
+                )
+            e.execute("INSERT INTO _mt_gone (a, b) VALUES (?, ?)", (lo, hi))  # their clusters are recomputed
+            self._components(now, self.raw_log.offset(CONSUMER))
 
     def _nodes(self, now: datetime) -> None:
         e = self.engine
@@ -205,8 +248,9 @@ class Identity:
         e = self.engine
         e.execute(
             """INSERT INTO _id_vertex (node_id, v)
-            SELECT n.node_id, coalesce(n.cluster, n.node_id) FROM (SELECT DISTINCT node_id FROM _id_nodes) AS b
-            JOIN identity_nodes AS n ON n.node_id = b.node_id"""
+            SELECT n.node_id, coalesce(n.cluster, n.node_id)
+            FROM (SELECT node_id FROM _id_nodes UNION SELECT a FROM _id_new_edges UNION SELECT b FROM _id_new_edges)
+                 AS b JOIN identity_nodes AS n ON n.node_id = b.node_id"""
         )
         e.execute(
             """INSERT INTO _id_arc (x, y)
@@ -383,6 +427,11 @@ class Identity:
         profile it holds the first identifier of survives, others it holds are absorbed, a part that holds none
         is new (created, or split from a profile another part kept). Returns (created, absorbed)."""
         self._clusters()
+        self.engine.execute(  # where a probabilistic edge was removed, the profiles are recomputed too
+            """INSERT INTO _id_touched (cluster) SELECT DISTINCT n.cluster FROM identity_nodes AS n
+            WHERE n.node_id IN (SELECT a FROM _mt_gone UNION SELECT b FROM _mt_gone)
+              AND n.cluster NOT IN (SELECT cluster FROM _id_touched)"""
+        )
         return self._assign(now, upto)
 
     def _assign(self, now: datetime, upto: int) -> tuple[int, int]:

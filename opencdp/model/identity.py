@@ -29,7 +29,7 @@ class IdentifierType:
 
 IDENTIFIER_TYPES: tuple[IdentifierType, ...] = (
     IdentifierType("user_id", 1, 1, ("column:user_id", "$.fields.user_id")),
-    IdentifierType("crm_id", 2, 1, ("$.fields.customer_id",), records_only=True),
+    IdentifierType("crm_id", 2, 10, ("$.fields.customer_id",), records_only=True),
     IdentifierType("email", 3, 5, ("$.traits.email", "$.context.traits.email", "$.fields.email"), "email"),
     IdentifierType("phone", 4, 5, ("$.traits.phone", "$.context.traits.phone", "$.fields.phone"), "phone"),
     IdentifierType("device_id", 5, 10, ("$.context.device.id",)),

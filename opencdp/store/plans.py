@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from opencdp.model.pii import PiiPolicy
 from opencdp.model.plans import TrackingPlan
@@ -93,3 +94,17 @@ class PiiStore(_WorkspaceDocument):
         row = self.engine.fetch_one("SELECT value FROM _cdp_secrets WHERE name = 'pii_salt'")
         assert row is not None, "migrate() creates the salt"
         return str(row[0])
+
+
+class MatchModelStore(_WorkspaceDocument):
+    """The trained match model (Splink's settings document) with its thresholds and what it was trained on:
+    one document for the workspace, versioned (identity/train.py writes it, identity/score.py compiles it)."""
+
+    table, column = "identity_match_model", "model"
+
+    def put(self, document: dict[str, Any]) -> int:
+        return self._put(json.dumps(document))
+
+    def get(self) -> tuple[dict[str, Any], int] | None:
+        found = self._get()
+        return (dict(found[0]), found[1]) if found and isinstance(found[0], dict) else None

@@ -30,6 +30,25 @@ class PostgresEngine(Engine):
         conn = self._open()  # fail early, with a clear message, when the server cannot be reached
         with conn:
             conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
+        self.extensions = self._fuzzystrmatch()
+
+    def _fuzzystrmatch(self) -> str:
+        """The schema holding the ``fuzzystrmatch`` extension (Levenshtein distance for matching), installed
+        once per database (it is one of PostgreSQL's trusted contrib extensions); it joins the search path."""
+        for _ in range(3):
+            with self._open() as conn:
+                row = conn.execute(
+                    "SELECT n.nspname FROM pg_extension AS e JOIN pg_namespace AS n ON n.oid = e.extnamespace "
+                    "WHERE e.extname = 'fuzzystrmatch'"
+                ).fetchone()
+                if row:
+                    return str(row[0])
+                try:
+                    conn.execute("CREATE SCHEMA IF NOT EXISTS opencdp_extensions")
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS fuzzystrmatch SCHEMA opencdp_extensions")
+                except psycopg.errors.UniqueViolation:  # another process created it first: read it again
+                    continue
+        raise Transient("cannot install the fuzzystrmatch extension", code="engine_extension")
 
     def _open(self) -> psycopg.Connection[Any]:
         try:
@@ -42,7 +61,11 @@ class PostgresEngine(Engine):
         # JSON comes back as text, as from DuckDB, so callers see one shape whatever the engine.
         for json_type in ("json", "jsonb"):
             conn.adapters.register_loader(json_type, TextLoader)
-        conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(self.schema)))
+        conn.execute(
+            pgsql.SQL("SET search_path TO {}, {}").format(
+                pgsql.Identifier(self.schema), pgsql.Identifier(self.extensions)
+            )
+        )
         conn.execute("SET TIME ZONE 'UTC'")  # as on DuckDB: timestamps in UTC, exact interval arithmetic
         conn.commit()
         conn.autocommit = True

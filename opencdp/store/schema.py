@@ -221,6 +221,61 @@ TABLES: tuple[str, ...] = (
         other_profile_id VARCHAR,
         happened_at TIMESTAMPTZ NOT NULL
     )""",
+    # Probabilistic matching (identity/train.py, identity/score.py): what each record, or an identifier's latest
+    # traits, says about a person (``match_key``: source and record key, or ``node:`` and the identifier).
+    """CREATE TABLE IF NOT EXISTS identity_match_records (
+        match_id BIGINT PRIMARY KEY,
+        match_key VARCHAR NOT NULL,
+        node_id BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        first_name VARCHAR,
+        last_name VARCHAR,
+        birth_date VARCHAR,
+        house_number VARCHAR,
+        street VARCHAR,
+        city VARCHAR,
+        postal_code VARCHAR,
+        region VARCHAR,
+        national_id VARCHAR,
+        email VARCHAR,
+        phone VARCHAR
+    )""",
+    # Scored pairs of match records at or above the review threshold (or once there): the level each comparison
+    # took, the weight and probability, what became of it, and an operator's decision (which sticks).
+    """CREATE TABLE IF NOT EXISTS identity_matches (
+        id_l BIGINT NOT NULL,
+        id_r BIGINT NOT NULL,
+        node_l BIGINT NOT NULL,
+        node_r BIGINT NOT NULL,
+        g_first_name SMALLINT,
+        g_last_name SMALLINT,
+        g_birth_date SMALLINT,
+        g_house_number SMALLINT,
+        g_street SMALLINT,
+        g_city SMALLINT,
+        g_postal_code SMALLINT,
+        g_region SMALLINT,
+        g_national_id SMALLINT,
+        g_email SMALLINT,
+        g_phone SMALLINT,
+        match_weight DOUBLE NOT NULL,
+        match_probability DOUBLE NOT NULL,
+        status VARCHAR NOT NULL,
+        decision VARCHAR,
+        model_version BIGINT NOT NULL,
+        scored_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (id_l, id_r)
+    )""",
+    # The trained match model (Splink's settings document) and the thresholds, one versioned document.
+    """CREATE TABLE IF NOT EXISTS identity_match_model (
+        model VARCHAR NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    # Why two identifiers cannot be linked: 'review' (an operator rejected a scored pair), NULL (a split).
+    "ALTER TABLE identity_cannot_link ADD COLUMN IF NOT EXISTS reason VARCHAR",
+    # A probabilistic edge's match probability (NULL for deterministic edges).
+    "ALTER TABLE identity_edges ADD COLUMN IF NOT EXISTS probability DOUBLE",
     # Where each consumer of the raw log has got to.
     """CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
@@ -239,6 +294,7 @@ INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities (seq)",
     "CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership (profile_id)",
     "CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes (cluster)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS identity_match_records_key ON identity_match_records (match_key)",
     "CREATE INDEX IF NOT EXISTS governance_blocked ON governance (status) WHERE status = 'blocked'",
 )
 
@@ -387,6 +443,40 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
                 RETURN result::json;
             END
         $$""",
+        # DuckDB's jaro_winkler_similarity (which Splink's name comparisons use), under the name sqlglot gives
+        # it for PostgreSQL: Jaro, plus the common prefix (up to 4) weighted 0.1 when Jaro is above 0.7.
+        """CREATE OR REPLACE FUNCTION jarowinkler_similarity(s1 text, s2 text) RETURNS double precision
+        LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+        DECLARE
+            l1 int := length(s1); l2 int := length(s2); win int; m int := 0; t int := 0; k int := 1;
+            i int; j int; p int := 0; f1 boolean[]; f2 boolean[]; sim double precision;
+        BEGIN
+            IF s1 IS NULL OR s2 IS NULL THEN RETURN NULL; END IF;
+            IF l1 = 0 OR l2 = 0 THEN RETURN 0.0; END IF;
+            win := greatest(greatest(l1, l2) / 2 - 1, 0);
+            f1 := array_fill(false, ARRAY[l1]); f2 := array_fill(false, ARRAY[l2]);
+            FOR i IN 1..l1 LOOP
+                FOR j IN greatest(1, i - win)..least(l2, i + win) LOOP
+                    IF NOT f2[j] AND substr(s1, i, 1) = substr(s2, j, 1) THEN
+                        f1[i] := true; f2[j] := true; m := m + 1; EXIT;
+                    END IF;
+                END LOOP;
+            END LOOP;
+            IF m = 0 THEN RETURN 0.0; END IF;
+            FOR i IN 1..l1 LOOP
+                IF f1[i] THEN
+                    WHILE NOT f2[k] LOOP k := k + 1; END LOOP;
+                    IF substr(s1, i, 1) <> substr(s2, k, 1) THEN t := t + 1; END IF;
+                    k := k + 1;
+                END IF;
+            END LOOP;
+            sim := (m::float8 / l1 + m::float8 / l2 + (m - t / 2)::float8 / m) / 3;
+            IF sim > 0.7 THEN
+                WHILE p < least(4, l1, l2) AND substr(s1, p + 1, 1) = substr(s2, p + 1, 1) LOOP p := p + 1; END LOOP;
+                sim := sim + p * 0.1 * (1 - sim);
+            END IF;
+            RETURN sim;
+        END $$""",
         """CREATE OR REPLACE FUNCTION cdp_luhn(d text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
             SELECT coalesce(sum(CASE WHEN i % 2 = 0 THEN x ELSE (x * 2) % 10 + x / 5 END), 0) % 10 = 0
             FROM (SELECT i, ascii(substr(d, length(d) - i, 1)) - 48 AS x FROM generate_series(0, length(d) - 1) AS i) s

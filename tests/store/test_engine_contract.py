@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -137,3 +138,19 @@ def test_copy_tsv_reads_the_journal_format(engine: Engine, tmp_path: Path) -> No
     assert {r[1] for r in rows} == {"x", None}  # an empty field is NULL
     assert {r[2] for r in rows} == {datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)}
     assert json.loads(docs[0])["q"] == 'say "hi"'
+
+
+def test_string_similarity_is_the_same_on_every_engine(engine: Engine) -> None:
+    """Match scoring uses DuckDB's jaro_winkler_similarity and levenshtein; PostgreSQL runs them as a helper
+    function and the fuzzystrmatch extension: the same numbers, checked against DuckDB itself."""
+    import duckdb
+
+    rng = random.Random(3)
+    words = ["".join(rng.choice("abcde") for _ in range(rng.randint(0, 9))) for _ in range(300)]
+    pairs = [(rng.choice(words), rng.choice(words)) for _ in range(300)] + [("martha", "marhta"), ("", "")]
+    reference = duckdb.connect()
+    for a, b in pairs:
+        expected = reference.execute("SELECT jaro_winkler_similarity(?, ?), levenshtein(?, ?)", [a, b, a, b]).fetchone()
+        got = engine.fetch_one("SELECT jaro_winkler_similarity(?, ?), levenshtein(?, ?)", (a, b, a, b))
+        assert expected is not None and got is not None
+        assert abs(got[0] - expected[0]) < 1e-12 and got[1] == expected[1], (a, b)

@@ -212,6 +212,59 @@ CREATE TABLE IF NOT EXISTS identity_events (
         happened_at TIMESTAMPTZ NOT NULL
     );
 
+CREATE TABLE IF NOT EXISTS identity_match_records (
+        match_id BIGINT PRIMARY KEY,
+        match_key VARCHAR NOT NULL,
+        node_id BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        first_name VARCHAR,
+        last_name VARCHAR,
+        birth_date VARCHAR,
+        house_number VARCHAR,
+        street VARCHAR,
+        city VARCHAR,
+        postal_code VARCHAR,
+        region VARCHAR,
+        national_id VARCHAR,
+        email VARCHAR,
+        phone VARCHAR
+    );
+
+CREATE TABLE IF NOT EXISTS identity_matches (
+        id_l BIGINT NOT NULL,
+        id_r BIGINT NOT NULL,
+        node_l BIGINT NOT NULL,
+        node_r BIGINT NOT NULL,
+        g_first_name SMALLINT,
+        g_last_name SMALLINT,
+        g_birth_date SMALLINT,
+        g_house_number SMALLINT,
+        g_street SMALLINT,
+        g_city SMALLINT,
+        g_postal_code SMALLINT,
+        g_region SMALLINT,
+        g_national_id SMALLINT,
+        g_email SMALLINT,
+        g_phone SMALLINT,
+        match_weight DOUBLE NOT NULL,
+        match_probability DOUBLE NOT NULL,
+        status VARCHAR NOT NULL,
+        decision VARCHAR,
+        model_version BIGINT NOT NULL,
+        scored_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (id_l, id_r)
+    );
+
+CREATE TABLE IF NOT EXISTS identity_match_model (
+        model VARCHAR NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+
+ALTER TABLE identity_cannot_link ADD COLUMN IF NOT EXISTS reason VARCHAR;
+
+ALTER TABLE identity_edges ADD COLUMN IF NOT EXISTS probability DOUBLE;
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
         seq BIGINT NOT NULL,

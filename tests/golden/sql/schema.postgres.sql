@@ -62,6 +62,16 @@ CREATE TABLE IF NOT EXISTS profile_aliases (alias TEXT PRIMARY KEY, profile_id T
 
 CREATE TABLE IF NOT EXISTS identity_events (kind TEXT NOT NULL, profile_id TEXT NOT NULL, other_profile_id TEXT, happened_at TIMESTAMPTZ NOT NULL);
 
+CREATE TABLE IF NOT EXISTS identity_match_records (match_id BIGINT PRIMARY KEY, match_key TEXT NOT NULL, node_id BIGINT NOT NULL, seq BIGINT NOT NULL, first_name TEXT, last_name TEXT, birth_date TEXT, house_number TEXT, street TEXT, city TEXT, postal_code TEXT, region TEXT, national_id TEXT, email TEXT, phone TEXT);
+
+CREATE TABLE IF NOT EXISTS identity_matches (id_l BIGINT NOT NULL, id_r BIGINT NOT NULL, node_l BIGINT NOT NULL, node_r BIGINT NOT NULL, g_first_name SMALLINT, g_last_name SMALLINT, g_birth_date SMALLINT, g_house_number SMALLINT, g_street SMALLINT, g_city SMALLINT, g_postal_code SMALLINT, g_region SMALLINT, g_national_id SMALLINT, g_email SMALLINT, g_phone SMALLINT, match_weight DOUBLE PRECISION NOT NULL, match_probability DOUBLE PRECISION NOT NULL, status TEXT NOT NULL, decision TEXT, model_version BIGINT NOT NULL, scored_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (id_l, id_r));
+
+CREATE TABLE IF NOT EXISTS identity_match_model (model TEXT NOT NULL, version BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
+ALTER TABLE identity_cannot_link ADD COLUMN IF NOT EXISTS reason TEXT;
+
+ALTER TABLE identity_edges ADD COLUMN IF NOT EXISTS probability DOUBLE PRECISION;
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
 
 CREATE UNIQUE INDEX IF NOT EXISTS raw_events_seq ON raw_events(seq);
@@ -81,6 +91,8 @@ CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities(seq);
 CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership(profile_id);
 
 CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes(cluster);
+
+CREATE UNIQUE INDEX IF NOT EXISTS identity_match_records_key ON identity_match_records(match_key);
 
 CREATE INDEX IF NOT EXISTS governance_blocked ON governance(status) WHERE status = 'blocked';
 

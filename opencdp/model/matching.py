@@ -1,0 +1,115 @@
+"""Probabilistic matching: the person attributes compared between records, how each is compared, and the
+thresholds that turn a match probability into an edge, a review or nothing (pure definitions, no I/O).
+
+A *match record* is what one imported record, or the latest identify traits of one identifier, says about a
+person (names, birth date, address, national id, email, phone). Pairs of match records that share a blocking
+key are scored with a Fellegi-Sunter model that Splink trains on the data (identity/train.py); the scoring
+itself is SQL compiled from the trained model (identity/score.py). docs/identity.md explains the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Comparison = Literal["name", "date", "exact", "street", "code", "email"]
+"""How a feature is compared (the Splink comparison identity/train.py builds for it):
+
+- ``name``: exact (with term frequencies), then Jaro-Winkler at 0.92 / 0.88 / 0.70;
+- ``date``: exact, then one edit apart (a typo or two swapped digits), then the same year and month;
+- ``exact``: equal or not, with term frequencies (rare values weigh more);
+- ``street``: exact (term frequencies), then Levenshtein 1 / 3;
+- ``code``: national ids and phone numbers: exact, then one or two edits apart;
+- ``email``: exact, then Levenshtein 1 / 2 (a typo'd address).
+"""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    paths: tuple[str, ...]
+    """JSON paths into a governed message, tried in order; ``first-word:`` / ``last-word:`` take one word of a
+    full name."""
+    comparison: Comparison
+    blocking: bool = False
+    """Pairs that agree exactly on this feature are candidates (a blocking rule of its own)."""
+
+
+_TRAITS = ("$.traits", "$.context.traits")
+
+FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "first_name",
+        (
+            "$.fields.first_name",
+            *(f"{t}.firstName" for t in _TRAITS),
+            *(f"{t}.first_name" for t in _TRAITS),
+            "first-word:$.fields.name",
+            *(f"first-word:{t}.name" for t in _TRAITS),
+        ),
+        "name",
+        blocking=True,
+    ),
+    Feature(
+        "last_name",
+        (
+            "$.fields.last_name",
+            *(f"{t}.lastName" for t in _TRAITS),
+            *(f"{t}.last_name" for t in _TRAITS),
+            "last-word:$.fields.name",
+            *(f"last-word:{t}.name" for t in _TRAITS),
+        ),
+        "name",
+        blocking=True,
+    ),
+    Feature(
+        "birth_date",
+        ("$.fields.birth_date", *(f"{t}.birthday" for t in _TRAITS), *(f"{t}.birth_date" for t in _TRAITS)),
+        "date",
+        blocking=True,
+    ),
+    Feature("house_number", ("$.fields.house_number", "$.traits.address.house_number"), "exact"),
+    Feature("street", ("$.fields.street", "$.traits.address.street", "$.context.traits.address.street"), "street"),
+    Feature("city", ("$.fields.city", "$.traits.address.city", "$.context.traits.address.city"), "exact"),
+    Feature(
+        "postal_code",
+        ("$.fields.postal_code", "$.traits.address.postalCode", "$.traits.address.postal_code"),
+        "exact",
+        blocking=True,
+    ),
+    Feature("region", ("$.fields.region", "$.traits.address.state", "$.traits.address.region"), "exact"),
+    Feature("national_id", ("$.fields.national_id",), "code", blocking=True),
+    Feature("email", ("$.fields.email", *(f"{t}.email" for t in _TRAITS)), "email"),
+    Feature("phone", ("$.fields.phone", *(f"{t}.phone" for t in _TRAITS)), "code", blocking=True),
+)
+
+IDENTIFYING = ("first_name", "last_name", "national_id")
+"""A message becomes a match record only when it carries one of these (an email alone is an identifier, not
+something to match on)."""
+
+TRAINING_BLOCKS: tuple[tuple[str, ...], ...] = (("birth_date",), ("postal_code",), ("last_name",))
+"""Expectation maximisation runs once per rule here (each estimates the features outside it)."""
+
+PRIOR_BLOCK: tuple[str, ...] = ("first_name", "last_name", "birth_date")
+"""Pairs agreeing on all of these are taken as nearly certain matches to estimate the prior (Splink's
+``estimate_probability_two_random_records_match``), with an assumed recall of 0.7."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Match probability at or above ``merge``: a probabilistic edge in the identity graph; at or above
+    ``review`` (and below ``merge``): the review queue; below: nothing."""
+
+    merge: float = 0.95
+    review: float = 0.50
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.review <= self.merge <= 1.0:
+            raise ValueError("thresholds need 0 < review <= merge <= 1")
+
+
+MIN_TRAINING_RECORDS = 50
+"""Fewer match records than this, and there is nothing to learn a model from."""
+
+MIN_FEATURE_SHARE = 0.01
+"""A feature present in fewer than this share of the match records is left out of the model."""
