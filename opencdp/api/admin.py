@@ -218,6 +218,29 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         """Profile sizes, the largest profiles, merges, splits, refused edges and giant-profile alerts."""
         return runtime.identity_health()
 
+    @app.post("/admin/v1/identity/model", dependencies=admin)
+    def train_matching(body: dict[str, float] | None = None) -> dict[str, object]:
+        """Train the match model on the match records (Splink) and score every pair again; ``{"merge": p,
+        "review": p}`` sets the thresholds (else the previous ones, else 0.95 and 0.5)."""
+        body = body or {}
+        unknown = set(body) - {"merge", "review"}
+        if unknown:
+            raise Rejected(f"unknown settings: {', '.join(sorted(unknown))}", code="bad_thresholds")
+        return runtime.train_matching(body.get("merge"), body.get("review"))
+
+    @app.get("/admin/v1/identity/review", dependencies=admin)
+    def review_queue(limit: int = 50) -> list[dict[str, object]]:
+        """Scored pairs between the thresholds, undecided, most probable first, with both records."""
+        return runtime.review_queue(max(1, min(limit, 1000)))
+
+    @app.post("/admin/v1/identity/review/{pair}", dependencies=admin)
+    def review(pair: str, body: dict[str, str]) -> dict[str, object]:
+        """``{"decision": "accept" | "reject" | "reset"}`` on a scored pair (``ID-ID``); the decision sticks
+        through rescoring and retraining."""
+        if "decision" not in body:
+            raise Rejected("the body needs 'decision': accept, reject or reset", code="bad_decision")
+        return runtime.review(pair, body["decision"])
+
     @app.put("/admin/v1/pii/policy", dependencies=admin)
     def put_pii_policy(body: dict[str, Any]) -> dict[str, Any]:
         """Save the PII policy (a new version): per class and source keep, mask, hash or drop; ``drop`` applies

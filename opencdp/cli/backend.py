@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -194,37 +194,42 @@ class Backend:
         with self._runtime() as rt:
             return {"version": rt.governance.transforms.put(rules)}
 
-    def explain_profile(self, ref: str) -> dict[str, Any]:
+    def _either(self, request: tuple[str, str, dict[str, Any]], local: Callable[[Runtime], Any]) -> Any:
+        """The admin API's answer to ``request`` (method, path, httpx arguments) when a server runs, else
+        ``local`` run on a runtime of our own."""
         if self.remote:
-            result: dict[str, Any] = self.remote.call("GET", f"/admin/v1/identity/profiles/{ref}/explain")
-            return result
+            method, path, kwargs = request
+            return self.remote.call(method, path, **kwargs)
         with self._runtime() as rt:
-            return rt.explain_profile(ref)
+            return local(rt)
+
+    def explain_profile(self, ref: str) -> dict[str, Any]:
+        path = f"/admin/v1/identity/profiles/{ref}/explain"
+        return dict(self._either(("GET", path, {}), lambda rt: rt.explain_profile(ref)))
 
     def split_profile(self, ref: str, by: str) -> dict[str, Any]:
-        if self.remote:
-            result: dict[str, Any] = self.remote.call(
-                "POST", f"/admin/v1/identity/profiles/{ref}/split", json={"by": by}
-            )
-            return result
-        with self._runtime() as rt:
-            return rt.split_profile(ref, by)
+        path = f"/admin/v1/identity/profiles/{ref}/split"
+        return dict(self._either(("POST", path, {"json": {"by": by}}), lambda rt: rt.split_profile(ref, by)))
 
     def unsplit(self, a: str, b: str) -> dict[str, Any]:
-        if self.remote:
-            result: dict[str, Any] = self.remote.call(
-                "DELETE", "/admin/v1/identity/cannot-link", params={"a": a, "b": b}
-            )
-            return result
-        with self._runtime() as rt:
-            return rt.unsplit(a, b)
+        request = ("DELETE", "/admin/v1/identity/cannot-link", {"params": {"a": a, "b": b}})
+        return dict(self._either(request, lambda rt: rt.unsplit(a, b)))
 
     def identity_health(self) -> dict[str, Any]:
-        if self.remote:
-            result: dict[str, Any] = self.remote.call("GET", "/admin/v1/identity/health")
-            return result
-        with self._runtime() as rt:
-            return rt.identity_health()
+        return dict(self._either(("GET", "/admin/v1/identity/health", {}), lambda rt: rt.identity_health()))
+
+    def train_matching(self, merge: float | None, review: float | None) -> dict[str, Any]:
+        body = {k: v for k, v in (("merge", merge), ("review", review)) if v is not None}
+        request = ("POST", "/admin/v1/identity/model", {"json": body, "timeout": None})
+        return dict(self._either(request, lambda rt: rt.train_matching(merge, review)))
+
+    def review_queue(self, limit: int) -> list[dict[str, Any]]:
+        request = ("GET", "/admin/v1/identity/review", {"params": {"limit": limit}})
+        return list(self._either(request, lambda rt: rt.review_queue(limit)))
+
+    def review(self, pair: str, decision: str) -> dict[str, Any]:
+        request = ("POST", f"/admin/v1/identity/review/{pair}", {"json": {"decision": decision}})
+        return dict(self._either(request, lambda rt: rt.review(pair, decision)))
 
     def process(self) -> dict[str, int] | None:
         """Catch every stage up with the raw log; None when a server runs (it processes continuously)."""

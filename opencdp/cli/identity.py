@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,8 +16,22 @@ from opencdp.cli.common import AsJson, DataDir, console, fail, settings_for
 from opencdp.errors import OpenCDPError
 
 identity_app = typer.Typer(
-    no_args_is_help=True, help="The identity graph: explain a profile, split one for good, check its health."
+    no_args_is_help=True,
+    help="The identity graph: explain a profile, split one for good, train matching, review, check its health.",
 )
+review_app = typer.Typer(
+    help="Pairs the match model is unsure of: list them, accept or reject one (a decision that sticks).",
+    invoke_without_command=True,
+)
+identity_app.add_typer(review_app, name="review")
+
+
+def _call(data_dir: Path | None, what: Callable[[Backend], Any]) -> Any:
+    """Run ``what`` on the backend for ``data_dir``; an OpenCDP error ends the command with its message."""
+    try:
+        return what(Backend(settings_for(data_dir)))
+    except OpenCDPError as exc:
+        raise fail(exc) from exc
 
 
 def _print_json(doc: dict[str, Any]) -> None:
@@ -29,10 +45,7 @@ def identity_explain(
     as_json: AsJson = False,
 ) -> None:
     """Why these identifiers are one person: each edge and the message that made it, and what was refused."""
-    try:
-        doc = Backend(settings_for(data_dir)).explain_profile(ref)
-    except OpenCDPError as exc:
-        raise fail(exc) from exc
+    doc = _call(data_dir, lambda b: b.explain_profile(ref))
     if as_json:
         _print_json(doc)
         return
@@ -43,7 +56,8 @@ def identity_explain(
     console.print(ids)
     edges = Table("joined", "to", "because", "message", "source", title="why they are one person")
     for e in doc["edges"]:
-        edges.add_row(e["from"], e["to"], e["rule"], str(e["message_id"]), str(e["source_id"]))
+        because = e["rule"] + (f" (p = {e['probability']:.4f})" if e.get("probability") is not None else "")
+        edges.add_row(e["from"], e["to"], because, str(e["message_id"]), str(e["source_id"]))
     console.print(edges)
     if doc["refused"]:
         refused = Table("identifier", "kept apart from", "reason", "in profile", title="merges refused")
@@ -63,10 +77,7 @@ def identity_split(
 ) -> None:
     """Separate an identifier (and what is nearest to it) from a profile, for good: later evidence and
     reprocessing respect it until `opencdp identity unsplit` removes it."""
-    try:
-        doc = Backend(settings_for(data_dir)).split_profile(profile, by)
-    except OpenCDPError as exc:
-        raise fail(exc) from exc
+    doc = _call(data_dir, lambda b: b.split_profile(profile, by))
     if as_json:
         _print_json(doc)
         return
@@ -81,10 +92,7 @@ def identity_unsplit(
     as_json: AsJson = False,
 ) -> None:
     """Remove a split: the two identifiers may be one profile again if the evidence joins them."""
-    try:
-        doc = Backend(settings_for(data_dir)).unsplit(a, b)
-    except OpenCDPError as exc:
-        raise fail(exc) from exc
+    doc = _call(data_dir, lambda backend: backend.unsplit(a, b))
     if as_json:
         _print_json(doc)
         return
@@ -94,10 +102,7 @@ def identity_unsplit(
 @identity_app.command("health")
 def identity_health(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     """Profile sizes, the largest profiles, merges, splits, refused edges, and giant-profile alerts."""
-    try:
-        doc = Backend(settings_for(data_dir)).identity_health()
-    except OpenCDPError as exc:
-        raise fail(exc) from exc
+    doc = _call(data_dir, lambda b: b.identity_health())
     if as_json:
         _print_json(doc)
         return
@@ -119,3 +124,90 @@ def identity_health(data_dir: DataDir = None, as_json: AsJson = False) -> None:
         console.print(f"placeholders sent as identifiers (ignored): {hits}")
     for alert in doc["alerts"]:
         console.print(f"[red]{alert}[/red]")
+
+
+@identity_app.command("train")
+def identity_train(
+    merge: Annotated[float | None, typer.Option(help="Merge at or above this match probability.")] = None,
+    review: Annotated[float | None, typer.Option(help="Queue for review at or above this probability.")] = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Train the match model (Splink: prior, u by sampling, m by expectation maximisation, term frequencies)
+    on the match records and score every pair again. Thresholds default to the previous ones (0.95 / 0.5)."""
+    with console.status("training the match model and scoring every pair"):
+        doc = _call(data_dir, lambda b: b.train_matching(merge, review))
+    if as_json:
+        _print_json(doc)
+        return
+    t = doc["thresholds"]
+    console.print(
+        f"model v{doc['version']} trained on {doc['trained_on']:,} match records "
+        f"({', '.join(doc['features'])}); prior {doc['probability_two_random_records_match']:.2g}"
+    )
+    pairs = ", ".join(f"{n:,} {s}" for s, n in sorted(doc["pairs"].items())) or "none"
+    console.print(f"pairs: {pairs} (merge >= {t['merge']}, review >= {t['review']}); {doc['merged']:,} merges")
+
+
+@review_app.callback()
+def review_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="At most this many pairs.")] = 20,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the pairs waiting for review, most probable first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    pairs = _call(data_dir, lambda b: b.review_queue(limit))
+    if as_json:
+        sys.stdout.write(json.dumps(pairs, indent=2, default=str) + "\n")
+        return
+    if not pairs:
+        console.print("nothing to review")
+        return
+    table = Table("pair", "probability", "record", "says", "other record", "says", "levels")
+    for p in pairs:
+        left, right = (p["records"] + [{}, {}])[:2]
+        table.add_row(
+            p["pair"], f"{p['probability']:.3f}", str(left.get("match_key")), _says(left),
+            str(right.get("match_key")), _says(right),
+            ", ".join(f"{lv['feature']}: {lv['level']}" for lv in p["levels"]),
+        )  # fmt: skip
+    console.print(table)
+    console.print("decide with: opencdp identity review accept|reject PAIR")
+
+
+def _says(record: dict[str, Any]) -> str:
+    return " ".join(str(v) for k, v in record.items() if k not in ("match_key", "profile_id"))
+
+
+def _decide(pair: str, decision: str, data_dir: Path | None, as_json: bool) -> None:
+    doc = _call(data_dir, lambda b: b.review(pair, decision))
+    if as_json:
+        _print_json(doc)
+        return
+    left, right = doc["profiles"]
+    together = "one profile" if left == right else "two profiles"
+    console.print(f"pair {doc['pair']}: {doc['decision'] or 'undecided'}; now {together} ({left}, {right})")
+
+
+@review_app.command("accept")
+def review_accept(pair: Annotated[str, typer.Argument(help="ID-ID, as the list shows it.")],
+                  data_dir: DataDir = None, as_json: AsJson = False) -> None:  # fmt: skip
+    """The two records are one person: join them whatever their score."""
+    _decide(pair, "accept", data_dir, as_json)
+
+
+@review_app.command("reject")
+def review_reject(pair: Annotated[str, typer.Argument(help="ID-ID, as the list shows it.")],
+                  data_dir: DataDir = None, as_json: AsJson = False) -> None:  # fmt: skip
+    """The two records are different people: never join them (until reset)."""
+    _decide(pair, "reject", data_dir, as_json)
+
+
+@review_app.command("reset")
+def review_reset(pair: Annotated[str, typer.Argument(help="ID-ID, as the list shows it.")],
+                 data_dir: DataDir = None, as_json: AsJson = False) -> None:  # fmt: skip
+    """Forget the decision: the score decides again."""
+    _decide(pair, "reset", data_dir, as_json)

@@ -4,6 +4,7 @@ decisions stick (DuckDB and PostgreSQL)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import pyarrow as pa
 import pytest
 from faker import Faker
@@ -23,6 +25,8 @@ from opencdp.identity.score import candidates, scored
 from opencdp.identity.train import train
 from opencdp.model.matching import FEATURES
 from opencdp.store.journal import accepted_line
+from tests.cli.test_cli import cli
+from tests.helpers import ADMIN_TOKEN, ThreadedServer
 from tests.identity import linkage
 
 
@@ -223,3 +227,57 @@ def test_a_typod_duplicate_merges_a_falling_confidence_splits_and_review_decisio
         rt.review("x", "accept")
     with pytest.raises(Rejected, match="decision must be"):
         rt.review(pair_i, "maybe")
+
+
+def _write_crm(path: Path, rows: list[dict[str, Any]]) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_train_review_and_explain_from_the_command_line(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    people = [{k: v for k, v in p.items() if k != "phone"} for p in _people(11, 200)]
+    twins = [_crm_b(rng, people[i], i) for i in range(0, 200, 4)]
+    data = tmp_path / "data"
+    for name, rows in (("crm-a", people), ("crm-b", twins)):
+        cli(data, "sources", "create", name, "--kind", "server")
+        cli(data, "import", str(_write_crm(tmp_path / f"{name}.csv", rows)), "--source", name, "--kind", "customers")
+    refused = cli(data, "identity", "train", "--merge", "0.4", "--review", "0.6", check=False)
+    assert refused.returncode != 0 and "review <= merge" in refused.stdout + refused.stderr
+    trained = json.loads(cli(data, "identity", "train", "--merge", "1.0", "--json").stdout)
+    assert trained["trained_on"] == len(people) + len(twins) and "last_name" in trained["features"]
+    queue = json.loads(cli(data, "identity", "review", "--limit", "5", "--json").stdout)
+    assert 0 < len(queue) <= 5 and all(0.5 <= p["probability"] < 1.0 for p in queue)
+    assert {r["match_key"].split(":")[1][0] for r in queue[0]["records"]} == {"A", "B"}  # a CRM A row and its twin
+    pair = queue[0]["pair"]
+    done = json.loads(cli(data, "identity", "review", "accept", pair, "--json").stdout)
+    assert done["decision"] == "accepted" and done["profiles"][0] == done["profiles"][1]
+    key = queue[0]["records"][0]["match_key"].split(":")[1]
+    why = json.loads(cli(data, "identity", "explain", f"crm_id:{queue[0]['records'][0]['match_key']}", "--json").stdout)
+    reviewed = [e for e in why["edges"] if e["kind"] == "reviewed"]
+    assert len(reviewed) == 1 and reviewed[0]["evidence"]["pair"] == pair, key
+    assert (
+        "accepted in review" in cli(data, "identity", "explain", f"crm_id:{queue[0]['records'][0]['match_key']}").stdout
+    )
+    assert pair not in cli(data, "identity", "review").stdout
+    missing = cli(data, "identity", "review", "reject", "999998-999999", check=False)
+    assert missing.returncode != 0 and "no scored pair" in missing.stdout + missing.stderr
+
+
+def test_the_admin_api_trains_and_reviews(server: ThreadedServer) -> None:
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    too_few = httpx.post(server.url + "/admin/v1/identity/model", headers=auth, json={})
+    assert too_few.status_code == 400 and too_few.json()["code"] == "too_few_records"
+    wrong = httpx.post(server.url + "/admin/v1/identity/model", headers=auth, json={"merge": 0.1, "review": 0.2})
+    assert wrong.status_code == 400 and wrong.json()["code"] == "bad_thresholds"
+    unknown = httpx.post(server.url + "/admin/v1/identity/model", headers=auth, json={"threshold": 0.9})
+    assert unknown.status_code == 400 and unknown.json()["code"] == "bad_thresholds"
+    assert httpx.get(server.url + "/admin/v1/identity/review", headers=auth).json() == []
+    missing = httpx.post(server.url + "/admin/v1/identity/review/1-2", headers=auth, json={"decision": "accept"})
+    assert missing.status_code == 404 and missing.json()["code"] == "unknown_pair"
+    bad = httpx.post(server.url + "/admin/v1/identity/review/1-2", headers=auth, json={})
+    assert bad.status_code == 400 and bad.json()["code"] == "bad_decision"
+    assert httpx.get(server.url + "/admin/v1/identity/review").status_code == 401
