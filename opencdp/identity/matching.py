@@ -23,7 +23,7 @@ from typing import Any
 
 from opencdp.identity.features import match_records
 from opencdp.identity.score import candidates, scored
-from opencdp.model.matching import FEATURES, Thresholds
+from opencdp.model.matching import FEATURES, Thresholds, blocking_rules
 from opencdp.store.engine import Engine
 from opencdp.store.plans import MatchModelStore
 
@@ -49,9 +49,8 @@ class Model:
     version: int
 
     @property
-    def blocking(self) -> list[str]:
-        present = {c["output_column_name"] for c in self.splink["comparisons"]}
-        return [f.name for f in FEATURES if f.blocking and f.name in present]
+    def blocking(self) -> list[tuple[str, ...]]:
+        return blocking_rules({c["output_column_name"] for c in self.splink["comparisons"]})
 
 
 def load_model(engine: Engine) -> Model | None:

@@ -83,14 +83,14 @@ def tf_columns(compared: tuple[Compared, ...]) -> list[str]:
     return sorted({lv.tf_column for c in compared for lv in c.levels if lv.tf_column})
 
 
-def candidates(blocking: list[str], batch: str) -> str:
-    """Pairs (``id_l`` < ``id_r``) of a batch match record and any match record that agree exactly on one of
-    the ``blocking`` features (equi-joins, one per feature)."""
+def candidates(blocking: list[tuple[str, ...]], batch: str) -> str:
+    """Pairs (``id_l`` < ``id_r``) of a batch match record and any match record that agree exactly on all the
+    features of one of the ``blocking`` rules (equi-joins, one per rule)."""
     return " UNION ".join(
         f"""SELECT least(b.match_id, m.match_id) AS id_l, greatest(b.match_id, m.match_id) AS id_r
-        FROM {RECORDS} AS b JOIN {RECORDS} AS m ON m.{f} = b.{f}
+        FROM {RECORDS} AS b JOIN {RECORDS} AS m ON {" AND ".join(f"m.{f} = b.{f}" for f in rule)}
         WHERE b.match_id IN (SELECT match_id FROM {batch}) AND m.match_id <> b.match_id"""
-        for f in blocking
+        for rule in blocking
     )
 
 

@@ -27,6 +27,7 @@ from opencdp.model.matching import (
     PRIOR_BLOCK,
     TRAINING_BLOCKS,
     Feature,
+    blocking_rules,
 )
 
 MIN_LIKELY_PAIRS = 5
@@ -104,7 +105,7 @@ def train(records: pa.Table) -> dict[str, Any]:
         link_type="dedupe_only",
         unique_id_column_name="match_id",
         comparisons=[_comparison(f) for f in features],
-        blocking_rules_to_generate_predictions=[block_on(f.name) for f in features if f.blocking],
+        blocking_rules_to_generate_predictions=[block_on(*rule) for rule in blocking_rules(names)],
         retain_intermediate_calculation_columns=False,
     )
     db = DuckDBAPI()

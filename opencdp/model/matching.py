@@ -31,8 +31,6 @@ class Feature:
     """JSON paths into a governed message, tried in order; ``first-word:`` / ``last-word:`` take one word of a
     full name."""
     comparison: Comparison
-    blocking: bool = False
-    """Pairs that agree exactly on this feature are candidates (a blocking rule of its own)."""
 
 
 _TRAITS = ("$.traits", "$.context.traits")
@@ -48,7 +46,6 @@ FEATURES: tuple[Feature, ...] = (
             *(f"first-word:{t}.name" for t in _TRAITS),
         ),
         "name",
-        blocking=True,
     ),
     Feature(
         "last_name",
@@ -60,13 +57,11 @@ FEATURES: tuple[Feature, ...] = (
             *(f"last-word:{t}.name" for t in _TRAITS),
         ),
         "name",
-        blocking=True,
     ),
     Feature(
         "birth_date",
         ("$.fields.birth_date", *(f"{t}.birthday" for t in _TRAITS), *(f"{t}.birth_date" for t in _TRAITS)),
         "date",
-        blocking=True,
     ),
     Feature("house_number", ("$.fields.house_number", "$.traits.address.house_number"), "exact"),
     Feature("street", ("$.fields.street", "$.traits.address.street", "$.context.traits.address.street"), "street"),
@@ -75,13 +70,38 @@ FEATURES: tuple[Feature, ...] = (
         "postal_code",
         ("$.fields.postal_code", "$.traits.address.postalCode", "$.traits.address.postal_code"),
         "exact",
-        blocking=True,
     ),
     Feature("region", ("$.fields.region", "$.traits.address.state", "$.traits.address.region"), "exact"),
-    Feature("national_id", ("$.fields.national_id",), "code", blocking=True),
+    Feature("national_id", ("$.fields.national_id",), "code"),
     Feature("email", ("$.fields.email", *(f"{t}.email" for t in _TRAITS)), "email"),
-    Feature("phone", ("$.fields.phone", *(f"{t}.phone" for t in _TRAITS)), "code", blocking=True),
+    Feature("phone", ("$.fields.phone", *(f"{t}.phone" for t in _TRAITS)), "code"),
 )
+
+BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
+    ("first_name", "last_name"),
+    ("last_name", "birth_date"),
+    ("first_name", "birth_date"),
+    ("first_name", "postal_code"),
+    ("last_name", "postal_code"),
+    ("birth_date", "postal_code"),
+    ("first_name", "city"),
+    ("last_name", "city"),
+    ("birth_date", "city"),
+    ("street", "city"),
+    ("house_number", "postal_code"),
+    ("last_name", "house_number"),
+    ("national_id",),
+    ("phone",),
+)
+"""Candidate pairs agree exactly on every feature of at least one rule (rules whose features the model lacks
+are left out). Pairs of features, not single ones: a common first name alone would pair thousands of records
+with each other; a typo in one feature is still caught by a rule without it."""
+
+
+def blocking_rules(features: set[str]) -> list[tuple[str, ...]]:
+    """The blocking rules a model over ``features`` can use."""
+    return [rule for rule in BLOCKING_RULES if set(rule) <= features]
+
 
 IDENTIFYING = ("first_name", "last_name", "national_id")
 """A message becomes a match record only when it carries one of these (an email alone is an identifier, not
