@@ -35,6 +35,9 @@ from opencdp.store.raw_log import RawLog
 CONSUMER = "identity"
 BATCH_ROWS = 100_000
 MAX_ROUNDS = 10_000
+PROBABILISTIC_COST = 100
+"""When a part is split around seeds, a probabilistic edge counts as this many deterministic ones: an identifier
+goes with the seed it shares a message with before one it is only matched to (the weaker evidence yields)."""
 _GOVERNED = "SELECT gseq, seq, source_id, type, user_id, anonymous_id, message FROM governed"
 _TEMP = {
     "_id_found": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER, blocked BOOLEAN",
@@ -47,8 +50,8 @@ _TEMP = {
     "_id_arc": "x BIGINT, y BIGINT",
     "_id_touched": "cluster BIGINT",
     "_id_part": "node_id BIGINT, part BIGINT, id_type VARCHAR, first_seq BIGINT, once INTEGER, priority INTEGER",
-    "_id_edge": "a BIGINT, b BIGINT",
-    "_id_kept": "a BIGINT, b BIGINT",
+    "_id_edge": "a BIGINT, b BIGINT, cost INTEGER",
+    "_id_kept": "a BIGINT, b BIGINT, cost INTEGER",
     "_id_split": "part BIGINT, id_type VARCHAR",
     "_id_seed": "node_id BIGINT, part BIGINT, reason VARCHAR",
     "_id_shared": "node_id BIGINT, reason VARCHAR",
@@ -282,9 +285,9 @@ class Identity:
         """Split each touched cluster into parts that keep the limits. First the guard: an identifier joined
         to more values of a stronger type than a profile may hold is shared and joins nobody. Then, while a
         part holds two values of a type allowed once per profile (the strongest such type first), each of
-        those values seeds a part of its own and every other identifier joins the nearest seed (fewest edges;
-        a tie goes to the seed seen first), never through another seed. Every edge between parts is refused
-        and recorded (``identity_conflicts``)."""
+        those values seeds a part of its own and every other identifier joins the nearest seed (fewest edges, a
+        probabilistic one counting as :data:`PROBABILISTIC_COST`; a tie goes to the seed seen first), never
+        through another seed. Every edge between parts is refused and recorded (``identity_conflicts``)."""
         e = self.engine
         e.execute(
             f"""INSERT INTO _id_part (node_id, part, id_type, first_seq, once, priority)
@@ -293,11 +296,12 @@ class Identity:
             FROM identity_nodes AS n JOIN _id_touched AS t ON t.cluster = n.cluster"""
         )
         e.execute(
-            """INSERT INTO _id_edge (a, b)
-            SELECT ed.a, ed.b FROM identity_edges AS ed JOIN _id_part AS pa ON pa.node_id = ed.a
+            f"""INSERT INTO _id_edge (a, b, cost)
+            SELECT ed.a, ed.b, CASE WHEN ed.kind = 'probabilistic' THEN {PROBABILISTIC_COST} ELSE 1 END
+            FROM identity_edges AS ed JOIN _id_part AS pa ON pa.node_id = ed.a
             JOIN _id_part AS pb ON pb.node_id = ed.b"""
         )
-        e.execute("INSERT INTO _id_edge (a, b) SELECT b, a FROM _id_edge")
+        e.execute("INSERT INTO _id_edge (a, b, cost) SELECT b, a, cost FROM _id_edge")
         # The guard: an identifier joined to more values of a stronger type than a profile may hold (a browser
         # or kiosk used with more than 5 emails) is shared, not personal: it joins nobody.
         e.execute(
@@ -388,7 +392,7 @@ class Identity:
         self._converge(
             "_id_next",
             """INSERT INTO _id_next (v, label)
-            SELECT r.node_id, min(lpad(CAST(CAST(left(n.key, 6) AS INTEGER) + 1 AS VARCHAR), 6, '0')
+            SELECT r.node_id, min(lpad(CAST(CAST(left(n.key, 6) AS INTEGER) + ed.cost AS VARCHAR), 6, '0')
                                   || substr(n.key, 7))
             FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
             JOIN _id_reach AS n ON n.node_id = ed.b AND n.key IS NOT NULL
@@ -415,12 +419,12 @@ class Identity:
         # An edge between parts no longer joins them.
         e.execute("DELETE FROM _id_kept")
         e.execute(
-            """INSERT INTO _id_kept (a, b) SELECT ed.a, ed.b FROM _id_edge AS ed
+            """INSERT INTO _id_kept (a, b, cost) SELECT ed.a, ed.b, ed.cost FROM _id_edge AS ed
             JOIN _id_part AS pa ON pa.node_id = ed.a JOIN _id_part AS pb ON pb.node_id = ed.b
             WHERE pa.part = pb.part"""
         )
         e.execute("DELETE FROM _id_edge")
-        e.execute("INSERT INTO _id_edge (a, b) SELECT a, b FROM _id_kept")
+        e.execute("INSERT INTO _id_edge (a, b, cost) SELECT a, b, cost FROM _id_kept")
 
     def _components(self, now: datetime, upto: int) -> tuple[int, int]:
         """Clusters and their parts where the batch touched them, then each part's profile id: the oldest

@@ -138,7 +138,7 @@ def _journal(rt: Runtime, source_id: str, messages: list[dict[str, Any]]) -> Non
     lines = b"".join(
         accepted_line(
             source_id,
-            (m["messageId"], m["type"], m.get("event"), None, None),
+            (m["messageId"], m["type"], m.get("event"), m.get("userId"), m.get("anonymousId")),
             (None, None, None, "2026-01-01T00:00:00.000Z"),
             json.dumps(m).encode(),
         )
@@ -282,3 +282,28 @@ def test_the_admin_api_trains_and_reviews(server: ThreadedServer) -> None:
     bad = httpx.post(server.url + "/admin/v1/identity/review/1-2", headers=auth, json={})
     assert bad.status_code == 400 and bad.json()["code"] == "bad_decision"
     assert httpx.get(server.url + "/admin/v1/identity/review").status_code == 401
+
+
+def test_a_probabilistic_edge_yields_to_deterministic_ones_when_a_limit_cuts(rt: Runtime) -> None:
+    rng = random.Random(5)
+    people = [{k: v for k, v in p.items() if k != "phone"} for p in _people(5, 200)]
+    crm_a = rt.registry.create("crm-a", "server", None).source_id
+    crm_b = rt.registry.create("crm-b", "server", None).source_id
+    web = rt.registry.create("web", "web", None).source_id
+    _journal(rt, crm_a, [_record(p["customer_id"], p) for p in people])
+    _journal(rt, crm_b, [_record(f"B{i}", _crm_b(rng, people[i], i)) for i in range(0, 200, 3)])
+    rt.train_matching()
+    ada = people[1]
+    # First someone logs in as u2 and fills in Ada's details (name, birth date, address: a probabilistic match
+    # with her CRM row); then Ada herself logs in as u1 with the email her CRM row holds.
+    traits = {"firstName": ada["first_name"], "lastName": ada["last_name"], "birthday": ada["birth_date"],
+              "address": {"street": ada["street"], "city": ada["city"], "postalCode": ada["postal_code"]}}  # fmt: skip
+    _journal(rt, web, [{"type": "identify", "messageId": "w1", "userId": "u2", "traits": traits}])
+    assert rt.explain_profile("user_id:u2")["profile_id"] == _profile(rt, "A1")  # matched, nothing against it
+    _journal(rt, web, [{"type": "identify", "messageId": "w2", "userId": "u1", "traits": {"email": ada["email"]}}])
+    # two user ids cannot share a profile: the CRM row is one message from u1 and only matched to u2, so it
+    # goes with u1 although u2 was seen first (an equal count of edges would have given it to u2)
+    assert _profile(rt, "A1") == rt.explain_profile("user_id:u1")["profile_id"]
+    assert rt.explain_profile("user_id:u2")["profile_id"] != _profile(rt, "A1")
+    refused = rt.explain_profile("user_id:u2")["refused"]
+    assert [r["reason"] for r in refused] == ["user_id limit"]  # type: ignore[union-attr]
