@@ -51,22 +51,61 @@ PLAN: dict[str, Any] = {
 }
 
 
+MORE_FIRST = ["Anna", "Ben", "Clara", "David", "Emma", "Felix", "Greta", "Hans", "Ida", "Jonas", "Karla", "Lukas",
+              "Mia", "Noah", "Olga", "Paul", "Rosa", "Sven", "Tina", "Uwe"]  # fmt: skip
+MORE_LAST = ["Becker", "Fischer", "Hoffmann", "Koch", "Richter", "Schulz", "Wagner", "Weber", "Meyer", "Wolf",
+             "Schröder", "Neumann", "Schwarz", "Zimmermann", "Braun", "Krüger", "Hartmann", "Lange", "Werner",
+             "Krause"]  # fmt: skip
+CITIES = [("Berlin", "10115"), ("Hamburg", "20095"), ("München", "80331"), ("Köln", "50667"), ("Leipzig", "04109"),
+          ("Dresden", "01067"), ("Bremen", "28195"), ("Hannover", "30159")]  # fmt: skip
+SHOP_TWIN = 1
+"""The CRM customer (Grace Hopper) whose web-shop account is a typo'd copy: matching joins them."""
+
+
+def _customers(rng: random.Random) -> list[dict[str, str]]:
+    """The demo's eight people, then more customers, each with a birth date and a city."""
+    names = list(zip(FIRST, LAST, strict=True)) + [(rng.choice(MORE_FIRST), rng.choice(MORE_LAST)) for _ in range(112)]
+    rows = []
+    for i, (first, last) in enumerate(names):
+        city, postcode = rng.choice(CITIES)
+        rows.append({
+            "id": f"C{i:04d}", "first": first, "last": last, "email": f"{first}.{last}{'' if i < 8 else i}@Example.com",
+            "phone": f"030 {rng.randrange(1_000_000, 9_999_999)}", "city": city, "postcode": postcode,
+            "born": f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(0, 9)}",
+        })  # fmt: skip
+    return rows
+
+
+def _misspelt(word: str) -> str:
+    return word[:2] + word[3:] if len(word) > 4 else word + word[-1]
+
+
 def write_exports(directory: Path, rng: random.Random) -> dict[str, Path]:
-    """A CRM export (two rows broken on purpose), point-of-sale orders, returns and support tickets."""
+    """A CRM export (two rows broken on purpose), the web shop's accounts (copies of some CRM customers, with
+    typos), point-of-sale orders, returns and support tickets."""
     directory.mkdir(parents=True, exist_ok=True)
     customers = directory / "crm-customers.csv"
+    people = _customers(rng)
+    header = ["Customer ID", "First Name", "Last Name", "E-Mail", "Phone", "Country", "City", "Zip", "Birth Date"]
     with customers.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["Customer ID", "First Name", "Last Name", "E-Mail", "Phone", "Country", "Birth Date", "Loyalty",
-                    "Card Number"])  # fmt: skip
-        for i, (first, last) in enumerate(zip(FIRST, LAST, strict=True)):
-            phone = f"030 {rng.randrange(1_000_000, 9_999_999)}"
-            born = f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(0, 9)}"
-            tier = rng.choice(["gold", "silver"])
-            email, card = f"{first}.{last}@Example.com", CARDS[i % len(CARDS)]
-            w.writerow([f"C{i:04d}", first.upper(), last, email, phone, "DE", born, tier, card])
-        w.writerow(["", "No", "Key", "nokey@example.com", "", "DE", "", "", ""])  # no customer id: rejected
-        w.writerow(["C9999", "Bad", "Email", "not-an-email", "12", "DE", "31.02.1990", "", ""])  # flagged values
+        w.writerow([*header, "Loyalty", "Card Number"])
+        for i, p in enumerate(people):
+            tier, card = rng.choice(["gold", "silver"]), CARDS[i % len(CARDS)]
+            first = p["first"].upper() if i < 8 else p["first"]
+            w.writerow([p["id"], first, p["last"], p["email"], p["phone"], "DE", p["city"], p["postcode"], p["born"],
+                        tier, card])  # fmt: skip
+        w.writerow(["", "No", "Key", "nokey@example.com", "", "DE", "", "", "", "", ""])  # no customer id: rejected
+        w.writerow(["C9999", "Bad", "Email", "not-an-email", "12", "DE", "", "", "31.02.1990", "", ""])  # flagged
+    shop = directory / "shop-accounts.csv"
+    with shop.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for n, i in enumerate([SHOP_TWIN, *range(8, len(people), 6)]):  # no phone, another email, name typos
+            p = people[i]
+            email = _misspelt(p["email"].split("@")[0]) + "@example.com"
+            first = _misspelt(p["first"]) if n % 2 else p["first"]
+            w.writerow([f"W{i:04d}", first, p["last"], email, "", "DE", p["city"], p["postcode"], p["born"]])
     orders = directory / "pos-orders.csv"
     returns = directory / "finance-returns.csv"
     with orders.open("w", newline="") as fo, returns.open("w", newline="") as fr:
@@ -98,7 +137,7 @@ def write_exports(directory: Path, rng: random.Random) -> dict[str, Path]:
         for i, (subject, body) in enumerate(messages)
     ]
     tickets.write_text("\n".join(lines) + "\n")
-    return {"customers": customers, "orders": orders, "returns": returns, "tickets": tickets}
+    return {"customers": customers, "shop": shop, "orders": orders, "returns": returns, "tickets": tickets}
 
 
 def run_story(base_url: str, admin_token: str, data_dir: Path, console: Console, stop: threading.Event) -> None:
@@ -126,7 +165,8 @@ def _story(base_url: str, admin_token: str, data_dir: Path, console: Console, st
             "masked downstream (opencdp pii fields)"
         )
         exports = write_exports(data_dir / "demo-exports", random.Random(11))  # noqa: S311 - simulated data
-        for kind, path in exports.items():
+        for export, path in exports.items():
+            kind = "customers" if export == "shop" else export
             with path.open("rb") as f:
                 r = admin.post(
                     "/admin/v1/imports", params={"source": CRM_SOURCE, "kind": kind}, files={"files": (path.name, f)}
@@ -140,6 +180,7 @@ def _story(base_url: str, admin_token: str, data_dir: Path, console: Console, st
                 f"{s['duplicates']} already there; flagged values: {flagged}{dropped}"
             )
         _identity_story(admin, base_url, console, stop)
+        _matching_story(admin, console)
         admin.put("/admin/v1/sources/demo-web/plan", json=PLAN).raise_for_status()
         console.print("[green]tracking plan[/green] set on demo-web: unplanned events are [bold]blocked[/bold]")
         held: list[dict[str, Any]] = []
@@ -189,3 +230,37 @@ def _identity_story(admin: httpx.Client, base_url: str, console: Console, stop: 
         f"({ids}); joining {refused['kept_apart_from']} too was refused ({refused['reason']}); "
         "opencdp identity explain user_id:demo-mum shows why"
     )
+
+
+def _matching_story(admin: httpx.Client, console: Console) -> None:
+    """Train the match model; show the shop account that matched its CRM row with no identifier in common, with
+    its probability; then split it off for good."""
+    r = admin.post("/admin/v1/identity/model", json={})
+    if r.status_code != 200:
+        console.print(f"[yellow]matching: {r.json().get('message')}[/yellow]")
+        return
+    trained = r.json()
+    pairs = ", ".join(f"{n} {status}" for status, n in sorted(trained["pairs"].items()))
+    console.print(
+        f"[green]matching[/green]: model trained on {trained['trained_on']} records "
+        f"({', '.join(trained['features'])}); scored pairs: {pairs} (opencdp identity review)"
+    )
+    source_id = admin.get(f"/admin/v1/sources/{CRM_SOURCE}").json()["source_id"]
+    shop = f"crm_id:{source_id}:W{SHOP_TWIN:04d}"
+    doc = admin.get(f"/admin/v1/identity/profiles/{shop}/explain").json()
+    matched = [e for e in doc.get("edges", []) if e["kind"] == "probabilistic"]
+    if not matched:
+        return
+    edge = matched[0]
+    levels = ", ".join(f"{lv['feature']}: {lv['level']}" for lv in edge["evidence"]["levels"][:4])
+    console.print(
+        f"[green]matching[/green]: shop account W{SHOP_TWIN:04d} (another email, no phone: no identifier in "
+        f"common) joined CRM customer C{SHOP_TWIN:04d} in {doc['profile_id']} with probability "
+        f"{edge['probability']:.4f} ({levels}); opencdp identity explain {shop}"
+    )
+    split = admin.post(f"/admin/v1/identity/profiles/{doc['profile_id']}/split", json={"by": shop})
+    if split.status_code == 200:
+        console.print(
+            f"[green]split[/green]: W{SHOP_TWIN:04d} separated into {split.json()['split_off']} for good "
+            f"(a cannot-link later evidence respects; opencdp identity unsplit to undo)"
+        )

@@ -65,6 +65,22 @@ def _comparison(f: Feature) -> Any:
     return cl.LevenshteinAtThresholds(c, [1, 2]).configure(term_frequency_adjustments=True)  # code, email
 
 
+def _agreeing(records: pa.Table, key: list[str], columns: list[str]) -> pa.Table:
+    """Per group of records agreeing on all of ``key`` (filled): its size, and how many have each column."""
+    valid = pc.is_valid(records.column(key[0]))
+    for c in key[1:]:
+        valid = pc.and_(valid, pc.is_valid(records.column(c)))
+    return records.filter(valid).group_by(key).aggregate([(key[0], "count"), *((c, "count") for c in columns)])
+
+
+def likely_pairs(records: pa.Table, key: list[str]) -> int:
+    """How many pairs of records agree on all of ``key``: the near-certain matches."""
+    if not key:
+        return 0
+    sizes = _agreeing(records, key, []).column(f"{key[0]}_count")
+    return int(pc.sum(pc.divide(pc.multiply(sizes, pc.subtract(sizes, 1)), 2)).as_py() or 0)
+
+
 def present_features(records: pa.Table) -> list[Feature]:
     """The features that can be learnt: filled in enough of the records, and (beyond the near-certain
     matches' own key) filled on both sides of at least :data:`MIN_LIKELY_PAIRS` of those matches (a phone
@@ -74,10 +90,7 @@ def present_features(records: pa.Table) -> list[Feature]:
     key = [c for c in PRIOR_BLOCK if c in {f.name for f in filled}]
     if not key:
         return filled
-    valid = pc.is_valid(records.column(key[0]))
-    for c in key[1:]:
-        valid = pc.and_(valid, pc.is_valid(records.column(c)))
-    counts = records.filter(valid).group_by(key).aggregate([(f.name, "count") for f in filled if f.name not in key])
+    counts = _agreeing(records, key, [f.name for f in filled if f.name not in key])
 
     def learnable(f: Feature) -> bool:
         if f.name in key:
@@ -98,6 +111,13 @@ def train(records: pa.Table) -> dict[str, Any]:
         )
     features = present_features(records)
     names = {f.name for f in features}
+    likely = likely_pairs(records, [c for c in PRIOR_BLOCK if c in names])
+    if likely < MIN_LIKELY_PAIRS:
+        raise Rejected(
+            f"{likely} pairs of records agree on {', '.join(PRIOR_BLOCK)}; training needs at least "
+            f"{MIN_LIKELY_PAIRS} such near-certain matches to learn what a match looks like",
+            code="too_few_matches",
+        )
     if not names & set(IDENTIFYING):
         raise Rejected(f"none of {', '.join(IDENTIFYING)} is filled in enough records", code="no_identifying_feature")
     prior_block = [c for c in PRIOR_BLOCK if c in names] or [next(c for c in IDENTIFYING if c in names)]
@@ -124,7 +144,7 @@ def train(records: pa.Table) -> dict[str, Any]:
                 )
                 trained += 1
             except ValueError as exc:  # a level's m underflowed to 0 in this block: the other blocks decide
-                log.warning("expectation maximisation blocked on %s gave up: %s", ", ".join(block), exc)
+                log.info("expectation maximisation blocked on %s gave up: %s", ", ".join(block), exc)
                 linker = Linker(table, before, log_level=logging.ERROR)  # as it was before this block
     if not trained:
         raise Rejected("expectation maximisation found nothing to learn from", code="training_failed")

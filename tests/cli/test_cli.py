@@ -193,3 +193,5 @@ def test_demo_imports_exports_blocks_an_unplanned_event_and_releases_it_after_th
     flat = " ".join(out.split())  # the console wraps long lines
     assert "PII dropped: Card Number" in flat and "renamed to 'Product Added'" in flat
     assert "became known as prf_" in flat and "user_id:demo-dad" in flat and "user_id limit" in flat
+    # matching: the shop account with no identifier in common joined its CRM row, then was split off for good
+    assert "joined CRM customer C0001" in flat and "with probability 0.9" in flat and "separated into prf_" in flat

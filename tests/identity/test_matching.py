@@ -87,6 +87,18 @@ def test_compiled_scores_equal_splinks_own_predictions() -> None:
     assert all(ours[k][1:] == theirs[k][1:] for k in ours)  # the same comparison levels
 
 
+def test_training_refuses_data_without_near_certain_matches() -> None:
+    people = _people(3, 80)  # all different people: nothing agrees on name and birth date
+    columns = {f.name: [p.get(f.name) for p in people] for f in FEATURES}
+    records = pa.table({"match_id": list(range(len(people))), **columns})
+    with pytest.raises(Rejected) as refused:
+        train(records)
+    assert refused.value.code == "too_few_matches"
+    with pytest.raises(Rejected) as few:
+        train(records.slice(0, 10))
+    assert few.value.code == "too_few_records"
+
+
 @pytest.mark.parametrize("dataset", ["febrl4", "febrl3"])
 def test_febrl_accuracy_is_no_worse_than_plain_splink(tmp_path: Path, dataset: str) -> None:
     frames, truth = getattr(linkage, dataset)()
