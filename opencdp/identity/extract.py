@@ -27,15 +27,24 @@ def _read(path: str) -> str:
     return f"json_extract_string(message, {lit(path)})"
 
 
+def phone(v: str) -> str:
+    """SQL for the phone number written in ``v`` as ``+`` and digits: a trunk ``(0)`` after the country code is
+    dropped and a leading ``00`` is the international prefix (``+44 (0)20 7946 0958`` and ``0044 20 7946
+    0958`` are ``+442079460958``); NULL for fewer than 7 digits or one digit repeated. A number in national
+    form (``020 7946 0958``) stays national: without a region it cannot be placed."""
+    digits = f"regexp_replace(replace({v}, '(0)', ''), '[^0-9]', '', 'g')"
+    written = (
+        f"CASE WHEN left(trim({v}), 1) = '+' THEN '+' || {digits} "
+        f"WHEN left({digits}, 2) = '00' THEN '+' || substr({digits}, 3) ELSE {digits} END"
+    )
+    return f"CASE WHEN length({digits}) >= 7 AND replace({digits}, left({digits}, 1), '') <> '' THEN {written} END"
+
+
 def _normalised(kind: str) -> str:
     if kind == "email":
         return "lower(trim(v))"
     if kind == "phone":
-        digits = "regexp_replace(v, '[^0-9]', '', 'g')"
-        return (
-            f"CASE WHEN length({digits}) >= 7 AND replace({digits}, left({digits}, 1), '') <> '' "
-            f"THEN (CASE WHEN left(trim(v), 1) = '+' THEN '+' ELSE '' END) || {digits} END"
-        )
+        return phone("v")
     return "trim(v)"
 
 

@@ -10,6 +10,7 @@ rows that carry a name or a national id become match records (:data:`opencdp.mod
 from __future__ import annotations
 
 from opencdp.govern.plans import lit
+from opencdp.identity.extract import phone
 from opencdp.model.identity import BLOCKED_VALUES
 from opencdp.model.matching import FEATURES, IDENTIFYING, Feature
 
@@ -37,9 +38,7 @@ def _value(f: Feature) -> str:
 
 def _clean(column: str) -> str:
     blocked = ", ".join(lit(v) for v in sorted(BLOCKED_VALUES))
-    v = f"lower(trim({column}))"
-    if column == "phone":  # as identifiers are: + and digits
-        v = f"regexp_replace({v}, '[^0-9+]', '', 'g')"
+    v = phone(column) if column == "phone" else f"lower(trim({column}))"  # phones as identifiers are
     return f"CASE WHEN {v} IN ({blocked}) OR strpos({v}, '***') > 0 OR length({v}) > 256 THEN NULL ELSE {v} END"
 
 

@@ -8,7 +8,10 @@ Per batch (set-based SQL, in the stage's transaction):
 2. with a trained model, every pair of a new or changed match record and any match record that agree on a
    blocking feature is scored (identity/score.py), so a confidence rises or falls as evidence arrives;
 3. pairs at or above the review threshold are kept in ``identity_matches`` with their status (``merge``,
-   ``review`` or ``below``, once they were above); an operator's decision (``accepted``, ``rejected``) sticks;
+   ``review`` or ``below``, once they were above); a pair whose first names and birth dates both disagree
+   outright (and whose national ids do not agree) is never merged automatically, whatever its score: at
+   most it waits for review (a couple sharing an address and a mailbox); an operator's decision
+   (``accepted``, ``rejected``) sticks;
 4. the probabilistic edges between the identifiers the match records hang on follow the pairs: added where a
    pair reaches the merge threshold (or was accepted), removed where none does any more. The stage then
    recomputes the profiles those edges touch, so a falling confidence splits a profile, with events.
@@ -23,7 +26,7 @@ from typing import Any
 
 from opencdp.identity.features import match_records
 from opencdp.identity.score import candidates, scored
-from opencdp.model.matching import FEATURES, Thresholds, blocking_rules
+from opencdp.model.matching import FEATURES, NEVER_MERGED_WITHOUT, Thresholds, blocking_rules
 from opencdp.store.engine import Engine
 from opencdp.store.plans import MatchModelStore
 
@@ -112,8 +115,10 @@ class Matcher:
             return
         e.execute(f"INSERT INTO _mt_scored {scored(model.splink, candidates(model.blocking, '_mt_batch'))}")
         t = model.thresholds
+        disagree = " AND ".join(f"coalesce(s.g_{f} = 0, FALSE)" for f in NEVER_MERGED_WITHOUT)
+        disagree += " AND NOT coalesce(s.g_national_id > 0, FALSE)"  # one person's own id outweighs it
         status = (
-            f"CASE WHEN s.match_probability >= {t.merge!r} THEN 'merge' "
+            f"CASE WHEN s.match_probability >= {t.merge!r} AND NOT ({disagree}) THEN 'merge' "
             f"WHEN s.match_probability >= {t.review!r} THEN 'review' ELSE 'below' END"
         )
         gammas = ", ".join(_GAMMAS)

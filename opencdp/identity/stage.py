@@ -50,12 +50,13 @@ _TEMP = {
     "_id_arc": "x BIGINT, y BIGINT",
     "_id_touched": "cluster BIGINT",
     "_id_part": "node_id BIGINT, part BIGINT, id_type VARCHAR, first_seq BIGINT, once INTEGER, priority INTEGER",
-    "_id_edge": "a BIGINT, b BIGINT, cost INTEGER",
-    "_id_kept": "a BIGINT, b BIGINT, cost INTEGER",
+    "_id_edge": "a BIGINT, b BIGINT, cost INTEGER, seq BIGINT",
+    "_id_kept": "a BIGINT, b BIGINT, cost INTEGER, seq BIGINT",
     "_id_split": "part BIGINT, id_type VARCHAR",
     "_id_seed": "node_id BIGINT, part BIGINT, reason VARCHAR",
     "_id_shared": "node_id BIGINT, reason VARCHAR",
-    "_id_reach": "node_id BIGINT, seed BOOLEAN, key VARCHAR",
+    "_id_reach": "node_id BIGINT, seed BOOLEAN, key VARCHAR, relay BOOLEAN, fallback VARCHAR",
+    "_id_contested": "node_id BIGINT",
     "_id_lower": "v BIGINT, label BIGINT",
     "_id_next": "v BIGINT, label VARCHAR",
     "_id_claim": "part BIGINT, profile_id VARCHAR",
@@ -296,12 +297,12 @@ class Identity:
             FROM identity_nodes AS n JOIN _id_touched AS t ON t.cluster = n.cluster"""
         )
         e.execute(
-            f"""INSERT INTO _id_edge (a, b, cost)
-            SELECT ed.a, ed.b, CASE WHEN ed.kind = 'probabilistic' THEN {PROBABILISTIC_COST} ELSE 1 END
+            f"""INSERT INTO _id_edge (a, b, cost, seq)
+            SELECT ed.a, ed.b, CASE WHEN ed.kind = 'probabilistic' THEN {PROBABILISTIC_COST} ELSE 1 END, ed.seq
             FROM identity_edges AS ed JOIN _id_part AS pa ON pa.node_id = ed.a
             JOIN _id_part AS pb ON pb.node_id = ed.b"""
         )
-        e.execute("INSERT INTO _id_edge (a, b, cost) SELECT b, a, cost FROM _id_edge")
+        e.execute("INSERT INTO _id_edge (a, b, cost, seq) SELECT b, a, cost, seq FROM _id_edge")
         # The guard: an identifier joined to more values of a stronger type than a profile may hold (a browser
         # or kiosk used with more than 5 emails) is shared, not personal: it joins nobody.
         e.execute(
@@ -374,34 +375,43 @@ class Identity:
 
     def _split_around_seeds(self, now: datetime) -> None:
         """Split each part that has seeds (``_id_seed``) into one part per seed: every other identifier joins
-        the nearest seed (fewest edges, never through another seed; a tie goes to the seed seen first). The
-        edges between the new parts are refused with the seeds' reason and stop joining anything."""
+        the nearest seed (fewest edges, never through another seed). Of two seeds equally near, the one reached
+        over the older edge wins (the family computer stays with whoever logged in on it first). An identifier
+        equally near two seeds (a shared mailbox, a recycled phone number) is *contested*: it goes with the
+        winner of that tie, but does not pull what lies behind it along; those go to the nearest seed that is
+        not behind a contested identifier (when there is none, with the tie's winner). The edges between the
+        new parts are refused with the seeds' reason and stop joining anything."""
         e = self.engine
         found = e.fetch_one("SELECT count(*) FROM _id_seed")
         if not found or not found[0]:
             return
         e.execute("DELETE FROM _id_reach")
         e.execute(
-            """INSERT INTO _id_reach (node_id, seed, key)
+            """INSERT INTO _id_reach (node_id, seed, key, relay)
             SELECT p.node_id, s.node_id IS NOT NULL,
                    CASE WHEN s.node_id IS NOT NULL THEN '000000' || lpad(CAST(p.first_seq AS VARCHAR), 20, '0')
-                                                        || lpad(CAST(p.node_id AS VARCHAR), 20, '0') END
+                                                        || lpad(CAST(p.node_id AS VARCHAR), 20, '0') END, TRUE
             FROM _id_part AS p JOIN (SELECT DISTINCT part FROM _id_seed) AS sp ON sp.part = p.part
             LEFT JOIN _id_seed AS s ON s.node_id = p.node_id"""
         )
-        self._converge(
-            "_id_next",
-            """INSERT INTO _id_next (v, label)
-            SELECT r.node_id, min(lpad(CAST(CAST(left(n.key, 6) AS INTEGER) + ed.cost AS VARCHAR), 6, '0')
-                                  || substr(n.key, 7))
-            FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
-            JOIN _id_reach AS n ON n.node_id = ed.b AND n.key IS NOT NULL
-            WHERE NOT r.seed GROUP BY r.node_id""",
-            "SELECT count(*) FROM _id_next AS n JOIN _id_reach AS r ON r.node_id = n.v "
-            "WHERE r.key IS NULL OR n.label < r.key",
-            "UPDATE _id_reach SET key = n.label FROM _id_next AS n "
-            "WHERE _id_reach.node_id = n.v AND (_id_reach.key IS NULL OR n.label < _id_reach.key)",
-        )
+        for _ in range(MAX_ROUNDS):
+            self._nearest_seeds()
+            e.execute("DELETE FROM _id_contested")
+            e.execute(  # reached at its distance from two seeds at once (through identifiers that relay)
+                """INSERT INTO _id_contested (node_id)
+                SELECT r.node_id FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
+                JOIN _id_reach AS n ON n.node_id = ed.b AND n.relay AND n.key IS NOT NULL
+                WHERE NOT r.seed AND r.relay
+                  AND CAST(left(n.key, 6) AS INTEGER) + ed.cost = CAST(left(r.key, 6) AS INTEGER)
+                GROUP BY r.node_id HAVING count(DISTINCT substr(n.key, 27)) > 1"""
+            )
+            found = e.fetch_one("SELECT count(*) FROM _id_contested")
+            if not found or not found[0]:
+                break
+            e.execute("UPDATE _id_reach SET fallback = coalesce(fallback, key)")
+            e.execute("UPDATE _id_reach SET relay = FALSE WHERE node_id IN (SELECT node_id FROM _id_contested)")
+            e.execute("UPDATE _id_reach SET key = NULL WHERE NOT seed")
+        e.execute("UPDATE _id_reach SET key = fallback WHERE key IS NULL")
         e.execute(
             """INSERT INTO identity_conflicts (a, b, reason, found_at)
             SELECT ed.a, ed.b, min(s.reason), ?
@@ -419,12 +429,29 @@ class Identity:
         # An edge between parts no longer joins them.
         e.execute("DELETE FROM _id_kept")
         e.execute(
-            """INSERT INTO _id_kept (a, b, cost) SELECT ed.a, ed.b, ed.cost FROM _id_edge AS ed
+            """INSERT INTO _id_kept (a, b, cost, seq) SELECT ed.a, ed.b, ed.cost, ed.seq FROM _id_edge AS ed
             JOIN _id_part AS pa ON pa.node_id = ed.a JOIN _id_part AS pb ON pb.node_id = ed.b
             WHERE pa.part = pb.part"""
         )
         e.execute("DELETE FROM _id_edge")
-        e.execute("INSERT INTO _id_edge (a, b, cost) SELECT a, b, cost FROM _id_kept")
+        e.execute("INSERT INTO _id_edge (a, b, cost, seq) SELECT a, b, cost, seq FROM _id_kept")
+
+    def _nearest_seeds(self) -> None:
+        """Each identifier's key in ``_id_reach``: its distance to the nearest seed (6 digits), the sequence
+        number of the edge it is reached over (20), the seed (20); smallest wins, over relaying neighbours."""
+        self._converge(
+            "_id_next",
+            """INSERT INTO _id_next (v, label)
+            SELECT r.node_id, min(lpad(CAST(CAST(left(n.key, 6) AS INTEGER) + ed.cost AS VARCHAR), 6, '0')
+                                  || lpad(CAST(ed.seq AS VARCHAR), 20, '0') || substr(n.key, 27))
+            FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
+            JOIN _id_reach AS n ON n.node_id = ed.b AND n.key IS NOT NULL AND n.relay
+            WHERE NOT r.seed GROUP BY r.node_id""",
+            "SELECT count(*) FROM _id_next AS n JOIN _id_reach AS r ON r.node_id = n.v "
+            "WHERE r.key IS NULL OR n.label < r.key",
+            "UPDATE _id_reach SET key = n.label FROM _id_next AS n "
+            "WHERE _id_reach.node_id = n.v AND (_id_reach.key IS NULL OR n.label < _id_reach.key)",
+        )
 
     def _components(self, now: datetime, upto: int) -> tuple[int, int]:
         """Clusters and their parts where the batch touched them, then each part's profile id: the oldest

@@ -103,6 +103,12 @@ def blocking_rules(features: set[str]) -> list[tuple[str, ...]]:
     return [rule for rule in BLOCKING_RULES if set(rule) <= features]
 
 
+NEVER_MERGED_WITHOUT = ("first_name", "birth_date")
+"""A pair that disagrees outright on all of these (each filled on both sides, not even close) is not merged
+automatically, whatever its probability, unless their national ids agree: it goes to review. Household members
+share a surname, an address and often a mailbox, which the model's independent weights add up to a
+near-certain match."""
+
 IDENTIFYING = ("first_name", "last_name", "national_id")
 """A message becomes a match record only when it carries one of these (an email alone is an identifier, not
 something to match on)."""
