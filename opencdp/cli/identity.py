@@ -110,6 +110,12 @@ def identity_health(data_dir: DataDir = None, as_json: AsJson = False) -> None:
         f"{doc['profiles']:,} profiles from {doc['identifiers']:,} identifiers; {doc['merges']:,} merges, "
         f"{doc['splits']:,} splits, {doc['refused_edges']:,} merges refused by limits"
     )
+    m = doc["matching"]
+    model = f"match model v{m['model_version']}" if m["model_version"] else "no match model (opencdp identity train)"
+    console.print(
+        f"{model}: {m['match_records']:,} match records, {m['probabilistic_edges']:,} probabilistic edges, "
+        f"{m['waiting_for_review']:,} pairs waiting for review, {m['decided_in_review']:,} decided"
+    )
     sizes = Table("identifiers per profile", "profiles")
     for bucket, n in doc["size_distribution"].items():
         sizes.add_row(bucket, f"{n:,}")

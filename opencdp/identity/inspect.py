@@ -134,9 +134,14 @@ def health(engine: Engine) -> dict[str, object]:
                   (SELECT count(*) FROM identity_events WHERE kind = 'merged'),
                   (SELECT count(*) FROM identity_events WHERE kind = 'split'),
                   (SELECT count(*) FROM identity_conflicts),
-                  (SELECT count(*) FROM identity_nodes WHERE shared IS NOT NULL)"""
+                  (SELECT count(*) FROM identity_nodes WHERE shared IS NOT NULL),
+                  (SELECT count(*) FROM identity_match_records),
+                  (SELECT count(*) FROM identity_edges WHERE kind = 'probabilistic'),
+                  (SELECT count(*) FROM identity_matches WHERE status = 'review' AND decision IS NULL),
+                  (SELECT count(*) FROM identity_matches WHERE decision IS NOT NULL)"""
     )
     assert counts is not None
+    model = load_model(engine)
     top = [
         {"profile_id": p, "identifiers": int(n), "user_ids": int(u), "emails": int(e), "anonymous_ids": int(a)}
         for p, n, u, e, a in largest
@@ -150,6 +155,13 @@ def health(engine: Engine) -> dict[str, object]:
         "splits": int(counts[3]),
         "refused_edges": int(counts[4]),
         "shared_identifiers": int(counts[5]),
+        "matching": {
+            "model_version": model.version if model else None,
+            "match_records": int(counts[6]),
+            "probabilistic_edges": int(counts[7]),
+            "waiting_for_review": int(counts[8]),
+            "decided_in_review": int(counts[9]),
+        },
         "size_distribution": {b: int(n) for b, n in sizes},
         "blocked_values_hit": [{"type": t, "value": v, "hits": int(h)} for t, v, h in blocked],
         "largest": top,

@@ -278,6 +278,10 @@ def test_train_review_and_explain_from_the_command_line(tmp_path: Path) -> None:
     assert pair not in cli(data, "identity", "review").stdout
     missing = cli(data, "identity", "review", "reject", "999998-999999", check=False)
     assert missing.returncode != 0 and "no scored pair" in missing.stdout + missing.stderr
+    health = json.loads(cli(data, "identity", "health", "--json").stdout)["matching"]
+    assert health["model_version"] == 1 and health["decided_in_review"] == 1
+    assert health["match_records"] == len(people) + len(twins) and health["waiting_for_review"] >= len(queue) - 1
+    assert "match model v1" in cli(data, "identity", "health").stdout
 
 
 def test_the_admin_api_trains_and_reviews(server: ThreadedServer) -> None:
