@@ -372,3 +372,47 @@ def test_phone_numbers_written_in_international_forms_are_one_identifier(rt: Run
     assert p["1"] == p["2"] == p["C1"]
     phones = rt.engine.fetch_all("SELECT id_value FROM identity_nodes WHERE id_type = 'phone'")
     assert phones == [("+442079460958",)]
+
+
+def _identifier_partition(rt: Runtime) -> set[frozenset[str]]:
+    rows = rt.engine.fetch_all(
+        "SELECT m.profile_id, n.id_type || ':' || n.id_value FROM identity_membership AS m "
+        "JOIN identity_nodes AS n ON n.node_id = m.node_id"
+    )
+    groups: dict[str, set[str]] = {}
+    for profile, identifier in rows:
+        groups.setdefault(str(profile), set()).add(str(identifier))
+    return {frozenset(g) for g in groups.values()}
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), cut=st.integers(4, 40), pick=st.integers(0, 10_000))
+def test_a_split_is_stable_when_everything_is_sent_again(tmp_path: Path, seed: int, cut: int, pick: int) -> None:
+    """Split a random profile, then send every message again (new messageIds, another arrival order, batches
+    of random size): the partition of identifiers stays what the split made, no profile holds two user ids."""
+    rng = random.Random(seed)
+    messages = _random_messages(rng, 60, 12)
+    rt = Runtime(make_settings(tmp_path / f"{seed}-{cut}-{pick}", "duckdb"))
+    try:
+        web = rt.registry.create("web", "web", None).source_id
+        journal(rt, web, messages)
+        groups = sorted((sorted(g) for g in _identifier_partition(rt) if len(g) > 1), key=lambda g: g[0])
+        if not groups:
+            return
+        group = groups[pick % len(groups)]
+        by = group[pick % len(group)]
+        rt.split_profile(by, by)
+        after_split = _identifier_partition(rt)
+        assert frozenset(group) not in after_split
+        again = [dict(m, messageId=f"again-{m['messageId']}") for m in messages]
+        rng.shuffle(again)
+        for start in range(0, len(again), cut):
+            journal(rt, web, again[start : start + cut])
+        assert _identifier_partition(rt) == after_split
+        users = rt.engine.fetch_one(
+            "SELECT max(n) FROM (SELECT m.profile_id, count(*) AS n FROM identity_membership AS m "
+            "JOIN identity_nodes AS i ON i.node_id = m.node_id WHERE i.id_type = 'user_id' GROUP BY m.profile_id) AS c"
+        )
+        assert users is not None and (users[0] or 0) <= 1
+    finally:
+        rt.close()
