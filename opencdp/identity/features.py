@@ -42,6 +42,13 @@ def _clean(column: str) -> str:
     return f"CASE WHEN {v} IN ({blocked}) OR strpos({v}, '***') > 0 OR length({v}) > 256 THEN NULL ELSE {v} END"
 
 
+def _may_identify(text: str) -> str:
+    """A cheap test on the message's text that it may carry an identifying feature: every name path ends in
+    ``name``/``Name`` (``first_name``, ``lastName``, ``name``), and national ids are ``national_id``. Most
+    messages (an identify call with an email only) skip the feature extraction altogether."""
+    return f"strpos({text}, 'ame\"') > 0 OR strpos({text}, 'national_id\"') > 0"
+
+
 def match_records(rows: str) -> str:
     """``match_key``, ``node_id``, ``seq`` and one column per feature, for relation ``rows`` (``seq``,
     ``source_id``, ``type``, ``message``, ``node_id``); the latest row per match key."""
@@ -57,7 +64,8 @@ def match_records(rows: str) -> str:
                             ELSE 'node:' || CAST(node_id AS VARCHAR) END AS match_key,
                        node_id, seq, {raw}
                 FROM ({rows}) AS g
-                WHERE type IN ('record', 'identify') OR json_extract(message, '$.context.traits') IS NOT NULL
+                WHERE (type IN ('record', 'identify') OR json_extract(message, '$.context.traits') IS NOT NULL)
+                  AND ({_may_identify("CAST(message AS VARCHAR)")})
             ) AS r
         ) AS c WHERE {identifying}
     ) AS x WHERE _rank = 1"""

@@ -41,11 +41,15 @@ class Compared:
     levels: tuple[Level, ...]
 
 
+UNOBSERVED_U = 1e-6
+"""The u of a level never seen among the random pairs training sampled (a typo'd email), as Splink takes it."""
+
+
 def _weight(level: dict[str, Any]) -> float:
     m, u = level.get("m_probability"), level.get("u_probability")
-    if level.get("is_null_level") or not m or not u:
+    if level.get("is_null_level") or not m:
         return 0.0
-    return math.log2(float(m) / float(u))
+    return math.log2(float(m) / float(u or UNOBSERVED_U))
 
 
 def compile_model(model: dict[str, Any]) -> tuple[float, tuple[Compared, ...]]:
@@ -100,15 +104,18 @@ def scored(model: dict[str, Any], pairs: str) -> str:
     prior, compared = compile_model(model)
     tfs = tf_columns(compared)
     used = sorted({c.feature for c in compared} | set(tfs))
+    # a value's term frequency: its share of the column's filled values, counted for the pairs' values only
     tf_ctes = "".join(
-        f""", _tf_{c} AS (SELECT {c} AS v, CAST(count(*) AS DOUBLE) / (SELECT count({c}) FROM {RECORDS}) AS tf
-        FROM {RECORDS} WHERE {c} IS NOT NULL GROUP BY {c})"""
+        f""", _tf_{c} AS (SELECT t.{c} AS v, CAST(count(*) AS DOUBLE) / (SELECT count({c}) FROM {RECORDS}) AS tf
+        FROM {RECORDS} AS t WHERE t.{c} IN (SELECT "{c}_l" FROM _cmp UNION SELECT "{c}_r" FROM _cmp)
+        GROUP BY t.{c})"""
         for c in tfs
     )
     columns = ", ".join(f'l.{c} AS "{c}_l", r.{c} AS "{c}_r"' for c in used)
     tf_values = "".join(f', tl_{c}.tf AS "tf_{c}_l", tr_{c}.tf AS "tf_{c}_r"' for c in tfs)
     tf_joins = "".join(
-        f" LEFT JOIN _tf_{c} AS tl_{c} ON tl_{c}.v = l.{c} LEFT JOIN _tf_{c} AS tr_{c} ON tr_{c}.v = r.{c}" for c in tfs
+        f' LEFT JOIN _tf_{c} AS tl_{c} ON tl_{c}.v = c."{c}_l" LEFT JOIN _tf_{c} AS tr_{c} ON tr_{c}.v = c."{c}_r"'
+        for c in tfs
     )
     gammas = []
     weights = []
@@ -134,10 +141,10 @@ def scored(model: dict[str, Any], pairs: str) -> str:
         for f in FEATURES
     )
     weight = " + ".join([repr(prior), *weights])
-    return f"""WITH _pairs AS MATERIALIZED ({pairs}){tf_ctes},
-    _cmp AS (SELECT p.id_l, p.id_r, {columns}{tf_values}
-             FROM _pairs AS p JOIN {RECORDS} AS l ON l.match_id = p.id_l JOIN {RECORDS} AS r ON r.match_id = p.id_r
-             {tf_joins}),
-    _gamma AS (SELECT id_l, id_r, {", ".join(gammas)}{tf_passed} FROM _cmp),
+    return f"""WITH _pairs AS MATERIALIZED ({pairs}),
+    _cmp AS MATERIALIZED (SELECT p.id_l, p.id_r, {columns} FROM _pairs AS p
+             JOIN {RECORDS} AS l ON l.match_id = p.id_l JOIN {RECORDS} AS r ON r.match_id = p.id_r){tf_ctes},
+    _with_tf AS (SELECT c.*{tf_values} FROM _cmp AS c{tf_joins}),
+    _gamma AS (SELECT id_l, id_r, {", ".join(gammas)}{tf_passed} FROM _with_tf),
     _weighted AS (SELECT id_l, id_r, {all_g}, {weight} AS match_weight FROM _gamma)
     SELECT *, 1 / (1 + pow(2, -match_weight)) AS match_probability FROM _weighted"""

@@ -39,6 +39,8 @@ MAX_TRAINING_RECORDS = 500_000
 log = logging.getLogger("opencdp.identity")
 
 PRIOR_RECALL = 0.7
+EM_RECORDS = 50_000
+"""Expectation maximisation samples this many records (pairs within each training block grow with its square)."""
 U_PAIRS = 1e6
 SEED = 42
 
@@ -133,7 +135,7 @@ def train(records: pa.Table) -> dict[str, Any]:
     linker = Linker(table, settings, log_level=logging.ERROR)
     linker.training.estimate_probability_two_random_records_match([block_on(*prior_block)], recall=PRIOR_RECALL)
     linker.training.estimate_u_using_random_sampling(max_pairs=U_PAIRS, seed=SEED)
-    sample = 1.0 if records.num_rows <= 100_000 else 100_000 / records.num_rows
+    sample = min(1.0, EM_RECORDS / records.num_rows)
     trained = 0
     for block in TRAINING_BLOCKS:
         if all(c in names for c in block):

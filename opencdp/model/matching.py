@@ -113,8 +113,9 @@ IDENTIFYING = ("first_name", "last_name", "national_id")
 """A message becomes a match record only when it carries one of these (an email alone is an identifier, not
 something to match on)."""
 
-TRAINING_BLOCKS: tuple[tuple[str, ...], ...] = (("birth_date",), ("postal_code",), ("last_name",))
-"""Expectation maximisation runs once per rule here (each estimates the features outside it)."""
+TRAINING_BLOCKS: tuple[tuple[str, ...], ...] = (("birth_date",), ("postal_code",), ("first_name", "last_name"))
+"""Expectation maximisation runs once per rule here (each estimates the features outside it). Selective rules:
+a common surname alone would pair millions of records."""
 
 PRIOR_BLOCK: tuple[str, ...] = ("first_name", "last_name", "birth_date")
 """Pairs agreeing on all of these are taken as nearly certain matches to estimate the prior (Splink's
