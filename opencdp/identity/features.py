@@ -49,9 +49,18 @@ def _may_identify(text: str) -> str:
     return f"strpos({text}, 'ame\"') > 0 OR strpos({text}, 'national_id\"') > 0"
 
 
+def candidates(rows: str) -> str:
+    """The rows of relation ``rows`` (``seq``, ``source_id``, ``type``, ``message``, ``node_id``) that may
+    be match records: records and identify calls (or messages with ``context.traits``) whose text names a
+    name or a national id. A cheap statement, so that a batch without any skips :func:`match_records`."""
+    return f"""SELECT seq, source_id, type, message, node_id FROM ({rows}) AS g
+        WHERE (type IN ('record', 'identify') OR json_extract(message, '$.context.traits') IS NOT NULL)
+          AND ({_may_identify("CAST(message AS VARCHAR)")})"""
+
+
 def match_records(rows: str) -> str:
-    """``match_key``, ``node_id``, ``seq`` and one column per feature, for relation ``rows`` (``seq``,
-    ``source_id``, ``type``, ``message``, ``node_id``); the latest row per match key."""
+    """``match_key``, ``node_id``, ``seq`` and one column per feature, for relation ``rows`` (as
+    :func:`candidates` gives them); the latest row per match key."""
     names = [f.name for f in FEATURES]
     raw = ", ".join(f"{_value(f)} AS {f.name}" for f in FEATURES)
     clean = ", ".join(f"{_clean(n)} AS {n}" for n in names)
@@ -64,8 +73,6 @@ def match_records(rows: str) -> str:
                             ELSE 'node:' || CAST(node_id AS VARCHAR) END AS match_key,
                        node_id, seq, {raw}
                 FROM ({rows}) AS g
-                WHERE (type IN ('record', 'identify') OR json_extract(message, '$.context.traits') IS NOT NULL)
-                  AND ({_may_identify("CAST(message AS VARCHAR)")})
             ) AS r
         ) AS c WHERE {identifying}
     ) AS x WHERE _rank = 1"""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from opencdp.identity.features import candidates as candidate_rows
 from opencdp.identity.features import match_records
 from opencdp.identity.score import candidates, scored
 from opencdp.model.matching import FEATURES, NEVER_MERGED_WITHOUT, Thresholds, blocking_rules
@@ -33,6 +34,7 @@ from opencdp.store.plans import MatchModelStore
 _FEATURES = [f.name for f in FEATURES]
 _GAMMAS = [f"g_{n}" for n in _FEATURES]
 TEMP = {
+    "_mt_rows": "seq BIGINT, source_id VARCHAR, type VARCHAR, message JSON, node_id BIGINT",
     "_mt_found": "match_key VARCHAR, node_id BIGINT, seq BIGINT, " + ", ".join(f"{n} VARCHAR" for n in _FEATURES),
     "_mt_batch": "match_id BIGINT",
     "_mt_scored": "id_l BIGINT, id_r BIGINT, "
@@ -72,7 +74,11 @@ class Matcher:
         """Upsert the match records of ``rows`` (governed rows with their anchor ``node_id``); the new and
         changed ones are listed in ``_mt_batch``."""
         e = self.engine
-        e.execute(f"INSERT INTO _mt_found {match_records(rows)}")
+        e.execute(f"INSERT INTO _mt_rows {candidate_rows(rows)}")
+        found = e.fetch_one("SELECT count(*) FROM _mt_rows")
+        if not found or not found[0]:
+            return
+        e.execute(f"INSERT INTO _mt_found {match_records('SELECT * FROM _mt_rows')}")
         changed = " OR ".join(f"m.{c} IS DISTINCT FROM f.{c}" for c in ["node_id", *_FEATURES])
         e.execute(
             f"""INSERT INTO _mt_batch (match_id) SELECT m.match_id FROM _mt_found AS f

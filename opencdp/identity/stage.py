@@ -40,6 +40,8 @@ PROBABILISTIC_COST = 100
 goes with the seed it shares a message with before one it is only matched to (the weaker evidence yields)."""
 _GOVERNED = "SELECT gseq, seq, source_id, type, user_id, anonymous_id, message FROM governed"
 _TEMP = {
+    "_id_governed": "gseq BIGINT, seq BIGINT, source_id VARCHAR, type VARCHAR, user_id VARCHAR, "
+    "anonymous_id VARCHAR, message JSON",
     "_id_found": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER, blocked BOOLEAN",
     "_id_batch": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER",
     "_id_nodes": "seq BIGINT, node_id BIGINT, priority INTEGER",
@@ -97,9 +99,9 @@ class Identity:
         e = self.engine
         with e.transaction():
             self._prepare()
-            e.execute(
-                f"INSERT INTO _id_found {identifiers(f'{_GOVERNED} WHERE gseq > {int(last)} AND gseq <= {int(upto)}')}"
-            )
+            # the batch's governed rows, read once for the identifiers and the match records
+            e.execute(f"INSERT INTO _id_governed {_GOVERNED} WHERE gseq > {int(last)} AND gseq <= {int(upto)}")
+            e.execute(f"INSERT INTO _id_found {identifiers('SELECT * FROM _id_governed')}")
             e.execute(
                 "INSERT INTO _id_batch (seq, id_type, id_value, priority) "
                 "SELECT seq, id_type, id_value, priority FROM _id_found WHERE NOT blocked"
@@ -115,8 +117,8 @@ class Identity:
             self._nodes(now)
             self._edges(now)
             self.matcher.collect(
-                f"SELECT g.seq, g.source_id, g.type, g.message, a.node_id FROM ({_GOVERNED} WHERE gseq > {int(last)} "
-                f"AND gseq <= {int(upto)}) AS g JOIN _id_anchor AS a ON a.seq = g.seq"
+                "SELECT g.seq, g.source_id, g.type, g.message, a.node_id FROM _id_governed AS g "
+                "JOIN _id_anchor AS a ON a.seq = g.seq"
             )
             self.matcher.score(load_model(e), now)
             created, merged = self._components(now, upto)
