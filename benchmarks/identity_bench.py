@@ -62,8 +62,6 @@ from typing import Any
 
 import networkx as nx
 import pyarrow as pa
-import splink.comparison_level_library as cll
-import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 from splink.internals.linker_components.training import LinkerTraining
 
@@ -84,8 +82,11 @@ from benchmarks.identity_data import (  # noqa: E402
 )
 from opencdp.api.runtime import Runtime  # noqa: E402
 from opencdp.config import Settings  # noqa: E402
-from opencdp.model.matching import BLOCKING_RULES, PRIOR_BLOCK, TRAINING_BLOCKS  # noqa: E402
+from opencdp.identity.train import comparison  # noqa: E402
+from opencdp.model.matching import BLOCKING_RULES, FEATURES, PRIOR_BLOCK, TRAINING_BLOCKS  # noqa: E402
 from opencdp.store.engine import Engine  # noqa: E402
+
+FEATURE = {f.name: f for f in FEATURES}
 
 SEED = 7
 BATCH = 1_000
@@ -222,28 +223,6 @@ def networkx_components(events: Iterable[dict[str, Any]], records: Iterable[dict
     return seconds[0], seconds[1]
 
 
-def splink_comparison(c: str) -> Any:
-    """The comparison OpenCDP's training builds for each feature of the CRM export (opencdp/identity/train.py)."""
-    if c in ("first_name", "last_name"):
-        return cl.NameComparison(c).configure(term_frequency_adjustments=True)
-    if c == "birth_date":
-        return cl.CustomComparison(
-            output_column_name=c,
-            comparison_levels=[
-                cll.NullLevel(c),
-                cll.ExactMatchLevel(c).configure(tf_adjustment_column=c),
-                cll.LevenshteinLevel(c, 1),
-                cll.CustomLevel(f'substr("{c}_l", 1, 7) = substr("{c}_r", 1, 7)', "same year and month"),
-                cll.ElseLevel(),
-            ],
-        )
-    if c in ("city", "postal_code"):
-        return cl.ExactMatch(c).configure(term_frequency_adjustments=True)
-    if c == "street":
-        return cl.LevenshteinAtThresholds(c, [1, 3]).configure(term_frequency_adjustments=True)
-    return cl.LevenshteinAtThresholds(c, [1, 2]).configure(term_frequency_adjustments=True)  # email, phone
-
-
 def plain_splink(records: pa.Table, features: list[str]) -> tuple[float, float, set[tuple[int, int]]]:
     """Plain Splink on the match records: seconds training (prior, u by sampling, EM per training block, as
     OpenCDP trains), seconds predicting (every blocked pair scored, kept at ``MERGE``), and the pairs it kept."""
@@ -251,7 +230,7 @@ def plain_splink(records: pa.Table, features: list[str]) -> tuple[float, float, 
     settings = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="match_id",
-        comparisons=[splink_comparison(c) for c in features],
+        comparisons=[comparison(FEATURE[c]) for c in features],  # the comparisons OpenCDP's training builds
         blocking_rules_to_generate_predictions=[block_on(*r) for r in BLOCKING_RULES if set(r) <= set(features)],
         retain_intermediate_calculation_columns=False,
     )

@@ -45,7 +45,8 @@ U_PAIRS = 1e6
 SEED = 42
 
 
-def _comparison(f: Feature) -> Any:
+def comparison(f: Feature) -> Any:
+    """The Splink comparison of a feature (docs/identity.md lists the levels)."""
     c = f.name
     if f.comparison == "name":
         return cl.NameComparison(c).configure(term_frequency_adjustments=True)
@@ -126,7 +127,7 @@ def train(records: pa.Table) -> dict[str, Any]:
     settings = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="match_id",
-        comparisons=[_comparison(f) for f in features],
+        comparisons=[comparison(f) for f in features],
         blocking_rules_to_generate_predictions=[block_on(*rule) for rule in blocking_rules(names)],
         retain_intermediate_calculation_columns=False,
     )
