@@ -63,6 +63,8 @@ _TEMP = {
     "_id_next": "v BIGINT, label VARCHAR",
     "_id_claim": "part BIGINT, profile_id VARCHAR",
     "_id_owner": "part BIGINT, profile_id VARCHAR",
+    "_id_was": "node_id BIGINT, part BIGINT, profile_id VARCHAR",
+    "_id_fresh": "part BIGINT, profile_id VARCHAR",
     **MATCH_TEMP,
 }
 """Per-batch working tables (temporary: per connection, emptied at the start of each batch)."""
@@ -471,6 +473,11 @@ class Identity:
         """Parts and profile ids for the clusters in ``_id_touched``; returns (created, absorbed)."""
         e = self.engine
         self._parts(now)
+        # The profile each identifier of the touched parts had (one scan of the membership, used below).
+        e.execute(
+            """INSERT INTO _id_was (node_id, part, profile_id) SELECT p.node_id, p.part, m.profile_id
+            FROM _id_part AS p JOIN identity_membership AS m ON m.node_id = p.node_id"""
+        )
         # Which part keeps each previous profile: the one holding that profile's earliest identifier (of two
         # seen first in the same message, the stronger).
         e.execute(
@@ -480,7 +487,7 @@ class Identity:
                        row_number() OVER (PARTITION BY m.profile_id ORDER BY min(
                            lpad(CAST(p.first_seq AS VARCHAR), 20, '0') || lpad(CAST(p.priority AS VARCHAR), 4, '0')
                        ), p.part) AS rank
-                FROM _id_part AS p JOIN identity_membership AS m ON m.node_id = p.node_id
+                FROM _id_part AS p JOIN _id_was AS m ON m.node_id = p.node_id
                 GROUP BY p.part, m.profile_id) AS c
             WHERE rank = 1"""
         )
@@ -507,16 +514,17 @@ class Identity:
                   WHERE rank = 1) AS f""",
             (str(upto),),
         )
-        fresh = "(SELECT o.part, o.profile_id FROM _id_owner AS o WHERE NOT EXISTS (" + (
-            "SELECT 1 FROM profiles_index AS x WHERE x.profile_id = o.profile_id))"
+        e.execute(  # the parts whose profile is new
+            """INSERT INTO _id_fresh (part, profile_id) SELECT o.part, o.profile_id FROM _id_owner AS o
+            WHERE NOT EXISTS (SELECT 1 FROM profiles_index AS x WHERE x.profile_id = o.profile_id)"""
         )
+        fresh = "_id_fresh"
         created = e.fetch_one(f"SELECT count(*) FROM {fresh} AS f")
         e.execute(  # created, or split off a profile another part kept
             f"""INSERT INTO identity_events (kind, profile_id, other_profile_id, happened_at)
             SELECT CASE WHEN m.profile_id IS NULL THEN 'created' ELSE 'split' END, f.profile_id, m.profile_id, ?
             FROM {fresh} AS f
-            LEFT JOIN (SELECT p.part, max(m.profile_id) AS profile_id FROM _id_part AS p
-                       JOIN identity_membership AS m ON m.node_id = p.node_id GROUP BY p.part) AS m
+            LEFT JOIN (SELECT part, max(profile_id) AS profile_id FROM _id_was GROUP BY part) AS m
                    ON m.part = f.part""",
             (now,),
         )
