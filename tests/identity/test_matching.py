@@ -323,3 +323,24 @@ def test_a_probabilistic_edge_yields_to_deterministic_ones_when_a_limit_cuts(rt:
     assert rt.explain_profile("user_id:u2")["profile_id"] != _profile(rt, "A1")
     refused = rt.explain_profile("user_id:u2")["refused"]
     assert [r["reason"] for r in refused] == ["user_id limit"]  # type: ignore[union-attr]
+
+
+def test_a_household_is_never_merged_automatically_whatever_its_score(rt: Runtime) -> None:
+    rng = random.Random(9)
+    people = [{k: v for k, v in p.items() if k != "phone"} for p in _people(9, 200)]
+    crm_a = rt.registry.create("crm-a", "server", None).source_id
+    crm_b = rt.registry.create("crm-b", "server", None).source_id
+    _journal(rt, crm_a, [_record(p["customer_id"], p) for p in people])
+    _journal(rt, crm_b, [_record(f"B{i}", _crm_b(rng, people[i], i)) for i in range(0, 200, 3)])
+    rt.train_matching()
+    # a couple: same surname, address and near-identical mailboxes; other first names and birth dates
+    home = {"last_name": "Quennell", "street": "7 Orchard Row", "city": "Lowestoft", "postal_code": "NR32 1AB"}
+    _journal(rt, crm_a, [
+        _record("H1", {"customer_id": "H1", "first_name": "Maud", "birth_date": "1961-03-14",
+                       "email": "quennell.home1@example.org", **home}),
+        _record("H2", {"customer_id": "H2", "first_name": "Ernest", "birth_date": "1958-11-02",
+                       "email": "quennell.home2@example.org", **home}),
+    ])  # fmt: skip
+    _, status, probability = _scored_pair(rt, f"{crm_a}:H1")
+    assert probability >= 0.95 and status == "review"  # the model says merge; the household rule says review
+    assert _profile(rt, "H1") != _profile(rt, "H2")
