@@ -187,10 +187,8 @@ class Runtime:
     def train_matching(self, merge: float | None = None, review: float | None = None) -> dict[str, object]:
         """Train the match model on the match records (Splink), keep it with its thresholds (given, else the
         previous ones, else the defaults) and score every pair again; returns what was learnt and done."""
+        self.load()  # train on everything journalled so far
         with self._load_lock:
-            self.raw_log.load_all(self.journal)
-            self.governance.run()
-            self.identity.run()
             previous = load_model(self.engine)
             base = previous.thresholds if previous else Thresholds()
             try:

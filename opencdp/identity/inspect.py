@@ -241,20 +241,18 @@ def review_queue(engine: Engine, limit: int) -> list[dict[str, object]]:
         f"""SELECT {_PAIR_COLUMNS} FROM identity_matches WHERE status = 'review' AND decision IS NULL
         ORDER BY match_probability DESC, id_l, id_r LIMIT {int(limit)}"""
     )
+    if not rows:
+        return []
+    ids = sorted({int(r[i]) for r in rows for i in (0, 1)})
     names = ", ".join(f.name for f in FEATURES)
-    out = []
-    for row in rows:
-        pair = _pair(row, model)
-        sides = engine.fetch_all(
-            f"""SELECT r.match_key, m.profile_id, {names} FROM identity_match_records AS r
-            LEFT JOIN identity_membership AS m ON m.node_id = r.node_id WHERE r.match_id IN (?, ?)
-            ORDER BY r.match_id""",
-            (row[0], row[1]),
+    records = {
+        int(s[0]): {"match_key": s[1], "profile_id": s[2],
+                    **{f.name: v for f, v in zip(FEATURES, s[3:], strict=True) if v is not None}}
+        for s in engine.fetch_all(
+            f"""SELECT r.match_id, r.match_key, m.profile_id, {names} FROM identity_match_records AS r
+            LEFT JOIN identity_membership AS m ON m.node_id = r.node_id
+            WHERE r.match_id IN ({", ".join("?" for _ in ids)})""",
+            ids,
         )
-        pair["records"] = [
-            {"match_key": s[0], "profile_id": s[1],
-             **{f.name: v for f, v in zip(FEATURES, s[2:], strict=True) if v is not None}}
-            for s in sides
-        ]  # fmt: skip
-        out.append(pair)
-    return out
+    }  # fmt: skip
+    return [_pair(row, model) | {"records": [records[int(row[0])], records[int(row[1])]]} for row in rows]

@@ -19,7 +19,6 @@ Per batch (set-based SQL, in the stage's transaction):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from opencdp.identity.features import candidates as candidate_rows
 from opencdp.identity.features import match_records
 from opencdp.identity.score import candidates, scored
-from opencdp.model.matching import FEATURES, NEVER_MERGED_WITHOUT, Thresholds, blocking_rules
+from opencdp.model.matching import FEATURES, NEVER_MERGED_WITHOUT, UNLESS_AGREEING, Thresholds, blocking_rules
 from opencdp.store.engine import Engine
 from opencdp.store.plans import MatchModelStore
 
@@ -112,17 +111,23 @@ class Matcher:
         """Every match record counts as new evidence (after training, or a change of thresholds)."""
         self.engine.execute("INSERT INTO _mt_batch (match_id) SELECT match_id FROM identity_match_records")
 
-    def score(self, model: Model | None, now: datetime) -> None:
-        """Score the pairs of ``_mt_batch`` and bring the probabilistic edges in line: new edges are added to
-        ``identity_edges`` and ``_id_new_edges``; removed ones are listed in ``_mt_gone``."""
+    def score(self, now: datetime) -> None:
+        """Score the pairs of ``_mt_batch`` with the trained model (if any) and bring the probabilistic edges in
+        line: new edges are added to ``identity_edges`` and ``_id_new_edges``; removed ones are listed in
+        ``_mt_gone``."""
         e = self.engine
         found = e.fetch_one("SELECT count(*) FROM _mt_batch")
-        if model is None or not found or not found[0]:
+        if not found or not found[0]:
+            return
+        model = load_model(e)
+        if model is None:
             return
         e.execute(f"INSERT INTO _mt_scored {scored(model.splink, candidates(model.blocking, '_mt_batch'))}")
         t = model.thresholds
-        disagree = " AND ".join(f"coalesce(s.g_{f} = 0, FALSE)" for f in NEVER_MERGED_WITHOUT)
-        disagree += " AND NOT coalesce(s.g_national_id > 0, FALSE)"  # one person's own id outweighs it
+        disagree = " AND ".join(
+            [f"coalesce(s.g_{f} = 0, FALSE)" for f in NEVER_MERGED_WITHOUT]
+            + [f"NOT coalesce(s.g_{f} > 0, FALSE)" for f in UNLESS_AGREEING]
+        )
         status = (
             f"CASE WHEN s.match_probability >= {t.merge!r} AND NOT ({disagree}) THEN 'merge' "
             f"WHEN s.match_probability >= {t.review!r} THEN 'review' ELSE 'below' END"
@@ -213,7 +218,7 @@ class Matcher:
 
 def model_document(splink: dict[str, Any], thresholds: Thresholds, records: int) -> dict[str, Any]:
     return {
-        "splink": json.loads(json.dumps(splink)),
+        "splink": splink,
         "thresholds": {"merge": thresholds.merge, "review": thresholds.review},
         "trained_on": records,
     }

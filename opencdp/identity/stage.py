@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 from opencdp.identity.extract import identifiers, per_type
 from opencdp.identity.matching import TEMP as MATCH_TEMP
-from opencdp.identity.matching import Matcher, load_model
+from opencdp.identity.matching import Matcher
 from opencdp.model.identity import IDENTIFIER_TYPES
 from opencdp.store.engine import Engine
 from opencdp.store.raw_log import RawLog
@@ -122,7 +122,7 @@ class Identity:
                 "SELECT g.seq, g.source_id, g.type, g.message, a.node_id FROM _id_governed AS g "
                 "JOIN _id_anchor AS a ON a.seq = g.seq"
             )
-            self.matcher.score(load_model(e), now)
+            self.matcher.score(now)
             created, merged = self._components(now, upto)
             self.raw_log.commit(CONSUMER, upto)
         return created, merged
@@ -160,7 +160,7 @@ class Identity:
         with self.engine.transaction():
             self._prepare()
             self.matcher.all_records()
-            self.matcher.score(load_model(self.engine), now)
+            self.matcher.score(now)
             created, merged = self._components(now, self.raw_log.offset(CONSUMER))
         return Resolved(0, created, merged)
 

@@ -109,6 +109,9 @@ automatically, whatever its probability, unless their national ids agree: it goe
 share a surname, an address and often a mailbox, which the model's independent weights add up to a
 near-certain match."""
 
+UNLESS_AGREEING = ("national_id",)
+"""...unless the pair agrees (at any level above the last) on one of these: one person's own id outweighs it."""
+
 IDENTIFYING = ("first_name", "last_name", "national_id")
 """A message becomes a match record only when it carries one of these (an email alone is an identifier, not
 something to match on)."""

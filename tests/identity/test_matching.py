@@ -24,10 +24,11 @@ from opencdp.errors import Rejected
 from opencdp.identity.score import candidates, scored
 from opencdp.identity.train import train
 from opencdp.model.matching import FEATURES, blocking_rules
-from opencdp.store.journal import accepted_line
 from tests.cli.test_cli import cli
 from tests.helpers import ADMIN_TOKEN, ThreadedServer
 from tests.identity import linkage
+from tests.identity.scenario import typo
+from tests.identity.test_stitching import journal
 
 
 @pytest.fixture
@@ -117,15 +118,6 @@ def test_febrl_accuracy_is_no_worse_than_plain_splink(tmp_path: Path, dataset: s
 # identifier is shared: only matching can join them), no phone, and now and then a typo in the first name.
 
 
-def _typo(rng: random.Random, text: str) -> str:
-    """Two neighbouring letters swapped (never a no-op), or a letter doubled when all are alike."""
-    places = [i for i in range(1, len(text) - 1) if text[i] != text[i + 1]]
-    if not places:
-        return text + text[-1]
-    i = rng.choice(places)
-    return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
-
-
 def _people(seed: int, n: int) -> list[dict[str, Any]]:
     fake = Faker("en_GB")
     fake.seed_instance(seed)
@@ -146,27 +138,13 @@ def _record(key: str, fields: dict[str, Any]) -> dict[str, Any]:
             "event": "customers", "key": key, "fields": fields}  # fmt: skip
 
 
-def _journal(rt: Runtime, source_id: str, messages: list[dict[str, Any]]) -> None:
-    lines = b"".join(
-        accepted_line(
-            source_id,
-            (m["messageId"], m["type"], m.get("event"), m.get("userId"), m.get("anonymousId")),
-            (None, None, None, "2026-01-01T00:00:00.000Z"),
-            json.dumps(m).encode(),
-        )
-        for m in messages
-    )
-    rt.journal.write_sync(lines)
-    rt.load()
-
-
 def _crm_b(rng: random.Random, person: dict[str, Any], i: int) -> dict[str, Any]:
     twin = {k: v for k, v in person.items() if k != "phone"}
     twin["customer_id"] = f"B{i}"
     user, domain = twin["email"].split("@")
-    twin["email"] = _typo(rng, user) + "@" + domain
+    twin["email"] = typo(rng, user) + "@" + domain
     if rng.random() < 0.3:
-        twin["first_name"] = _typo(rng, twin["first_name"])
+        twin["first_name"] = typo(rng, twin["first_name"])
     return twin
 
 
@@ -194,9 +172,9 @@ def test_a_typod_duplicate_merges_a_falling_confidence_splits_and_review_decisio
     people = _people(7, 400)
     crm_a = rt.registry.create("crm-a", "server", None).source_id
     crm_b = rt.registry.create("crm-b", "server", None).source_id
-    _journal(rt, crm_a, [_record(p["customer_id"], p) for p in people])
+    journal(rt, crm_a, [_record(p["customer_id"], p) for p in people])
     twins = {i: _crm_b(rng, people[i], i) for i in range(0, 400, 3)}
-    _journal(rt, crm_b, [_record(t["customer_id"], t) for t in twins.values()])
+    journal(rt, crm_b, [_record(t["customer_id"], t) for t in twins.values()])
     assert all(_profile(rt, f"A{i}") != _profile(rt, f"B{i}") for i in twins)  # no shared identifier, no model
 
     with pytest.raises(Rejected, match=r"review <= merge"):
@@ -220,7 +198,7 @@ def test_a_typod_duplicate_merges_a_falling_confidence_splits_and_review_decisio
     # new evidence: CRM B's record now describes somebody else (another birth date and address): the pair's
     # confidence falls, the edge goes, the profile splits (with an event)
     moved = dict(twins[i], birth_date="1931-02-03", street="1 Nowhere Lane", postal_code="ZZ9 9ZZ", city="Elsewhere")
-    _journal(rt, crm_b, [_record(f"B{i}", moved)])
+    journal(rt, crm_b, [_record(f"B{i}", moved)])
     assert _profile(rt, f"A{i}") != _profile(rt, f"B{i}")
     pair_i, status, probability = _scored_pair(rt, f"{crm_b}:B{i}")
     assert status in ("review", "below") and probability < 0.95
@@ -306,17 +284,17 @@ def test_a_probabilistic_edge_yields_to_deterministic_ones_when_a_limit_cuts(rt:
     crm_a = rt.registry.create("crm-a", "server", None).source_id
     crm_b = rt.registry.create("crm-b", "server", None).source_id
     web = rt.registry.create("web", "web", None).source_id
-    _journal(rt, crm_a, [_record(p["customer_id"], p) for p in people])
-    _journal(rt, crm_b, [_record(f"B{i}", _crm_b(rng, people[i], i)) for i in range(0, 200, 3)])
+    journal(rt, crm_a, [_record(p["customer_id"], p) for p in people])
+    journal(rt, crm_b, [_record(f"B{i}", _crm_b(rng, people[i], i)) for i in range(0, 200, 3)])
     rt.train_matching()
     ada = people[1]
     # First someone logs in as u2 and fills in Ada's details (name, birth date, address: a probabilistic match
     # with her CRM row); then Ada herself logs in as u1 with the email her CRM row holds.
     traits = {"firstName": ada["first_name"], "lastName": ada["last_name"], "birthday": ada["birth_date"],
               "address": {"street": ada["street"], "city": ada["city"], "postalCode": ada["postal_code"]}}  # fmt: skip
-    _journal(rt, web, [{"type": "identify", "messageId": "w1", "userId": "u2", "traits": traits}])
+    journal(rt, web, [{"type": "identify", "messageId": "w1", "userId": "u2", "traits": traits}])
     assert rt.explain_profile("user_id:u2")["profile_id"] == _profile(rt, "A1")  # matched, nothing against it
-    _journal(rt, web, [{"type": "identify", "messageId": "w2", "userId": "u1", "traits": {"email": ada["email"]}}])
+    journal(rt, web, [{"type": "identify", "messageId": "w2", "userId": "u1", "traits": {"email": ada["email"]}}])
     # two user ids cannot share a profile: the CRM row is one message from u1 and only matched to u2, so it
     # goes with u1 although u2 was seen first (an equal count of edges would have given it to u2)
     assert _profile(rt, "A1") == rt.explain_profile("user_id:u1")["profile_id"]
@@ -330,12 +308,12 @@ def test_a_household_is_never_merged_automatically_whatever_its_score(rt: Runtim
     people = [{k: v for k, v in p.items() if k != "phone"} for p in _people(9, 200)]
     crm_a = rt.registry.create("crm-a", "server", None).source_id
     crm_b = rt.registry.create("crm-b", "server", None).source_id
-    _journal(rt, crm_a, [_record(p["customer_id"], p) for p in people])
-    _journal(rt, crm_b, [_record(f"B{i}", _crm_b(rng, people[i], i)) for i in range(0, 200, 3)])
+    journal(rt, crm_a, [_record(p["customer_id"], p) for p in people])
+    journal(rt, crm_b, [_record(f"B{i}", _crm_b(rng, people[i], i)) for i in range(0, 200, 3)])
     rt.train_matching()
     # a couple: same surname, address and near-identical mailboxes; other first names and birth dates
     home = {"last_name": "Quennell", "street": "7 Orchard Row", "city": "Lowestoft", "postal_code": "NR32 1AB"}
-    _journal(rt, crm_a, [
+    journal(rt, crm_a, [
         _record("H1", {"customer_id": "H1", "first_name": "Maud", "birth_date": "1961-03-14",
                        "email": "quennell.home1@example.org", **home}),
         _record("H2", {"customer_id": "H2", "first_name": "Ernest", "birth_date": "1958-11-02",
