@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from pydantic import ValidationError
 
 from opencdp.collect.imports import Importer, ImportResult, Progress
 from opencdp.collect.ingest import Ingestor
@@ -24,7 +25,11 @@ from opencdp.identity.stage import Identity
 from opencdp.identity.train import MAX_TRAINING_RECORDS, train
 from opencdp.model.matching import Thresholds
 from opencdp.model.pii import parse_pii_policy
+from opencdp.model.profiles import SHIPPED_TRAITS, ProfileSettings, TraitDefinitions
 from opencdp.model.records import Mapping
+from opencdp.profiles.inspect import profile_view
+from opencdp.profiles.stage import Profiles
+from opencdp.profiles.traits import check
 from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
 from opencdp.store.plans import MatchModelStore
@@ -32,6 +37,12 @@ from opencdp.store.raw_log import LoadResult, RawLog
 from opencdp.store.sources import SourceRegistry
 
 log = logging.getLogger("opencdp.server")
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
 
 
 def admin_token_path(settings: Settings) -> Path:
@@ -71,6 +82,7 @@ class Runtime:
         self.raw_log = RawLog(self.engine, dedup_window=timedelta(days=settings.dedup_window_days))
         self.governance = Governance(self.engine, self.raw_log)
         self.identity = Identity(self.engine, self.raw_log)
+        self.profiles = Profiles(self.engine, self.raw_log)
         self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
         self._load_lock = threading.Lock()
         self.last_load_error: str | None = None
@@ -85,6 +97,7 @@ class Runtime:
                 if govern:
                     self.governance.run()  # the first stage, on what was just loaded
                     self.identity.run()  # then identity, on what governance passed
+                    self.profiles.run()  # then profiles, on what identity resolved
             except Exception as exc:
                 self.last_load_error = str(exc).splitlines()[0]
                 log.warning("loader: %s (will retry)", self.last_load_error)
@@ -237,6 +250,86 @@ class Runtime:
                 (id_l, id_r),
             )
         return {"pair": f"{id_l}-{id_r}", "decision": decisions[decision], "profiles": [s[0] for s in sides]}
+
+    def profile(self, ref: str, *, lineage: bool = False, limit: int = 20, before: int | None = None) -> dict[str, Any]:
+        """A profile's 360 view (by profile id, absorbed id, or ``type:value``)."""
+        self.load()
+        profile_id = resolve_profile(self.engine, ref)
+        if profile_id is None:
+            raise Rejected(f"no profile is known by {ref!r} (a profile id, or an identifier as type:value)",
+                           code="unknown_profile", status=404)  # fmt: skip
+        return profile_view(self.engine, profile_id, self.profiles.definitions(), lineage=lineage, limit=limit,
+                            before=before)  # fmt: skip
+
+    def traits(self) -> list[dict[str, Any]]:
+        """Every computed trait: the shipped ones, then the workspace's own, with their type."""
+        own = {t.name for t in self.profiles.trait_store.get()[0].traits}
+        return [
+            {**t.model_dump(exclude_defaults=True), "type": t.type, "shipped": t.name not in own}
+            for t in self.profiles.definitions().traits
+        ]
+
+    def put_traits(self, doc: object, *, replace: bool = False) -> dict[str, Any]:
+        """Add (or with ``replace``, set) the workspace's computed traits; every definition is checked with the
+        shipped ones before anything is saved, then every profile is computed again."""
+        try:
+            given = TraitDefinitions.model_validate(doc if isinstance(doc, dict) and "traits" in doc else
+                                                    {"traits": doc if isinstance(doc, list) else [doc]})  # fmt: skip
+        except ValidationError as exc:
+            raise Rejected(_first_error(exc), code="bad_trait") from None
+        current = [] if replace else self.profiles.trait_store.get()[0].traits
+        replaced = {t.name for t in given.traits}
+        shipped = {t.name for t in SHIPPED_TRAITS}
+        clash = sorted(replaced & shipped)
+        if clash:
+            raise Rejected(f"{', '.join(clash)} is a shipped trait; choose another name", code="bad_trait")
+        merged = [t for t in current if t.name not in replaced] + list(given.traits)
+        check([*SHIPPED_TRAITS, *merged])  # raises Rejected before anything is saved
+        self.load()
+        for t in given.traits:
+            unknown = self.profiles.unknown_references(t)
+            if unknown:
+                raise Rejected(f"trait {t.name!r}: {'; '.join(unknown)}", code="unknown_reference")
+        with self._load_lock:
+            version = self.profiles.trait_store.put(TraitDefinitions(traits=merged))
+            self.profiles.ensure_shape()
+        return {"version": version, "traits": [t.name for t in given.traits]}
+
+    def delete_trait(self, name: str) -> dict[str, Any]:
+        current = self.profiles.trait_store.get()[0].traits
+        kept = [t for t in current if t.name != name]
+        if len(kept) == len(current):
+            raise Rejected(f"no trait of the workspace is named {name!r}", code="unknown_trait", status=404)
+        check([*SHIPPED_TRAITS, *kept])  # another trait may use it
+        with self._load_lock:
+            version = self.profiles.trait_store.put(TraitDefinitions(traits=kept))
+            self.profiles.ensure_shape()
+        return {"version": version, "deleted": name}
+
+    def backfill_traits(self) -> dict[str, Any]:
+        """Compute every profile's golden and computed traits again."""
+        self.load()
+        with self._load_lock:
+            done = self.profiles.backfill()
+        return {"profiles": done.profiles}
+
+    def put_profile_settings(self, doc: object) -> dict[str, Any]:
+        """Save the workspace currency, rates and survivorship rules, then compute every profile again."""
+        try:
+            settings = ProfileSettings.model_validate(doc)
+        except ValidationError as exc:
+            raise Rejected(_first_error(exc), code="bad_profile_settings") from None
+        for rule in settings.survivorship.values():
+            for ref in rule.sources:
+                self.registry.get(ref)  # an unknown source is refused (404), not ignored
+        with self._load_lock:
+            version = self.profiles.settings_store.put(settings)
+        self.backfill_traits()
+        return {"version": version}
+
+    def profile_settings(self) -> dict[str, Any]:
+        settings, version = self.profiles.settings_store.get()
+        return {"version": version, **settings.model_dump()}
 
     def put_pii_policy(self, doc: object) -> dict[str, Any]:
         """Save the PII policy (sources named by id or name); collection drops what it drops from now on."""

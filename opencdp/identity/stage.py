@@ -550,6 +550,10 @@ class Identity:
             (now,),
         )
         e.execute(f"DELETE FROM profiles_index WHERE profile_id IN (SELECT old FROM {absorbed} AS a)")
+        changed = "FROM _id_was AS w JOIN _id_owner AS o ON o.part = w.part WHERE o.profile_id <> w.profile_id"
+        e.execute(  # the profiles stage computes these again
+            f"INSERT INTO profiles_dirty (profile_id) SELECT w.profile_id {changed} UNION SELECT o.profile_id {changed}"
+        )
         e.execute("DELETE FROM identity_membership WHERE node_id IN (SELECT node_id FROM _id_part)")
         e.execute(
             """INSERT INTO identity_membership (node_id, profile_id, since)

@@ -9,6 +9,7 @@ from typing import Any
 
 from opencdp.model.pii import PiiPolicy
 from opencdp.model.plans import TrackingPlan
+from opencdp.model.profiles import ProfileSettings, TraitDefinitions
 from opencdp.model.transforms import Transformations
 from opencdp.store.engine import Engine
 
@@ -108,3 +109,29 @@ class MatchModelStore(_WorkspaceDocument):
     def get(self) -> tuple[dict[str, Any], int] | None:
         found = self._get()
         return (dict(found[0]), found[1]) if found and isinstance(found[0], dict) else None
+
+
+class ProfileSettingsStore(_WorkspaceDocument):
+    """The profile settings (workspace currency, rates, survivorship rules): one document, versioned."""
+
+    table, column = "profile_settings", "settings"
+
+    def put(self, settings: ProfileSettings) -> int:
+        return self._put(settings.model_dump_json())
+
+    def get(self) -> tuple[ProfileSettings, int]:
+        found = self._get()
+        return (ProfileSettings.model_validate(found[0]), found[1]) if found else (ProfileSettings(), 0)
+
+
+class TraitStore(_WorkspaceDocument):
+    """The workspace's own computed trait definitions (the shipped ones are not stored): one document, versioned."""
+
+    table, column = "trait_definitions", "traits"
+
+    def put(self, definitions: TraitDefinitions) -> int:
+        return self._put(definitions.model_dump_json(exclude_defaults=True))
+
+    def get(self) -> tuple[TraitDefinitions, int]:
+        found = self._get()
+        return (TraitDefinitions.model_validate(found[0]), found[1]) if found else (TraitDefinitions(), 0)

@@ -276,6 +276,56 @@ TABLES: tuple[str, ...] = (
     "ALTER TABLE identity_cannot_link ADD COLUMN IF NOT EXISTS reason VARCHAR",
     # A probabilistic edge's match probability (NULL for deterministic edges).
     "ALTER TABLE identity_edges ADD COLUMN IF NOT EXISTS probability DOUBLE",
+    # Profiles (opencdp/profiles/): what each message or record reported about its person, keyed by its anchor
+    # identifier (so merges and splits need no rewrite), and typed activity for computed traits and timelines.
+    """CREATE TABLE IF NOT EXISTS trait_observations (
+        seq BIGINT NOT NULL,
+        node_id BIGINT NOT NULL,
+        source_id VARCHAR NOT NULL,
+        trait VARCHAR NOT NULL,
+        value VARCHAR NOT NULL,
+        verified BOOLEAN NOT NULL,
+        observed_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS activity (
+        seq BIGINT NOT NULL,
+        node_id BIGINT,
+        anchor BIGINT,
+        source_id VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        name VARCHAR,
+        grain VARCHAR,
+        ts TIMESTAMPTZ NOT NULL,
+        item_key VARCHAR,
+        order_id VARCHAR,
+        amount DOUBLE,
+        currency VARCHAR,
+        props JSON
+    )""",
+    # The golden record: one surviving value per (profile, trait), with its lineage and the rule that chose it.
+    """CREATE TABLE IF NOT EXISTS profile_traits (
+        profile_id VARCHAR NOT NULL,
+        trait VARCHAR NOT NULL,
+        value VARCHAR NOT NULL,
+        source_id VARCHAR NOT NULL,
+        seq BIGINT NOT NULL,
+        observed_at TIMESTAMPTZ NOT NULL,
+        rule VARCHAR NOT NULL
+    )""",
+    # Profiles whose identifiers changed (identity writes them; the profiles stage computes them again).
+    "CREATE TABLE IF NOT EXISTS profiles_dirty (profile_id VARCHAR NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS profile_settings (
+        settings VARCHAR NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS trait_definitions (
+        traits VARCHAR NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    # The columns profile_computed was built with (the profiles stage rebuilds it when the definitions change).
+    "CREATE TABLE IF NOT EXISTS _cdp_profile_shape (shape VARCHAR NOT NULL)",
     # Where each consumer of the raw log has got to.
     """CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,

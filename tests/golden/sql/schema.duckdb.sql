@@ -265,6 +265,58 @@ ALTER TABLE identity_cannot_link ADD COLUMN IF NOT EXISTS reason VARCHAR;
 
 ALTER TABLE identity_edges ADD COLUMN IF NOT EXISTS probability DOUBLE;
 
+CREATE TABLE IF NOT EXISTS trait_observations (
+        seq BIGINT NOT NULL,
+        node_id BIGINT NOT NULL,
+        source_id VARCHAR NOT NULL,
+        trait VARCHAR NOT NULL,
+        value VARCHAR NOT NULL,
+        verified BOOLEAN NOT NULL,
+        observed_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS activity (
+        seq BIGINT NOT NULL,
+        node_id BIGINT NOT NULL,
+        anchor BIGINT NOT NULL,
+        source_id VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        name VARCHAR,
+        grain VARCHAR,
+        ts TIMESTAMPTZ NOT NULL,
+        item_key VARCHAR,
+        order_id VARCHAR,
+        amount DOUBLE,
+        currency VARCHAR,
+        props JSON
+    );
+
+CREATE TABLE IF NOT EXISTS profile_traits (
+        profile_id VARCHAR NOT NULL,
+        trait VARCHAR NOT NULL,
+        value VARCHAR NOT NULL,
+        source_id VARCHAR NOT NULL,
+        seq BIGINT NOT NULL,
+        observed_at TIMESTAMPTZ NOT NULL,
+        rule VARCHAR NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS profiles_dirty (profile_id VARCHAR NOT NULL);
+
+CREATE TABLE IF NOT EXISTS profile_settings (
+        settings VARCHAR NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS trait_definitions (
+        traits VARCHAR NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS _cdp_profile_shape (shape VARCHAR NOT NULL);
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
         seq BIGINT NOT NULL,

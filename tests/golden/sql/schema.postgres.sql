@@ -72,6 +72,20 @@ ALTER TABLE identity_cannot_link ADD COLUMN IF NOT EXISTS reason TEXT;
 
 ALTER TABLE identity_edges ADD COLUMN IF NOT EXISTS probability DOUBLE PRECISION;
 
+CREATE TABLE IF NOT EXISTS trait_observations (seq BIGINT NOT NULL, node_id BIGINT NOT NULL, source_id TEXT NOT NULL, trait TEXT NOT NULL, value TEXT NOT NULL, verified BOOLEAN NOT NULL, observed_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activity (seq BIGINT NOT NULL, node_id BIGINT NOT NULL, anchor BIGINT NOT NULL, source_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT, grain TEXT, ts TIMESTAMPTZ NOT NULL, item_key TEXT, order_id TEXT, amount DOUBLE PRECISION, currency TEXT, props JSON);
+
+CREATE TABLE IF NOT EXISTS profile_traits (profile_id TEXT NOT NULL, trait TEXT NOT NULL, value TEXT NOT NULL, source_id TEXT NOT NULL, seq BIGINT NOT NULL, observed_at TIMESTAMPTZ NOT NULL, rule TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS profiles_dirty (profile_id TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS profile_settings (settings TEXT NOT NULL, version BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS trait_definitions (traits TEXT NOT NULL, version BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS _cdp_profile_shape (shape TEXT NOT NULL);
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
 
 CREATE UNIQUE INDEX IF NOT EXISTS raw_events_seq ON raw_events(seq);

@@ -1,0 +1,1 @@
+"""Profiles: golden records with survivorship and lineage, and computed traits, over the identity graph."""

@@ -1,0 +1,272 @@
+"""The profiles stage: consumes the governed stream behind identity and keeps golden and computed traits current.
+
+Per micro-batch, in one transaction with the offset (set-based SQL only):
+
+1. the batch's messages and records, with their anchor identifier, become trait observations and activity
+   (:mod:`opencdp.profiles.observe`); returns move to the identifier of the order they return;
+2. the *touched* profiles are those of the batch's identifiers, those whose identifiers changed (identity
+   writes them to ``profiles_dirty`` on every merge, split or move) and those a return moved between;
+3. for the touched profiles only, the golden traits are ranked again (:mod:`opencdp.profiles.golden`) and every
+   computed trait is computed again in one statement (:mod:`opencdp.profiles.traits`); rows of profiles that
+   were absorbed are removed.
+
+Time-relative traits (windows, ``days_since``) are computed as of the computation; the first batch of a new
+day (UTC) computes every profile's traits again. :meth:`Profiles.backfill` recomputes everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from opencdp.govern.plans import lit
+from opencdp.model.profiles import (
+    BUILT_IN_VALUES,
+    GOLDEN_TRAITS,
+    SHIPPED_TRAITS,
+    ProfileSettings,
+    TraitDefinition,
+)
+from opencdp.profiles.golden import golden
+from opencdp.profiles.observe import activity, observations
+from opencdp.profiles.traits import SQL_TYPES, Checked, check, compiled
+from opencdp.store.engine import Engine
+from opencdp.store.plans import PlanStore, ProfileSettingsStore, TraitStore
+from opencdp.store.raw_log import RawLog
+
+CONSUMER = "profiles"
+AFTER = "identity"
+BATCH_ROWS = 500_000
+_ACTIVITY = (
+    "seq BIGINT, node_id BIGINT, anchor BIGINT, source_id VARCHAR, kind VARCHAR, name VARCHAR, grain VARCHAR, "
+    "ts TIMESTAMPTZ, item_key VARCHAR, order_id VARCHAR, amount DOUBLE, currency VARCHAR, props JSON"
+)
+_TEMP = {
+    "_pf_batch": "seq BIGINT, node_id BIGINT, source_id VARCHAR, type VARCHAR, event VARCHAR, ts TIMESTAMPTZ, "
+    "message JSON",
+    "_pf_activity": _ACTIVITY,
+    "_pf_orders": "order_id VARCHAR, node_id BIGINT",
+    "_pf_moved": "node_id BIGINT",
+    "_pf_touched": "profile_id VARCHAR",
+}
+_BATCH = """SELECT g.seq, mi.node_id, g.source_id, g.type, g.event, g.timestamp, g.message
+FROM governed AS g LEFT JOIN message_identities AS mi ON mi.seq = g.seq"""
+"""The batch: every governed message and record, with its anchor identifier (NULL when nothing identified it:
+a return that names only its order still counts, for the profile of that order)."""
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Computed:
+    messages: int
+    profiles: int
+
+
+def _is_time_relative(t: TraitDefinition) -> bool:
+    return t.window_days is not None or (t.expression is not None and "days_since" in t.expression.lower())
+
+
+class Profiles:
+    def __init__(self, engine: Engine, raw_log: RawLog, clock: Clock | None = None) -> None:
+        self.engine = engine
+        self.raw_log = raw_log
+        self.clock: Clock = clock or (lambda: datetime.now(UTC))
+        self.settings_store = ProfileSettingsStore(engine)
+        self.trait_store = TraitStore(engine)
+        self._shape: tuple[str, ...] | None = None
+
+    # ------------------------------------------------------------------------------------------- definitions
+
+    def definitions(self) -> Checked:
+        """The shipped traits, then the workspace's own, checked and in computing order."""
+        own = self.trait_store.get()[0].traits
+        return check([*SHIPPED_TRAITS, *own])
+
+    def settings(self) -> ProfileSettings:
+        return self.settings_store.get()[0]
+
+    def unknown_references(self, definition: TraitDefinition) -> list[str]:
+        """What a new definition names that the data has never shown: an event no message of that name carried
+        (and no tracking plan declares), a property no row of its kind had. Nothing is checked against a kind
+        the workspace has no data of yet."""
+        if definition.over is None:
+            return []
+        e = self.engine
+        if e.fetch_one("SELECT 1 FROM activity WHERE grain = ? LIMIT 1", (definition.over,)) is None:
+            return []
+        problems = []
+        for event in definition.event:
+            seen = e.fetch_one("SELECT 1 FROM activity WHERE grain = 'events' AND name = ? LIMIT 1", (event,))
+            planned = any(event in plan.events for plan, _ in PlanStore(e).all().values())
+            if seen is None and not planned:
+                problems.append(f"no event named {event!r} was ever received (nor is it in a tracking plan)")
+        paths = [c.property for c in definition.where]
+        if definition.of is not None and definition.of not in BUILT_IN_VALUES:
+            paths.append(definition.of)
+        for path in paths:
+            found = e.fetch_one(  # the path is checked by the model (letters, digits, _ and dots)
+                f"SELECT 1 FROM activity WHERE grain = ? AND json_extract(props, {lit('$.' + path)}) IS NOT NULL "
+                "LIMIT 1",
+                (definition.over,),
+            )
+            if found is None:
+                problems.append(f"no {definition.over} ever had a property {path!r}")
+        return problems
+
+    def _sources(self) -> dict[str, str]:
+        return {str(name): str(sid) for name, sid in self.engine.fetch_all("SELECT name, source_id FROM sources")}
+
+    def ensure_shape(self) -> bool:
+        """Make ``profile_computed`` and the ``profiles`` view match the definitions; returns True when the table
+        was rebuilt (then every profile needs computing)."""
+        checked = self.definitions()
+        shape = tuple(f"{t.name} {SQL_TYPES[t.type]}" for t in checked.traits)
+        if self._shape == shape:
+            return False
+        e = self.engine
+        with e.transaction():
+            row = e.fetch_one("SELECT shape FROM _cdp_profile_shape")
+            if row is not None and row[0] == "\n".join(shape):
+                self._shape = shape
+                return False
+            e.execute("DROP VIEW IF EXISTS profiles")
+            e.execute("DROP TABLE IF EXISTS profile_computed")
+            e.execute(
+                f"CREATE TABLE profile_computed (profile_id VARCHAR PRIMARY KEY, computed_at TIMESTAMPTZ NOT NULL, "
+                f"{', '.join(shape)})"
+            )
+            e.execute(_profiles_view(checked))
+            e.execute("DELETE FROM _cdp_profile_shape")
+            e.execute("INSERT INTO _cdp_profile_shape (shape) VALUES (?)", ("\n".join(shape),))
+            self._compute("SELECT profile_id FROM profiles_index", golden_too=False)
+        self._shape = shape
+        return True
+
+    # ----------------------------------------------------------------------------------------------- running
+
+    def run(self) -> Computed:
+        """Process every governed message identity has resolved after the stage's offset, and every profile
+        identity changed since."""
+        self.ensure_shape()
+        self._refresh_if_new_day()
+        messages = profiles = 0
+        while True:
+            last = self.raw_log.offset(CONSUMER)
+            end = self.raw_log.offset(AFTER)
+            dirty = self.engine.fetch_one("SELECT count(*) FROM profiles_dirty")
+            if end <= last and not (dirty and dirty[0]):
+                return Computed(messages, profiles)
+            upto = max(last, min(end, last + BATCH_ROWS))
+            profiles += self._step(last, upto)
+            messages += upto - last
+
+    def backfill(self) -> Computed:
+        """Compute every live profile's golden and computed traits again (after a definition changed)."""
+        self.run()
+        with self.engine.transaction():
+            n = self._compute("SELECT profile_id FROM profiles_index", golden_too=True)
+        return Computed(0, n)
+
+    def _prepare(self) -> None:
+        for table, columns in _TEMP.items():
+            self.engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
+            self.engine.execute(f"DELETE FROM {table}")
+
+    def _step(self, last: int, upto: int) -> int:
+        e = self.engine
+        with e.transaction():
+            self._prepare()
+            e.execute(f"INSERT INTO _pf_batch {_BATCH} WHERE g.gseq > {int(last)} AND g.gseq <= {int(upto)}")
+            e.execute(observations("_pf_batch"))
+            e.execute(f"INSERT INTO _pf_activity {activity('_pf_batch')}")
+            e.execute("INSERT INTO activity SELECT * FROM _pf_activity")
+            self._returns_follow_orders()
+            e.execute(
+                """INSERT INTO _pf_touched (profile_id)
+                SELECT m.profile_id FROM identity_membership AS m
+                WHERE m.node_id IN (SELECT node_id FROM _pf_activity UNION SELECT node_id FROM _pf_moved)
+                UNION SELECT profile_id FROM profiles_dirty"""
+            )
+            n = self._compute("SELECT DISTINCT profile_id FROM _pf_touched", golden_too=True)
+            e.execute("DELETE FROM profiles_dirty")
+            self.raw_log.commit(CONSUMER, upto)
+        return n
+
+    def _returns_follow_orders(self) -> None:
+        """Each return of an order in this batch (as the order or the return) belongs to the identifier of the
+        order's latest version; the profiles it leaves and joins are touched."""
+        e = self.engine
+        e.execute(
+            """INSERT INTO _pf_orders (order_id, node_id)
+            SELECT order_id, node_id FROM (
+                SELECT order_id, node_id, row_number() OVER (PARTITION BY order_id ORDER BY seq DESC) AS r
+                FROM activity WHERE grain = 'orders' AND order_id IN (
+                    SELECT order_id FROM _pf_activity WHERE grain IN ('orders', 'returns') AND order_id IS NOT NULL)
+            ) AS latest WHERE r = 1"""
+        )
+        moving = """FROM activity AS a JOIN _pf_orders AS o ON o.order_id = a.order_id
+                    WHERE a.grain = 'returns' AND a.node_id IS DISTINCT FROM o.node_id"""
+        e.execute(f"INSERT INTO _pf_moved (node_id) SELECT a.node_id {moving} UNION SELECT o.node_id {moving}")
+        e.execute(
+            """UPDATE activity SET node_id = o.node_id FROM _pf_orders AS o
+            WHERE activity.grain = 'returns' AND activity.order_id = o.order_id
+              AND activity.node_id IS DISTINCT FROM o.node_id"""
+        )
+
+    def _compute(self, profiles: str, *, golden_too: bool) -> int:
+        """Golden (unless not ``golden_too``) and computed traits again for ``profiles`` (a query of
+        ``profile_id``); rows of profiles that are no longer live go. Returns how many profiles were computed."""
+        e = self.engine
+        e.execute("CREATE TEMP TABLE IF NOT EXISTS _pf_members (node_id BIGINT, profile_id VARCHAR)")
+        e.execute("CREATE TEMP TABLE IF NOT EXISTS _pf_recompute (profile_id VARCHAR)")
+        e.execute("DELETE FROM _pf_members")
+        e.execute("DELETE FROM _pf_recompute")
+        e.execute(f"INSERT INTO _pf_recompute (profile_id) {profiles}")
+        e.execute(
+            """INSERT INTO _pf_members (node_id, profile_id) SELECT m.node_id, m.profile_id
+            FROM identity_membership AS m WHERE m.profile_id IN (SELECT profile_id FROM _pf_recompute)"""
+        )
+        settings = self.settings()
+        if golden_too:
+            e.execute("DELETE FROM profile_traits WHERE profile_id IN (SELECT profile_id FROM _pf_recompute)")
+            e.execute(
+                "INSERT INTO profile_traits (profile_id, trait, value, source_id, seq, observed_at, rule) "
+                + golden(settings, "_pf_members", self._sources())
+            )
+        checked = self.definitions()
+        names = ", ".join(t.name for t in checked.traits)
+        e.execute("DELETE FROM profile_computed WHERE profile_id IN (SELECT profile_id FROM _pf_recompute)")
+        live = "(SELECT DISTINCT profile_id FROM _pf_members)"
+        now = self.clock()
+        select = compiled(checked, settings, live, "_pf_members", now)
+        e.execute(
+            f"INSERT INTO profile_computed (profile_id, computed_at, {names}) "
+            f"SELECT profile_id, ?, {names} FROM ({select}) AS c",
+            (now,),
+        )
+        row = e.fetch_one("SELECT count(DISTINCT profile_id) FROM _pf_members")
+        return int(row[0]) if row else 0
+
+    def _refresh_if_new_day(self) -> None:
+        if not any(_is_time_relative(t) for t in self.definitions().traits):
+            return
+        midnight = self.clock().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        row = self.engine.fetch_one("SELECT min(computed_at) FROM profile_computed")
+        if row is None or row[0] is None or row[0] >= midnight:
+            return
+        with self.engine.transaction():
+            self._compute("SELECT profile_id FROM profiles_index", golden_too=False)
+
+
+def _profiles_view(checked: Checked) -> str:
+    golden_cols = ", ".join(
+        f"max(value) FILTER (WHERE trait = '{t.name}') AS {t.name}" for t in GOLDEN_TRAITS
+    )  # names are our own constants
+    computed = ", ".join(f"c.{t.name}" for t in checked.traits)
+    return f"""CREATE OR REPLACE VIEW profiles AS
+    SELECT p.profile_id, {", ".join(f"g.{t.name}" for t in GOLDEN_TRAITS)}, {computed}, c.computed_at
+    FROM profiles_index AS p
+    LEFT JOIN (SELECT profile_id, {golden_cols} FROM profile_traits GROUP BY profile_id) AS g
+           ON g.profile_id = p.profile_id
+    LEFT JOIN profile_computed AS c ON c.profile_id = p.profile_id"""
