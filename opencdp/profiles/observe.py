@@ -35,12 +35,6 @@ def _key(k: str) -> str:
     return f"lower(regexp_replace({k}, '[^A-Za-z0-9]', '', 'g'))"
 
 
-def _trait_name(k: str, prefix: str) -> str:
-    """SQL: the trait a key reports (a golden trait by synonym, else the key itself after ``prefix``)."""
-    whens = " ".join(f"WHEN {lit(s)} THEN {lit(t.name)}" for t in GOLDEN_TRAITS for s in t.synonyms)
-    return f"CASE {_key(k)} {whens} ELSE {prefix}{k} END"
-
-
 def _normalised(trait: str, value: str) -> str:
     emails = ", ".join(lit(t.name) for t in GOLDEN_TRAITS if t.normaliser == "email")
     phones = ", ".join(lit(t.name) for t in GOLDEN_TRAITS if t.normaliser == "phone")
@@ -50,9 +44,16 @@ def _normalised(trait: str, value: str) -> str:
     )
 
 
-def observations(batch: str) -> str:
-    """``INSERT`` the trait observations of ``batch`` (a relation with ``seq``, ``node_id``, ``source_id``,
-    ``type``, ``event``, ``ts``, ``message``) into ``trait_observations``."""
+def _synonyms() -> str:
+    """A relation of (key as compared, golden trait): the trait each synonym reports."""
+    rows = ", ".join(f"({lit(syn)}, {lit(t.name)})" for t in GOLDEN_TRAITS for syn in t.synonyms)
+    return f"(VALUES {rows}) AS syn (key, trait)"
+
+
+def observations(batch: str) -> tuple[str, str]:
+    """Two statements: the (message, key, value) rows of ``batch`` (a relation with ``seq``, ``node_id``,
+    ``source_id``, ``type``, ``event``, ``ts``, ``message``) into the temporary ``_pf_keyed``, then those that
+    report something into ``trait_observations``, named and normalised."""
     objects = f"""
         SELECT seq, node_id, source_id, ts, FALSE AS verified, json_extract(message, '$.traits') AS obj,
                '' AS pre, FALSE AS contact_only
@@ -71,21 +72,23 @@ def observations(batch: str) -> str:
         FROM {batch} WHERE type = 'record' AND event = 'customers'"""
     skipped = ", ".join(lit(k) for k in sorted(NOT_TRAITS))
     blocked = ", ".join(lit(v) for v in sorted(BLOCKED_VALUES))
-    return f"""INSERT INTO trait_observations (seq, node_id, source_id, trait, value, verified, observed_at)
+    keyed = f"""INSERT INTO _pf_keyed (seq, node_id, source_id, ts, verified, pre, k, raw)
+    SELECT seq, node_id, source_id, ts, verified, pre, k,
+           CASE cdp_json_type(v) WHEN 'string' THEN cdp_json_text(v) WHEN 'null' THEN NULL WHEN 'object' THEN NULL
+                ELSE CAST(v AS VARCHAR) END
+    FROM (SELECT *, cdp_json_get(obj, k) AS v FROM (
+              SELECT seq, node_id, source_id, ts, verified, obj, pre, contact_only, unnest(cdp_json_keys(obj)) AS k
+              FROM ({objects}) AS o WHERE obj IS NOT NULL AND node_id IS NOT NULL) AS u
+          WHERE {_key("k")} NOT IN ({skipped}) AND length(k) <= 128
+            AND (NOT contact_only OR k IN ('email', 'phone', 'name'))) AS x"""
+    named = f"""INSERT INTO trait_observations (seq, node_id, source_id, trait, value, verified, observed_at)
     SELECT seq, node_id, source_id, trait, value, verified, ts FROM (
         SELECT seq, node_id, source_id, ts, verified, trait, {_normalised("trait", "raw")} AS value FROM (
-            SELECT seq, node_id, source_id, ts, verified, k, contact_only,
-                   CASE WHEN pre = '' THEN {_trait_name("k", "")} ELSE {_trait_name("k", "'address.' || ")} END
-                       AS trait,
-                   CASE cdp_json_type(cdp_json_get(obj, k)) WHEN 'string' THEN cdp_json_text(cdp_json_get(obj, k))
-                        WHEN 'null' THEN NULL WHEN 'object' THEN NULL
-                        ELSE CAST(cdp_json_get(obj, k) AS VARCHAR) END AS raw
-            FROM (SELECT seq, node_id, source_id, ts, verified, obj, pre, contact_only,
-                         unnest(cdp_json_keys(obj)) AS k
-                  FROM ({objects}) AS o WHERE obj IS NOT NULL AND node_id IS NOT NULL) AS keyed
-            WHERE {_key("k")} NOT IN ({skipped}) AND length(k) <= 128
-              AND (NOT contact_only OR k IN ('email', 'phone', 'name'))) AS named) AS v
+            SELECT k.seq, k.node_id, k.source_id, k.ts, k.verified, k.raw,
+                   coalesce(syn.trait, k.pre || k.k) AS trait
+            FROM _pf_keyed AS k LEFT JOIN {_synonyms()} ON syn.key = {_key("k.k")}) AS t) AS v
     WHERE value IS NOT NULL AND value <> '' AND lower(value) NOT IN ({blocked})"""
+    return keyed, named
 
 
 def _field(name: str) -> str:
@@ -96,17 +99,24 @@ def _prop(name: str) -> str:
     return f"json_extract_string(message, '$.properties.{name}')"
 
 
-def activity(batch: str) -> str:
-    """One activity row per message or record of ``batch`` (see the module docstring), its ``node_id`` the
-    message's anchor; the stage then moves returns to the profile of the order they return."""
-    grain = """CASE WHEN type = 'record' AND event IN ('orders', 'returns', 'tickets') THEN event
-                    WHEN type = 'track' AND event = 'Order Completed' THEN 'orders'
-                    WHEN type = 'track' AND event = 'Order Refunded' THEN 'returns'
-                    WHEN type = 'track' THEN 'events'
-                    WHEN type IN ('page', 'screen') THEN 'pages' END"""
-    amount = f"""CASE WHEN type = 'record' THEN {_field("amount")}
-                      ELSE coalesce({_prop("total")}, {_prop("revenue")}, {_prop("value")}) END"""
-    return f"""SELECT seq, node_id, node_id AS anchor, source_id,
+def activity(batch: str) -> tuple[str, str]:
+    """Two statements: the batch's rows typed into the temporary ``_pf_typed``, then one activity row per message
+    or record into ``_pf_activity`` (see the module docstring), its ``node_id`` the message's anchor; the stage
+    then moves returns to the profile of the order they return."""
+    typed = f"""INSERT INTO _pf_typed (seq, node_id, source_id, type, event, ts, message, grain, order_id, amount_text,
+                                     currency_text)
+    SELECT seq, node_id, source_id, type, event, ts, message,
+           CASE WHEN type = 'record' AND event IN ('orders', 'returns', 'tickets') THEN event
+                WHEN type = 'track' AND event = 'Order Completed' THEN 'orders'
+                WHEN type = 'track' AND event = 'Order Refunded' THEN 'returns'
+                WHEN type = 'track' THEN 'events'
+                WHEN type IN ('page', 'screen') THEN 'pages' END,
+           CASE WHEN type = 'record' THEN {_field("order_id")} ELSE {_prop("order_id")} END,
+           CASE WHEN type = 'record' THEN {_field("amount")}
+                ELSE coalesce({_prop("total")}, {_prop("revenue")}, {_prop("value")}) END,
+           CASE WHEN type = 'record' THEN {_field("currency")} ELSE {_prop("currency")} END
+    FROM {batch}"""
+    rows = f"""INSERT INTO _pf_activity SELECT seq, node_id, node_id AS anchor, source_id,
            CASE WHEN type = 'record' THEN event ELSE type END AS kind,
            CASE WHEN type IN ('page', 'screen') THEN json_extract_string(message, '$.name') ELSE event END AS name,
            grain, ts,
@@ -116,8 +126,5 @@ def activity(batch: str) -> str:
            order_id, {number("amount_text")} AS amount, upper(trim(currency_text)) AS currency,
            CASE WHEN type = 'record' THEN json_extract(message, '$.fields')
                 ELSE json_extract(message, '$.properties') END AS props
-    FROM (SELECT *, {grain} AS grain,
-                 CASE WHEN type = 'record' THEN {_field("order_id")} ELSE {_prop("order_id")} END AS order_id,
-                 {amount} AS amount_text,
-                 CASE WHEN type = 'record' THEN {_field("currency")} ELSE {_prop("currency")} END AS currency_text
-          FROM {batch}) AS typed"""
+    FROM _pf_typed"""
+    return typed, rows

@@ -45,6 +45,10 @@ _ACTIVITY = (
 _TEMP = {
     "_pf_batch": "seq BIGINT, node_id BIGINT, source_id VARCHAR, type VARCHAR, event VARCHAR, ts TIMESTAMPTZ, "
     "message JSON",
+    "_pf_keyed": "seq BIGINT, node_id BIGINT, source_id VARCHAR, ts TIMESTAMPTZ, verified BOOLEAN, pre VARCHAR, "
+    "k VARCHAR, raw VARCHAR",
+    "_pf_typed": "seq BIGINT, node_id BIGINT, source_id VARCHAR, type VARCHAR, event VARCHAR, ts TIMESTAMPTZ, "
+    "message JSON, grain VARCHAR, order_id VARCHAR, amount_text VARCHAR, currency_text VARCHAR",
     "_pf_activity": _ACTIVITY,
     "_pf_orders": "order_id VARCHAR, node_id BIGINT",
     "_pf_moved": "node_id BIGINT",
@@ -178,8 +182,8 @@ class Profiles:
         with e.transaction():
             self._prepare()
             e.execute(f"INSERT INTO _pf_batch {_BATCH} WHERE g.gseq > {int(last)} AND g.gseq <= {int(upto)}")
-            e.execute(observations("_pf_batch"))
-            e.execute(f"INSERT INTO _pf_activity {activity('_pf_batch')}")
+            for statement in (*observations("_pf_batch"), *activity("_pf_batch")):
+                e.execute(statement)
             e.execute("INSERT INTO activity SELECT * FROM _pf_activity")
             self._returns_follow_orders()
             e.execute(
