@@ -13,7 +13,8 @@ checks them. The loader then moves them into ``raw_events``, so everything downs
   that cannot be read (an invalid email, an unknown currency) is flagged with the reason and its value kept
   as sent under ``invalid``; it is never guessed.
 - **Set-based.** Casting, checks and the journal lines themselves are SQL; Python touches each *distinct*
-  email, phone, name and currency once (the libraries' verdicts are authoritative), not each row.
+  email, phone, name and currency once (the libraries' verdicts are authoritative), not each row, and each
+  distinct subject and text of a ticket once to score its sentiment.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ _NORMALISERS: dict[str, Callable[[str], values.Verdict]] = {
     "currency": values.currency,
 }
 
+
+_COMPUTED: dict[str, Callable[[str], values.Verdict]] = {"sentiment": values.sentiment}
+"""What computes each field declared ``computed_from`` others, from their texts joined by ``". "``."""
 
 VERDICT_CHUNK = 250_000
 """Distinct values checked per round trip through Python (bounds the import's memory, not its speed)."""
@@ -121,6 +125,12 @@ def resolve_mapping(kind: KindSpec, columns: list[str], mapping: Mapping | None)
             f"fields: {list(kind.field_names)}",
             code="invalid_mapping",
         )
+    computed = sorted(name for name in used.fields if kind.field(name).computed_from)
+    if computed:
+        raise Rejected(
+            f"the mapping names fields {computed} that the import computes, not reads from a column",
+            code="invalid_mapping",
+        )
     missing = sorted({m.column for m in used.fields.values() if m.column is not None} - set(columns))
     if missing:
         raise Rejected(
@@ -183,6 +193,15 @@ def _typed(spec: FieldSpec, mapping: Mapping, raw: str) -> tuple[str, str]:
         norm = f"_n_{spec.name}"
         return f"{norm}.value", f"CASE WHEN {raw} IS NOT NULL THEN {norm}.reason END"
     return raw, "NULL"
+
+
+def _computed_key(spec: FieldSpec, names: set[str], table: str) -> str:
+    """What a computed field is computed from: the texts of its source fields that the record has, joined by
+    ``". "`` (NULL when it has none), cut to :data:`values.SENTIMENT_CHARS` characters."""
+    parts = [table + _col("raw_" + name) for name in spec.computed_from if name in names]
+    if not parts:
+        return "CAST(NULL AS VARCHAR)"
+    return f"left(nullif(concat_ws('. ', {', '.join(parts)}), ''), {values.SENTIMENT_CHARS})"
 
 
 def _verdict_key(spec: FieldSpec, mapping: Mapping, table: str) -> str:
@@ -267,15 +286,26 @@ class Importer:
         )
         result.rows = reader.count("SELECT count(*) FROM raw") + reader.count("SELECT count(*) FROM src_rejects")
 
-        joins = []
+        names = {s.name for s in mapped}
+        computed = [s for s in spec.fields if s.computed_from]
         with values.Workers() as workers:
-            joins = [self._verdicts(reader, workers, s, mapping) for s in mapped if s.type in _NORMALISERS]
+            joins = [
+                self._verdicts(reader, workers, s.name, _verdict_key(s, mapping, "raw."), _NORMALISERS[s.type])
+                for s in mapped
+                if s.type in _NORMALISERS
+            ] + [
+                self._verdicts(reader, workers, s.name, _computed_key(s, names, "raw."), _COMPUTED[s.name])
+                for s in computed
+            ]
 
         self.progress("typing", 0, 0)
         typed = {s.name: _typed(s, mapping, "raw." + _col("raw_" + s.name)) for s in mapped}
         selects = ", ".join(
-            f"{value} AS {_col('v_' + name)}, {reason} AS {_col('r_' + name)}"
-            for name, (value, reason) in typed.items()
+            [
+                f"{value} AS {_col('v_' + name)}, {reason} AS {_col('r_' + name)}"
+                for name, (value, reason) in typed.items()
+            ]
+            + [f"_n_{s.name}.value AS {_col('v_' + s.name)}" for s in computed]  # never flagged
         )
         reader.execute(f"CREATE OR REPLACE TABLE typed AS SELECT raw.*, {selects} FROM raw {' '.join(joins)}")
 
@@ -320,10 +350,9 @@ class Importer:
             ).to_pylist()[0]
             result.flagged = {name: int(n) for name, n in counts.items() if n}
 
-        fields = "struct_pack(" + ", ".join(f"{s.name} := {_col('v_' + s.name)}" for s in mapped) + ")"
+        fields = "struct_pack(" + ", ".join(f"{s.name} := {_col('v_' + s.name)}" for s in mapped + computed) + ")"
         flags = self._map_of(optional, "r_")
         invalid = self._map_of(optional, "raw_", only_where="r_")
-        names = {s.name for s in mapped}
         user_id = _col("v_user_id") if "user_id" in names else "NULL"
         time = _col("v_" + spec.time) if spec.time and spec.time in names else "NULL"
         reader.execute(
@@ -357,28 +386,35 @@ class Importer:
             self.progress("writing", result.written, total)
         result.message_ids = reader.arrow("SELECT DISTINCT mid FROM out").column("mid")
 
-    def _verdicts(self, reader: FileReader, workers: values.Workers, s: FieldSpec, mapping: Mapping) -> str:
-        """Check each distinct value of a field with its library; returns the JOIN that brings the verdicts in.
+    def _verdicts(
+        self,
+        reader: FileReader,
+        workers: values.Workers,
+        name: str,
+        key: str,
+        function: Callable[[str], values.Verdict],
+    ) -> str:
+        """``function`` of each distinct non-NULL ``key`` (SQL over ``raw``) of a field, e.g. the library's check
+        of an email; returns the JOIN that brings the verdicts in as ``_n_<name>``.
 
         The distinct values stay in the reader's DuckDB (which spills to disk) and go through Python in chunks of
         :data:`VERDICT_CHUNK`, so a file with tens of millions of distinct emails holds one chunk in memory.
         """
-        raw, verdicts, distinct = _col("raw_" + s.name), f"_verdicts_{s.name}", f"_distinct_{s.name}"
-        key = _verdict_key(s, mapping, "raw.")
+        verdicts, distinct = f"_verdicts_{name}", f"_distinct_{name}"
         reader.execute(
             f"CREATE OR REPLACE TABLE {distinct} AS SELECT raw, row_number() OVER () AS n "
-            f"FROM (SELECT DISTINCT {key} AS raw FROM raw WHERE {raw} IS NOT NULL) AS d"
+            f"FROM (SELECT DISTINCT {key} AS raw FROM raw WHERE {key} IS NOT NULL) AS d"
         )
         reader.execute(f"CREATE OR REPLACE TABLE {verdicts} (raw VARCHAR, value VARCHAR, reason VARCHAR)")
         total = reader.count(f"SELECT count(*) FROM {distinct}")
         for offset in range(0, total, VERDICT_CHUNK):
-            self.progress(f"checking {s.name}", offset, total)
+            self.progress(f"checking {name}", offset, total)
             texts = (
                 reader.arrow(f"SELECT raw FROM {distinct} WHERE n > {offset} AND n <= {offset + VERDICT_CHUNK}")
                 .column("raw")
                 .to_pylist()
             )
-            checked = workers.map(_NORMALISERS[s.type], texts)
+            checked = workers.map(function, texts)
             chunk = pa.table(
                 {
                     "raw": pa.array(texts, pa.string()),
@@ -389,7 +425,7 @@ class Importer:
             reader.register("_verdict_chunk", chunk)
             reader.execute(f"INSERT INTO {verdicts} SELECT * FROM _verdict_chunk")
         reader.execute(f"DROP TABLE {distinct}")
-        return f"LEFT JOIN {verdicts} AS _n_{s.name} ON _n_{s.name}.raw = {key}"
+        return f"LEFT JOIN {verdicts} AS _n_{name} ON _n_{name}.raw = {key}"
 
     @staticmethod
     def _map_of(specs: list[FieldSpec], prefix: str, only_where: str | None = None) -> str:

@@ -24,6 +24,10 @@ class FieldSpec:
     required: bool = False
     synonyms: tuple[str, ...] = ()
     """Column names (compared lower-case, letters and digits only) that map to this field when inferred."""
+    computed_from: tuple[str, ...] = ()
+    """Set for a field the importer computes from these fields of the same record (a ticket's ``sentiment``
+    from its ``subject`` and ``text``); such a field is never read from a column: no column is inferred for it,
+    and a mapping that names it is refused."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ KINDS: dict[str, KindSpec] = {
         "tickets",
         key="ticket_id",
         time="created_at",
-        description="support conversations: sender, subject, text",
+        description="support conversations: sender, subject, text, and a sentiment score computed from them",
         fields=(
             FieldSpec("ticket_id", "string", True, ("ticketid", "caseid", "conversationid", "id")),
             FieldSpec("customer_id", "string", synonyms=("customerid", "custid", "crmid", "clientid")),
@@ -123,6 +127,7 @@ KINDS: dict[str, KindSpec] = {
             FieldSpec("channel", "string", synonyms=("channel", "via")),
             FieldSpec("status", "string", synonyms=("status", "state")),
             FieldSpec("created_at", "timestamp", synonyms=("createdat", "created", "date", "sentat", "time")),
+            FieldSpec("sentiment", "decimal", computed_from=("subject", "text")),
         ),
     ),
 }
@@ -171,6 +176,8 @@ def infer_mapping(kind: KindSpec, columns: list[str]) -> Mapping:
     fields: dict[str, FieldMapping] = {}
     used: set[str] = set()
     for spec in kind.fields:
+        if spec.computed_from:
+            continue
         for candidate in (column_key(spec.name), *(column_key(s) for s in spec.synonyms)):
             match = by_key.get(candidate)
             if match is not None and match not in used:

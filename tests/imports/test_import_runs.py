@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,6 @@ from opencdp.config import Settings
 from opencdp.errors import Rejected
 from opencdp.model.records import FieldMapping, Mapping
 from tests.conftest import make_settings
-
-
-@pytest.fixture
-def runtime(settings: Settings) -> Iterator[Runtime]:
-    rt = Runtime(settings)
-    rt.registry.create("crm", "server", None)
-    yield rt
-    rt.close()
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
