@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 import pyarrow as pa
-from fastapi import Depends, FastAPI, Header, Query, Request, UploadFile
+from fastapi import Body, Depends, FastAPI, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -240,6 +240,45 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         if "decision" not in body:
             raise Rejected("the body needs 'decision': accept, reject or reset", code="bad_decision")
         return runtime.review(pair, body["decision"])
+
+    @app.get("/admin/v1/profiles/{ref}", dependencies=admin)
+    def profile(ref: str, lineage: bool = False, limit: int = 20, before: int | None = None) -> dict[str, Any]:
+        """A profile's 360 view by profile id, absorbed id or ``type:value``: golden traits (``lineage``: with
+        source, message or record, time and rule), custom and computed traits, identities, and a page of its
+        timeline (``limit`` rows received before ``before``, a ``seq``; ``timeline_next`` pages on)."""
+        return runtime.profile(ref, lineage=lineage, limit=limit, before=before)
+
+    @app.get("/admin/v1/traits", dependencies=admin)
+    def traits() -> list[dict[str, Any]]:
+        """Every computed trait: the shipped ones, then the workspace's own, with their result type."""
+        return runtime.traits()
+
+    @app.post("/admin/v1/traits", dependencies=admin)
+    def put_traits(body: Any = Body(...), replace: bool = False) -> dict[str, Any]:  # noqa: B008
+        """Add computed traits (one definition, a list, or ``{"traits": [...]}``; ``replace`` sets the whole
+        list). Every definition is checked before anything is saved; then every profile is computed again."""
+        return runtime.put_traits(body, replace=replace)
+
+    @app.delete("/admin/v1/traits/{name}", dependencies=admin)
+    def delete_trait(name: str) -> dict[str, Any]:
+        """Remove one of the workspace's computed traits (refused while another trait uses it)."""
+        return runtime.delete_trait(name)
+
+    @app.post("/admin/v1/traits/backfill", dependencies=admin)
+    def backfill_traits() -> dict[str, Any]:
+        """Compute every profile's golden and computed traits again."""
+        return runtime.backfill_traits()
+
+    @app.get("/admin/v1/profiles-settings", dependencies=admin)
+    def profile_settings() -> dict[str, Any]:
+        """The workspace currency, conversion rates and survivorship rules."""
+        return runtime.profile_settings()
+
+    @app.put("/admin/v1/profiles-settings", dependencies=admin)
+    def put_profile_settings(body: dict[str, Any]) -> dict[str, Any]:
+        """Save the workspace currency, rates and survivorship rules (a new version); every profile is
+        computed again."""
+        return runtime.put_profile_settings(body)
 
     @app.put("/admin/v1/pii/policy", dependencies=admin)
     def put_pii_policy(body: dict[str, Any]) -> dict[str, Any]:

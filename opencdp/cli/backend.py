@@ -231,6 +231,32 @@ class Backend:
         request = ("POST", f"/admin/v1/identity/review/{pair}", {"json": {"decision": decision}})
         return dict(self._either(request, lambda rt: rt.review(pair, decision)))
 
+    # -- profiles ---------------------------------------------------------------------------------------------
+    def profile(self, ref: str, lineage: bool, limit: int) -> dict[str, Any]:
+        request = ("GET", f"/admin/v1/profiles/{ref}", {"params": {"lineage": lineage, "limit": limit}})
+        return dict(self._either(request, lambda rt: rt.profile(ref, lineage=lineage, limit=limit)))
+
+    def traits(self) -> list[dict[str, Any]]:
+        return list(self._either(("GET", "/admin/v1/traits", {}), lambda rt: rt.traits()))
+
+    def put_traits(self, doc: object, replace: bool) -> dict[str, Any]:
+        request = ("POST", "/admin/v1/traits", {"json": doc, "params": {"replace": replace}, "timeout": None})
+        return dict(self._either(request, lambda rt: rt.put_traits(doc, replace=replace)))
+
+    def delete_trait(self, name: str) -> dict[str, Any]:
+        return dict(self._either(("DELETE", f"/admin/v1/traits/{name}", {}), lambda rt: rt.delete_trait(name)))
+
+    def backfill_traits(self) -> dict[str, Any]:
+        request = ("POST", "/admin/v1/traits/backfill", {"timeout": None})
+        return dict(self._either(request, lambda rt: rt.backfill_traits()))
+
+    def profile_settings(self) -> dict[str, Any]:
+        return dict(self._either(("GET", "/admin/v1/profiles-settings", {}), lambda rt: rt.profile_settings()))
+
+    def put_profile_settings(self, doc: object) -> dict[str, Any]:
+        request = ("PUT", "/admin/v1/profiles-settings", {"json": doc, "timeout": None})
+        return dict(self._either(request, lambda rt: rt.put_profile_settings(doc)))
+
     def process(self) -> dict[str, int] | None:
         """Catch every stage up with the raw log; None when a server runs (it processes continuously)."""
         if self.remote:

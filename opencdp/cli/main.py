@@ -13,6 +13,7 @@ from opencdp.cli import governing, output
 from opencdp.cli.backend import Backend
 from opencdp.cli.common import AsJson, DataDir, console, fail, settings_for
 from opencdp.cli.identity import identity_app
+from opencdp.cli.profiles import profiles_app, traits_app
 from opencdp.errors import OpenCDPError
 from opencdp.model.sources import SourceKind, SourceLimits
 
@@ -23,6 +24,8 @@ app.add_typer(governing.plans_app, name="plans")
 app.add_typer(governing.quarantine_app, name="quarantine")
 app.add_typer(governing.pii_app, name="pii")
 app.add_typer(identity_app, name="identity")
+app.add_typer(profiles_app, name="profiles")
+app.add_typer(traits_app, name="traits")
 app.command("violations")(governing.violations)
 app.command("quality")(governing.quality)
 
