@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     """Bearer token for the admin API. When unset, one is generated at first start and kept in
     ``data_dir/admin_token`` (mode 0600), where the CLI on the same machine finds it."""
 
+    read_token: SecretStr | None = None
+    """Bearer token for the real-time profile API (``/v1/profiles``): it reads profiles and nothing else, and is
+    neither a write key nor the admin token. When unset, one is generated at first start and kept in
+    ``data_dir/read_token`` (mode 0600)."""
+
     dedup_window_days: float = 7.0
     """A message whose (source, messageId) was stored within this many days is acknowledged but not stored again."""
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from opencdp.collect.imports import Importer, ImportResult, Progress
 from opencdp.collect.ingest import Ingestor
 from opencdp.config import Settings
-from opencdp.errors import Rejected, Transient
+from opencdp.errors import Rejected, Terminal, Transient
 from opencdp.govern.stage import Governance
 from opencdp.identity.features import match_sample
 from opencdp.identity.inspect import explain, health, node_of, resolve_profile, review_queue, strongest_other
@@ -27,7 +27,8 @@ from opencdp.model.matching import Thresholds
 from opencdp.model.pii import parse_pii_policy
 from opencdp.model.profiles import SHIPPED_TRAITS, ProfileSettings, TraitDefinitions
 from opencdp.model.records import Mapping
-from opencdp.profiles.inspect import profile_view
+from opencdp.profiles.inspect import profile_view, timeline_page
+from opencdp.profiles.serving import ProfileCache
 from opencdp.profiles.stage import Profiles
 from opencdp.profiles.traits import check
 from opencdp.store import Engine, open_engine
@@ -49,20 +50,29 @@ def admin_token_path(settings: Settings) -> Path:
     return settings.data_dir / "admin_token"
 
 
-def ensure_admin_token(settings: Settings) -> str:
-    """The admin token from settings, else from ``data_dir/admin_token`` (created, mode 0600, if missing)."""
-    configured = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
-    if configured:  # an empty token is "unset", never a token that anyone could present
-        return configured
-    path = admin_token_path(settings)
+def _ensure_token(configured: SecretStr | None, path: Path, prefix: str) -> str:
+    """The token from settings, else from ``path`` (created, mode 0600, if missing)."""
+    given = configured.get_secret_value().strip() if configured else ""
+    if given:  # an empty token is "unset", never a token that anyone could present
+        return given
     if path.exists() and path.read_text().strip():
         return path.read_text().strip()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    token = "adm_" + secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = prefix + secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
+
+
+def ensure_admin_token(settings: Settings) -> str:
+    """The admin token from settings, else from ``data_dir/admin_token`` (created, mode 0600, if missing)."""
+    return _ensure_token(settings.admin_token, admin_token_path(settings), "adm_")
+
+
+def ensure_read_token(settings: Settings) -> str:
+    """The profile API's read token from settings, else from ``data_dir/read_token`` (created if missing)."""
+    return _ensure_token(settings.read_token, settings.data_dir / "read_token", "rd_")
 
 
 class Runtime:
@@ -71,6 +81,9 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.admin_token = ensure_admin_token(settings)
+        self.read_token = ensure_read_token(settings)
+        if self.read_token == self.admin_token:
+            raise Terminal("the read token and the admin token must differ", code="bad_configuration")
         self.engine: Engine = open_engine(settings)
         self.journal = Journal(
             settings.journal_dir,
@@ -83,6 +96,8 @@ class Runtime:
         self.governance = Governance(self.engine, self.raw_log)
         self.identity = Identity(self.engine, self.raw_log)
         self.profiles = Profiles(self.engine, self.raw_log)
+        self.profile_cache = ProfileCache()
+        self._cache_built = False
         self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
         self._load_lock = threading.Lock()
         self.last_load_error: str | None = None
@@ -97,7 +112,8 @@ class Runtime:
                 if govern:
                     self.governance.run()  # the first stage, on what was just loaded
                     self.identity.run()  # then identity, on what governance passed
-                    self.profiles.run()  # then profiles, on what identity resolved
+                    computed = self.profiles.run()  # then profiles, on what identity resolved
+                    self._refresh_cache(computed.touched)
             except Exception as exc:
                 self.last_load_error = str(exc).splitlines()[0]
                 log.warning("loader: %s (will retry)", self.last_load_error)
@@ -105,6 +121,14 @@ class Runtime:
             self.last_load_error = None
             self.journal.mark_loaded(result.position, self.settings.journal_retention_segments)
             return result
+
+    def _refresh_cache(self, touched: list[str] | None) -> None:
+        """Swap the profiles just computed into the profile API's read model (all of them the first time)."""
+        if not self._cache_built or touched is None:
+            self.profile_cache.refresh(self.engine, None, self.profiles.definitions())
+            self._cache_built = True
+        elif touched:
+            self.profile_cache.refresh(self.engine, touched, self.profiles.definitions())
 
     def import_files(
         self,
@@ -261,6 +285,10 @@ class Runtime:
         return profile_view(self.engine, profile_id, self.profiles.definitions(), lineage=lineage, limit=limit,
                             before=before)  # fmt: skip
 
+    def timeline_page(self, profile_id: str, limit: int, before: int) -> list[dict[str, Any]]:
+        """Timeline rows of a profile received before ``before`` (the profile API's pages past the first)."""
+        return timeline_page(self.engine, profile_id, limit, before)
+
     def traits(self) -> list[dict[str, Any]]:
         """Every computed trait: the shipped ones, then the workspace's own, with their type."""
         own = {t.name for t in self.profiles.trait_store.get()[0].traits}
@@ -293,6 +321,7 @@ class Runtime:
         with self._load_lock:
             version = self.profiles.trait_store.put(TraitDefinitions(traits=merged))
             self.profiles.ensure_shape()
+            self._refresh_cache(None)
         return {"version": version, "traits": [t.name for t in given.traits]}
 
     def delete_trait(self, name: str) -> dict[str, Any]:
@@ -304,6 +333,7 @@ class Runtime:
         with self._load_lock:
             version = self.profiles.trait_store.put(TraitDefinitions(traits=kept))
             self.profiles.ensure_shape()
+            self._refresh_cache(None)
         return {"version": version, "deleted": name}
 
     def backfill_traits(self) -> dict[str, Any]:
@@ -311,6 +341,7 @@ class Runtime:
         self.load()
         with self._load_lock:
             done = self.profiles.backfill()
+            self._refresh_cache(None)
         return {"profiles": done.profiles}
 
     def put_profile_settings(self, doc: object) -> dict[str, Any]:

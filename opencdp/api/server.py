@@ -12,6 +12,7 @@ from typing import Any
 
 from opencdp.api.admin import build_admin_app
 from opencdp.api.collection import CollectionApp, Receive, Scope, Send
+from opencdp.api.profile_api import ProfileApp
 from opencdp.api.runtime import Runtime
 from opencdp.collect.ingest import run_loader
 from opencdp.config import Settings
@@ -24,7 +25,7 @@ def server_file(settings: Settings) -> Any:
 
 
 class Server:
-    """ASGI entry point. Collection paths go to the lean app; everything else to FastAPI."""
+    """ASGI entry point. Collection and profile paths go to their lean apps; everything else to FastAPI."""
 
     def __init__(self, settings: Settings, *, address: tuple[str, int] | None = None) -> None:
         self.settings = settings
@@ -38,6 +39,7 @@ class Server:
         self.runtime = runtime
         self.collection = CollectionApp(runtime.ingestor, trusted_proxies=frozenset(self.settings.trusted_proxies))
         self.admin = build_admin_app(runtime)
+        self.profile_api = ProfileApp(runtime.profile_cache, runtime.read_token, runtime.timeline_page)
         return runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -48,6 +50,8 @@ class Server:
             self._open()
         if scope["type"] == "http" and CollectionApp.handles(scope["path"]):
             await self.collection(scope, receive, send)
+        elif scope["type"] == "http" and ProfileApp.handles(scope["path"]):
+            await self.profile_api(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
 

@@ -1,10 +1,16 @@
-"""One profile's 360 view: golden traits (with their lineage), computed traits, identities and a page of its
-timeline. Read-only queries over the profile tables (docs/profiles.md)."""
+"""Profile documents: the 360 view of many profiles at once (golden traits with their lineage, custom and
+computed traits, identities, the latest timeline), read with four set-based queries and assembled per profile.
+
+The admin API and the CLI read one profile this way; the real-time profile API keeps every live profile's
+document in memory (api/profile_api.py) and refreshes those each micro-batch touched (docs/profiles.md).
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+import pyarrow as pa
 
 from opencdp.model.profiles import GOLDEN_NAMES
 from opencdp.profiles.traits import Checked
@@ -12,74 +18,110 @@ from opencdp.store.engine import Engine
 
 TIMELINE_PAGE = 20
 MAX_TIMELINE_PAGE = 500
+IDS = "_pv_ids"
 
 
 def _iso(value: object) -> object:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def profile_view(
-    engine: Engine, profile_id: str, checked: Checked, *, lineage: bool, limit: int = TIMELINE_PAGE,
-    before: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """The profile's traits, identities and timeline (latest received first; ``before``: the ``seq`` to page
-    back from, ``timeline_next`` of the previous page)."""
-    traits: dict[str, Any] = {}
-    custom: dict[str, Any] = {}
-    for trait, value, source_id, seq, observed_at, rule, message_id, key in engine.fetch_all(
-        """SELECT t.trait, t.value, t.source_id, t.seq, t.observed_at, t.rule, r.message_id,
-                  json_extract_string(r.message, '$.key')
-        FROM profile_traits AS t LEFT JOIN raw_events AS r ON r.seq = t.seq
-        WHERE t.profile_id = ? ORDER BY t.trait""",
-        (profile_id,),
-    ):
-        into = traits if trait in GOLDEN_NAMES else custom
-        if lineage:
-            into[trait] = {
-                "value": value, "source_id": source_id, "seq": seq, "observed_at": _iso(observed_at),
-                "rule": rule, "record_key" if key else "message_id": key or message_id,
-            }  # fmt: skip
-        else:
-            into[trait] = value
+def _row(seq: int, kind: str, name: str | None, ts: object, source: str, amount: float | None,
+         currency: str | None, props: object) -> dict[str, Any]:  # fmt: skip
+    """One timeline row as the APIs answer it."""
+    return {"seq": seq, "kind": kind, "name": name, "at": _iso(ts), "source_id": source, "amount": amount,
+            "currency": currency, "properties": json.loads(props) if isinstance(props, str) else props}  # fmt: skip
+
+
+def documents(engine: Engine, profile_ids: list[str] | None, checked: Checked, *,
+              timeline: int = TIMELINE_PAGE) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The documents of ``profile_ids`` that are live (every live profile for None), each with both the plain
+    and the lineage form of its golden traits (``traits`` / ``lineage``) and its ``timeline`` rows latest
+    first. Runs on the caller's connection (a temporary table holds the ids)."""
+    e = engine
+    e.execute(f"CREATE TEMP TABLE IF NOT EXISTS {IDS} (profile_id VARCHAR)")
+    e.execute(f"DELETE FROM {IDS}")
+    if profile_ids is None:
+        e.execute(f"INSERT INTO {IDS} SELECT profile_id FROM profiles_index")
+    elif profile_ids:
+        e.append(IDS, pa.table({"profile_id": pa.array(profile_ids, pa.string())}))
+    live = f"(SELECT DISTINCT i.profile_id FROM {IDS} AS i JOIN profiles_index AS p ON p.profile_id = i.profile_id)"
     names = [t.name for t in checked.traits]
-    row = engine.fetch_one(f"SELECT computed_at, {', '.join(names)} FROM profile_computed WHERE profile_id = ?",
-                           (profile_id,))  # fmt: skip
-    computed = {n: _iso(v) for n, v in zip(names, row[1:], strict=True)} if row else {}
-    identities = [
-        {"type": t, "value": v}
-        for t, v in engine.fetch_all(
-            """SELECT n.id_type, n.id_value FROM identity_membership AS m
-            JOIN identity_nodes AS n ON n.node_id = m.node_id WHERE m.profile_id = ? ORDER BY n.first_seq""",
-            (profile_id,),
-        )
-    ]
-    limit = max(1, min(limit, MAX_TIMELINE_PAGE))
-    timeline = [
-        {
-            "seq": seq,
-            "kind": kind,
-            "name": name,
-            "at": _iso(ts),
-            "source_id": source,
-            "amount": amount,
-            "currency": currency,
-            "properties": json.loads(props) if isinstance(props, str) else props,
-        }
-        for seq, kind, name, ts, source, amount, currency, props in engine.fetch_all(
+    docs: dict[str, dict[str, Any]] = {}
+    for row in e.fetch_all(
+        f"SELECT l.profile_id, c.computed_at, {', '.join('c.' + n for n in names)} FROM {live} AS l "
+        "LEFT JOIN profile_computed AS c ON c.profile_id = l.profile_id"
+    ):
+        docs[row[0]] = {
+            "profile_id": row[0], "traits": {}, "custom_traits": {}, "lineage": {},
+            "computed": {n: _iso(v) for n, v in zip(names, row[2:], strict=True)} if row[1] is not None else {},
+            "computed_at": _iso(row[1]), "identities": [], "timeline": [],
+        }  # fmt: skip
+    for pid, trait, value, source_id, seq, observed_at, rule, message_id, key in e.fetch_all(
+        f"""SELECT t.profile_id, t.trait, t.value, t.source_id, t.seq, t.observed_at, t.rule, r.message_id,
+                   json_extract_string(r.message, '$.key')
+        FROM profile_traits AS t JOIN {IDS} AS i ON i.profile_id = t.profile_id
+        LEFT JOIN raw_events AS r ON r.seq = t.seq ORDER BY t.profile_id, t.trait"""
+    ):
+        doc = docs.get(pid)
+        if doc is None:
+            continue
+        doc["traits" if trait in GOLDEN_NAMES else "custom_traits"][trait] = value
+        doc["lineage"][trait] = {
+            "value": value, "source_id": source_id, "seq": seq, "observed_at": _iso(observed_at), "rule": rule,
+            "record_key" if key else "message_id": key or message_id,
+        }  # fmt: skip
+    for pid, id_type, id_value in e.fetch_all(
+        f"""SELECT m.profile_id, n.id_type, n.id_value FROM identity_membership AS m
+        JOIN {IDS} AS i ON i.profile_id = m.profile_id JOIN identity_nodes AS n ON n.node_id = m.node_id
+        ORDER BY m.profile_id, n.first_seq, n.node_id"""
+    ):
+        if pid in docs:
+            docs[pid]["identities"].append({"type": id_type, "value": id_value})
+    for pid, *cells in e.fetch_all(
+        f"""SELECT profile_id, seq, kind, name, ts, source_id, amount, currency, props FROM (
+            SELECT m.profile_id, a.seq, a.kind, a.name, a.ts, a.source_id, a.amount, a.currency, a.props,
+                   row_number() OVER (PARTITION BY m.profile_id ORDER BY a.seq DESC) AS rank
+            FROM activity AS a JOIN identity_membership AS m ON m.node_id = a.node_id
+            JOIN {IDS} AS i ON i.profile_id = m.profile_id) AS r
+        WHERE rank <= {int(timeline)} ORDER BY profile_id, seq DESC"""
+    ):
+        if pid in docs:
+            docs[pid]["timeline"].append(_row(*cells))
+    return docs
+
+
+def timeline_page(engine: Engine, profile_id: str, limit: int, before: int) -> list[dict[str, Any]]:
+    """Timeline rows of a profile received before ``before`` (a ``seq``), latest first."""
+    return [
+        _row(*row)
+        for row in engine.fetch_all(
             f"""SELECT a.seq, a.kind, a.name, a.ts, a.source_id, a.amount, a.currency, a.props
             FROM activity AS a JOIN identity_membership AS m ON m.node_id = a.node_id
-            WHERE m.profile_id = ? {"AND a.seq < ?" if before is not None else ""}
-            ORDER BY a.seq DESC LIMIT {int(limit)}""",
-            (profile_id, before) if before is not None else (profile_id,),
+            WHERE m.profile_id = ? AND a.seq < ? ORDER BY a.seq DESC LIMIT {int(limit)}""",
+            (profile_id, before),
         )
     ]
+
+
+def shaped(doc: dict[str, Any], *, lineage: bool, limit: int) -> dict[str, Any]:
+    """A document as the APIs answer it: golden traits plain or with lineage, ``limit`` timeline rows and the
+    ``seq`` to page on from (``timeline_next``) when there may be more."""
+    golden = {k: doc["lineage"][k] for k in doc["traits"]} if lineage else doc["traits"]
+    custom = {k: doc["lineage"][k] for k in doc["custom_traits"]} if lineage else doc["custom_traits"]
+    rows = doc["timeline"][:limit]
     return {
-        "profile_id": profile_id,
-        "traits": traits,
-        "custom_traits": custom,
-        "computed": computed,
-        "computed_at": _iso(row[0]) if row else None,
-        "identities": identities,
-        "timeline": timeline,
-        "timeline_next": timeline[-1]["seq"] if len(timeline) == limit else None,
-    }
+        "profile_id": doc["profile_id"], "traits": golden, "custom_traits": custom, "computed": doc["computed"],
+        "computed_at": doc["computed_at"], "identities": doc["identities"], "timeline": rows,
+        "timeline_next": rows[-1]["seq"] if len(rows) == limit and rows else None,
+    }  # fmt: skip
+
+
+def profile_view(engine: Engine, profile_id: str, checked: Checked, *, lineage: bool, limit: int = TIMELINE_PAGE,
+                 before: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """One profile's 360 view (``before``: the ``seq`` to page the timeline back from, ``timeline_next`` of the
+    previous page)."""
+    limit = max(1, min(limit, MAX_TIMELINE_PAGE))
+    doc = documents(engine, [profile_id], checked, timeline=limit)[profile_id]
+    if before is not None:
+        doc["timeline"] = timeline_page(engine, profile_id, limit, before)
+    return shaped(doc, lineage=lineage, limit=limit)

@@ -65,6 +65,8 @@ Clock = Callable[[], datetime]
 class Computed:
     messages: int
     profiles: int
+    touched: list[str] | None
+    """The profile ids computed again (live or absorbed since), None for every profile."""
 
 
 def _is_time_relative(t: TraitDefinition) -> bool:
@@ -152,17 +154,17 @@ class Profiles:
     def run(self) -> Computed:
         """Process every governed message identity has resolved after the stage's offset, and every profile
         identity changed since."""
-        self.ensure_shape()
-        self._refresh_if_new_day()
-        messages = profiles = 0
+        everyone = self.ensure_shape() | self._refresh_if_new_day()
+        messages = 0
+        touched: set[str] = set()
         while True:
             last = self.raw_log.offset(CONSUMER)
             end = self.raw_log.offset(AFTER)
             dirty = self.engine.fetch_one("SELECT count(*) FROM profiles_dirty")
             if end <= last and not (dirty and dirty[0]):
-                return Computed(messages, profiles)
+                return Computed(messages, len(touched), None if everyone else sorted(touched))
             upto = max(last, min(end, last + BATCH_ROWS))
-            profiles += self._step(last, upto)
+            touched |= self._step(last, upto)
             messages += upto - last
 
     def backfill(self) -> Computed:
@@ -170,14 +172,14 @@ class Profiles:
         self.run()
         with self.engine.transaction():
             n = self._compute("SELECT profile_id FROM profiles_index", golden_too=True)
-        return Computed(0, n)
+        return Computed(0, n, None)
 
     def _prepare(self) -> None:
         for table, columns in _TEMP.items():
             self.engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
             self.engine.execute(f"DELETE FROM {table}")
 
-    def _step(self, last: int, upto: int) -> int:
+    def _step(self, last: int, upto: int) -> set[str]:
         e = self.engine
         with e.transaction():
             self._prepare()
@@ -192,10 +194,10 @@ class Profiles:
                 WHERE m.node_id IN (SELECT node_id FROM _pf_activity UNION SELECT node_id FROM _pf_moved)
                 UNION SELECT profile_id FROM profiles_dirty"""
             )
-            n = self._compute("SELECT DISTINCT profile_id FROM _pf_touched", golden_too=True)
+            self._compute("SELECT DISTINCT profile_id FROM _pf_touched", golden_too=True)
             e.execute("DELETE FROM profiles_dirty")
             self.raw_log.commit(CONSUMER, upto)
-        return n
+        return {str(r[0]) for r in e.fetch_all("SELECT profile_id FROM _pf_recompute")}
 
     def _returns_follow_orders(self) -> None:
         """Each return of an order in this batch (as the order or the return) belongs to the identifier of the
@@ -252,15 +254,18 @@ class Profiles:
         row = e.fetch_one("SELECT count(DISTINCT profile_id) FROM _pf_members")
         return int(row[0]) if row else 0
 
-    def _refresh_if_new_day(self) -> None:
+    def _refresh_if_new_day(self) -> bool:
+        """Compute every profile's traits again when some are time-relative and were computed before today
+        (UTC); returns whether it did."""
         if not any(_is_time_relative(t) for t in self.definitions().traits):
-            return
+            return False
         midnight = self.clock().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         row = self.engine.fetch_one("SELECT min(computed_at) FROM profile_computed")
         if row is None or row[0] is None or row[0] >= midnight:
-            return
+            return False
         with self.engine.transaction():
             self._compute("SELECT profile_id FROM profiles_index", golden_too=False)
+        return True
 
 
 def _profiles_view(checked: Checked) -> str:

@@ -1,0 +1,56 @@
+"""The profile read model: every live profile's document in process memory, for the real-time profile API.
+
+The profiles stage hands over the ids it computed after each micro-batch; :meth:`ProfileCache.refresh` reads
+their documents (four set-based queries) and swaps them in. Readers never touch the engine and never wait on a
+lock: each lookup is two dictionary reads, and replacing an entry is atomic, so a reader sees a profile as it
+was before or after a batch, never half of one. Profiles a merge absorbed resolve to the survivor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opencdp.profiles.inspect import documents
+from opencdp.profiles.traits import Checked
+from opencdp.store.engine import Engine
+
+CACHED_TIMELINE = 20
+"""Timeline rows kept per profile (the first page); older pages are read from the engine."""
+
+
+class ProfileCache:
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.by_identifier: dict[str, str] = {}
+        self.aliases: dict[str, str] = {}
+
+    def lookup(self, ref: str) -> dict[str, Any] | None:
+        """The document of a profile id, an absorbed id, or an identifier ``type:value``."""
+        doc = self.docs.get(ref)
+        if doc is not None:
+            return doc
+        pid = self.by_identifier.get(ref) or self.aliases.get(ref)
+        for _ in range(8):  # an alias of a profile that was itself absorbed later
+            if pid is None or pid in self.docs:
+                break
+            pid = self.aliases.get(pid)
+        return None if pid is None else self.docs.get(pid)
+
+    def refresh(self, engine: Engine, profile_ids: list[str] | None, checked: Checked) -> int:
+        """Read the documents of ``profile_ids`` (every live profile for None) again; ids that are no longer
+        live are dropped and, when a merge absorbed them, resolve to the survivor. Returns how many were read."""
+        fresh = documents(engine, profile_ids, checked, timeline=CACHED_TIMELINE)
+        gone = set(self.docs) - set(fresh) if profile_ids is None else {p for p in profile_ids if p not in fresh}
+        if profile_ids is None:
+            self.aliases = dict(engine.fetch_all("SELECT alias, profile_id FROM profile_aliases"))
+        elif gone:  # documents() left the ids asked for in its temporary table
+            self.aliases.update(engine.fetch_all(
+                "SELECT alias, profile_id FROM profile_aliases WHERE alias IN (SELECT profile_id FROM _pv_ids)"
+            ))  # fmt: skip
+        for pid, doc in fresh.items():
+            self.docs[pid] = doc
+            for i in doc["identities"]:
+                self.by_identifier[f"{i['type']}:{i['value']}"] = pid
+        for pid in gone:
+            self.docs.pop(pid, None)
+        return len(fresh)
