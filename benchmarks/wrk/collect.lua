@@ -1,6 +1,7 @@
--- wrk script for OpenCDP benchmarks: POSTs a JSON body template with a unique messageId per event.
+-- wrk script for OpenCDP benchmarks: POSTs a JSON body template with a unique messageId per event, or (with
+-- MODE "get") GETs a path picked at random from the lines of TEMPLATE_FILE (the profile API benchmark).
 --
---   wrk -s collect.lua URL -- TEMPLATE_FILE AUTHORIZATION RUN_TAG [RATE_PER_THREAD]
+--   wrk -s collect.lua URL -- TEMPLATE_FILE AUTHORIZATION RUN_TAG [RATE_PER_THREAD] [MODE]
 --
 -- TEMPLATE_FILE holds the body with "__MID__" where each messageId goes (1 for /v1/track, 100 for a batch).
 -- Each id is "<run tag>-<thread>-<request counter>-<index>", padded to 36 characters like a UUID, so ids are
@@ -31,11 +32,21 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local parts, headers, tag, interval, next_slot
+local parts, paths, headers, tag, interval, next_slot
 counter = 0
 late = 0
 
 function init(args)
+  if args[5] == "get" then
+    paths = {}
+    for line in io.lines(args[1]) do table.insert(paths, line) end
+    headers = { ["Authorization"] = args[2] }
+    tag = args[3]
+    local rate = tonumber(args[4] or "0")
+    if rate > 0 then interval = 1000.0 / rate end
+    math.randomseed(tid)
+    return
+  end
   local f = assert(io.open(args[1], "rb"))
   local template = f:read("*a")
   f:close()
@@ -61,6 +72,9 @@ end
 
 function request()
   counter = counter + 1
+  if paths then
+    return wrk.format("GET", paths[math.random(#paths)], headers)
+  end
   local n = #parts - 1
   local buf = {}
   local base = string.format("%s-%02d-%010d-", tag, tid, counter)

@@ -246,7 +246,7 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         """A profile's 360 view by profile id, absorbed id or ``type:value``: golden traits (``lineage``: with
         source, message or record, time and rule), custom and computed traits, identities, and a page of its
         timeline (``limit`` rows received before ``before``, a ``seq``; ``timeline_next`` pages on)."""
-        return runtime.profile(ref, lineage=lineage, limit=limit, before=before)
+        return runtime.profile(ref, lineage=lineage, limit=limit, before=before, catch_up=False)
 
     @app.get("/admin/v1/traits", dependencies=admin)
     def traits() -> list[dict[str, Any]]:

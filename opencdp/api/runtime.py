@@ -275,9 +275,13 @@ class Runtime:
             )
         return {"pair": f"{id_l}-{id_r}", "decision": decisions[decision], "profiles": [s[0] for s in sides]}
 
-    def profile(self, ref: str, *, lineage: bool = False, limit: int = 20, before: int | None = None) -> dict[str, Any]:
-        """A profile's 360 view (by profile id, absorbed id, or ``type:value``)."""
-        self.load()
+    def profile(
+        self, ref: str, *, lineage: bool = False, limit: int = 20, before: int | None = None, catch_up: bool = True
+    ) -> dict[str, Any]:
+        """A profile's 360 view (by profile id, absorbed id, or ``type:value``), read from the engine; with
+        ``catch_up``, after processing whatever is journalled (a server's loader does that on its own)."""
+        if catch_up:
+            self.load()
         profile_id = resolve_profile(self.engine, ref)
         if profile_id is None:
             raise Rejected(f"no profile is known by {ref!r} (a profile id, or an identifier as type:value)",

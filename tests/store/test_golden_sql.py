@@ -5,12 +5,17 @@ Run ``pytest tests/store/test_golden_sql.py --update-golden`` to rewrite them af
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from opencdp.govern.plans import violations_query
 from opencdp.model.plans import TrackingPlan
+from opencdp.model.profiles import SHIPPED_TRAITS, ProfileSettings
+from opencdp.profiles import observe
+from opencdp.profiles.golden import golden
+from opencdp.profiles.traits import check, compiled
 from opencdp.store import raw_log, schema
 from opencdp.store.duckdb_engine import DuckDBEngine
 from opencdp.store.engine import _transpile
@@ -39,7 +44,18 @@ SAMPLE_PLAN = TrackingPlan.model_validate(
 GOVERN = violations_query({"src_1": SAMPLE_PLAN}, "SELECT seq, source_id, type, event, message FROM raw_events")
 assert GOVERN is not None
 
+PROFILE_SETTINGS = ProfileSettings(rates={"EUR": 1.1}, survivorship={"plan": {"order": ["most_frequent"]}})
+PROFILES = [
+    *observe.observations("_pf_batch"),
+    *observe.activity("_pf_batch"),
+    golden(PROFILE_SETTINGS, "_pf_members", {}),
+    compiled(
+        check(list(SHIPPED_TRAITS)), PROFILE_SETTINGS, "_pf_live", "_pf_members", datetime(2026, 1, 1, tzinfo=UTC)
+    ),
+]
+
 STAGES = {
+    "profiles_shipped_traits": {"duckdb": PROFILES, "postgres": PROFILES},
     "govern_sample_plan": {"duckdb": [GOVERN], "postgres": [GOVERN]},
     "schema": {"duckdb": [*schema.TABLES, *schema.VIEWS], "postgres": [*schema.TABLES, *schema.INDEXES, *schema.VIEWS]},
     "raw_log_load": {

@@ -277,8 +277,8 @@ CREATE TABLE IF NOT EXISTS trait_observations (
 
 CREATE TABLE IF NOT EXISTS activity (
         seq BIGINT NOT NULL,
-        node_id BIGINT NOT NULL,
-        anchor BIGINT NOT NULL,
+        node_id BIGINT,
+        anchor BIGINT,
         source_id VARCHAR NOT NULL,
         kind VARCHAR NOT NULL,
         name VARCHAR,

@@ -74,7 +74,7 @@ ALTER TABLE identity_edges ADD COLUMN IF NOT EXISTS probability DOUBLE PRECISION
 
 CREATE TABLE IF NOT EXISTS trait_observations (seq BIGINT NOT NULL, node_id BIGINT NOT NULL, source_id TEXT NOT NULL, trait TEXT NOT NULL, value TEXT NOT NULL, verified BOOLEAN NOT NULL, observed_at TIMESTAMPTZ NOT NULL);
 
-CREATE TABLE IF NOT EXISTS activity (seq BIGINT NOT NULL, node_id BIGINT NOT NULL, anchor BIGINT NOT NULL, source_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT, grain TEXT, ts TIMESTAMPTZ NOT NULL, item_key TEXT, order_id TEXT, amount DOUBLE PRECISION, currency TEXT, props JSON);
+CREATE TABLE IF NOT EXISTS activity (seq BIGINT NOT NULL, node_id BIGINT, anchor BIGINT, source_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT, grain TEXT, ts TIMESTAMPTZ NOT NULL, item_key TEXT, order_id TEXT, amount DOUBLE PRECISION, currency TEXT, props JSON);
 
 CREATE TABLE IF NOT EXISTS profile_traits (profile_id TEXT NOT NULL, trait TEXT NOT NULL, value TEXT NOT NULL, source_id TEXT NOT NULL, seq BIGINT NOT NULL, observed_at TIMESTAMPTZ NOT NULL, rule TEXT NOT NULL);
 
