@@ -203,7 +203,7 @@ class TraitDefinition(BaseModel):
     def _shape(self) -> TraitDefinition:
         if not NAME.match(self.name):
             raise ValueError(f"{self.name!r} is not a trait name (lower case letters, digits and _, from a letter)")
-        if self.name in GOLDEN_NAMES or self.name in ("profile_id", "computed_at"):
+        if self.name in GOLDEN_NAMES or self.name in ("profile_id", "computed_at", "r_score", "f_score", "m_score"):
             raise ValueError(f"{self.name!r} is a golden trait or a column of the profiles view already")
         if self.expression is not None:
             extra = [f for f in ("over", "aggregate", "of", "window_days") if getattr(self, f) is not None]
@@ -246,6 +246,9 @@ class TraitDefinitions(BaseModel):
 
     traits: list[TraitDefinition] = Field(default_factory=list)
 
+
+PRODUCT_EVENTS = ("Product Viewed", "Product Clicked", "Product Added")
+"""The e-commerce spec's product events, whose properties name the product's category and brand."""
 
 SHIPPED_TRAITS: tuple[TraitDefinition, ...] = (
     TraitDefinition(name="order_count", over="orders", aggregate="count", description="orders placed"),
@@ -294,6 +297,34 @@ SHIPPED_TRAITS: tuple[TraitDefinition, ...] = (
         name="days_since_last_order",
         expression="days_since(last_order_at)",
         description="whole days from the last order to the computation",
+    ),
+    TraitDefinition(
+        name="discounted_orders",
+        over="orders",
+        aggregate="count",
+        where=[Condition(property="discount", op=">", value=0)],
+        description="orders with a discount (the e-commerce spec's discount property)",
+    ),
+    TraitDefinition(
+        name="discount_dependence",
+        expression="discounted_orders / order_count",
+        description="share of the orders that had a discount",
+    ),
+    TraitDefinition(
+        name="favourite_category",
+        over="events",
+        event=list(PRODUCT_EVENTS),
+        aggregate="most_frequent",
+        of="category",
+        description="the category of the products viewed, clicked and added most often",
+    ),
+    TraitDefinition(
+        name="favourite_brand",
+        over="events",
+        event=list(PRODUCT_EVENTS),
+        aggregate="most_frequent",
+        of="brand",
+        description="the brand of the products viewed, clicked and added most often",
     ),
     TraitDefinition(name="ticket_count", over="tickets", aggregate="count", description="support tickets"),
     TraitDefinition(

@@ -268,13 +268,24 @@ class Profiles:
         return True
 
 
+RFM = """CASE WHEN c.order_count > 0 THEN ntile(5) OVER (
+               PARTITION BY c.order_count > 0 ORDER BY c.last_order_at, c.profile_id) END AS r_score,
+           CASE WHEN c.order_count > 0 THEN ntile(5) OVER (
+               PARTITION BY c.order_count > 0 ORDER BY c.order_count, c.profile_id) END AS f_score,
+           CASE WHEN c.order_count > 0 THEN ntile(5) OVER (
+               PARTITION BY c.order_count > 0 ORDER BY c.ltv_net NULLS FIRST, c.profile_id) END AS m_score"""
+"""RFM scores, 1 to 5 by quintile among the profiles with orders (5: most recent, most orders, highest value net
+of returns), computed when the view is read: they rank each profile against all others, so they are not
+stored per profile."""
+
+
 def _profiles_view(checked: Checked) -> str:
     golden_cols = ", ".join(
         f"max(value) FILTER (WHERE trait = '{t.name}') AS {t.name}" for t in GOLDEN_TRAITS
     )  # names are our own constants
     computed = ", ".join(f"c.{t.name}" for t in checked.traits)
     return f"""CREATE OR REPLACE VIEW profiles AS
-    SELECT p.profile_id, {", ".join(f"g.{t.name}" for t in GOLDEN_TRAITS)}, {computed}, c.computed_at
+    SELECT p.profile_id, {", ".join(f"g.{t.name}" for t in GOLDEN_TRAITS)}, {computed}, {RFM}, c.computed_at
     FROM profiles_index AS p
     LEFT JOIN (SELECT profile_id, {golden_cols} FROM profile_traits GROUP BY profile_id) AS g
            ON g.profile_id = p.profile_id

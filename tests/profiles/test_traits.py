@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -238,3 +239,68 @@ def test_ltv_net_of_a_customer_who_returns_most_of_what_they_buy(rt: Runtime, tm
         "steady@buyermail.com",
         "big@spendermail.com",
     ]  # gross revenue alone says otherwise
+
+
+def _ntile(ordered: list[str], buckets: int = 5) -> dict[str, int]:
+    """SQL's ntile: the first len % buckets groups get one row more."""
+    size, extra = divmod(len(ordered), buckets)
+    out, i = {}, 0
+    for b in range(1, buckets + 1):
+        for _ in range(size + (1 if b <= extra else 0)):
+            out[ordered[i]] = b
+            i += 1
+    return out
+
+
+def test_rfm_favourites_and_discount_dependence(rt: Runtime) -> None:
+    rng = random.Random(11)
+    web = rt.registry.create("web", "web", None).source_id
+    messages: list[dict[str, Any]] = []
+    expected: dict[str, dict[str, Any]] = {}
+    for i in range(13):
+        user, at = f"u{i}", T0 + timedelta(days=i)
+        views = [(rng.choice(["Tools", "Garden", "Paint"]), rng.choice(["Acme", "Bosch"])) for _ in range(5)]
+        for k, (category, brand) in enumerate(views):
+            event = ["Product Viewed", "Product Clicked", "Product Added"][k % 3]
+            messages.append({"type": "track", "messageId": f"v{i}-{k}", "userId": user, "event": event,
+                             "properties": {"category": category, "brand": brand},
+                             "_at": at + timedelta(minutes=k)})  # fmt: skip
+        orders = [(round(rng.uniform(10, 90), 2), rng.choice([0, 0, 5])) for _ in range(i % 4)]
+        for k, (total, discount) in enumerate(orders):
+            messages.append({"type": "track", "messageId": f"o{i}-{k}", "userId": user, "event": "Order Completed",
+                             "properties": {"order_id": f"O{i}-{k}", "total": total, "discount": discount},
+                             "_at": at + timedelta(hours=k + 1)})  # fmt: skip
+
+        def favourite(values: list[str], views: list[tuple[str, str]] = views) -> str:
+            counts = Counter(values)
+            top = max(counts.values())
+            return max((v for v in counts if counts[v] == top), key=lambda v: max(
+                n for n, x in enumerate(views) if v in x))  # fmt: skip
+
+        expected[user] = {
+            "favourite_category": favourite([c for c, _ in views]),
+            "favourite_brand": favourite([b for _, b in views]),
+            "orders": len(orders), "net": sum(t for t, _ in orders),
+            "last": at + timedelta(hours=len(orders)) if orders else None,
+            "discount_dependence": sum(1 for _, d in orders if d > 0) / len(orders) if orders else None,
+        }  # fmt: skip
+    send(rt, web, messages)
+    rows = rt.engine.fetch_all(
+        "SELECT i.id_value, favourite_category, favourite_brand, discount_dependence, r_score, f_score, m_score "
+        "FROM profiles AS p JOIN identity_membership AS m ON m.profile_id = p.profile_id "
+        "JOIN identity_nodes AS i ON i.node_id = m.node_id AND i.id_type = 'user_id'"
+    )
+    buyers = [u for u in expected if expected[u]["orders"]]
+    got = {row[0]: row[1:] for row in rows}
+    profile_of = {row[0]: rt.profile(f"user_id:{row[0]}")["profile_id"] for row in rows}
+    f = _ntile(sorted(buyers, key=lambda u: (expected[u]["orders"], profile_of[u])))
+    m = _ntile(sorted(buyers, key=lambda u: (expected[u]["net"], profile_of[u])))
+    r = _ntile(sorted(buyers, key=lambda u: (expected[u]["last"], profile_of[u])))
+    for user, want in expected.items():
+        category, brand, dependence, r_score, f_score, m_score = got[user]
+        assert (category, brand) == (want["favourite_category"], want["favourite_brand"]), user
+        assert dependence == pytest.approx(want["discount_dependence"]) if want["orders"] else dependence is None
+        if want["orders"]:
+            assert (r_score, f_score, m_score) == (r[user], f[user], m[user]), user
+        else:
+            assert (r_score, f_score, m_score) == (None, None, None)
