@@ -34,9 +34,9 @@ def _describe(rule: Survivorship) -> str:
 
 
 def golden(settings: ProfileSettings, members: str, sources: dict[str, str]) -> str:
-    """``SELECT profile_id, trait, value, source_id, seq, observed_at, rule`` for the profiles whose identifiers
-    are in ``members`` (``node_id``, ``profile_id``); ``sources`` maps source names to ids (rules may name
-    either)."""
+    """``SELECT profile_id, trait, value, source_id, origin, from_record, seq, observed_at, rule`` for the
+    profiles whose identifiers are in ``members`` (``node_id``, ``profile_id``); ``sources`` maps source names
+    to ids (rules may name either)."""
     names = sorted({t.name for t in GOLDEN_TRAITS} | set(settings.survivorship))
     special = {name: settings.rule(name) for name in names}
     default = settings.rule("")
@@ -53,9 +53,10 @@ def golden(settings: ProfileSettings, members: str, sources: dict[str, str]) -> 
     rule_text = f"CASE trait {described} ELSE {lit(_describe(default))} END" if described else lit(_describe(default))
     order = ", ".join([*keys, "observed_at DESC", "seq DESC"])
     identifying = ", ".join(lit(t.name) for t in GOLDEN_TRAITS if t.normaliser != "text")
-    return f"""SELECT profile_id, trait, value, source_id, seq, observed_at, {rule_text} AS rule FROM (
+    return f"""SELECT profile_id, trait, value, source_id, origin, verified, seq, observed_at, {rule_text} AS rule
+    FROM (
         SELECT *, row_number() OVER (PARTITION BY profile_id, trait ORDER BY {order}) AS rank FROM (
-            SELECT m.profile_id, o.trait, o.value, o.source_id, o.seq, o.observed_at, o.verified,
+            SELECT m.profile_id, o.trait, o.value, o.source_id, o.origin, o.seq, o.observed_at, o.verified,
                    count(*) OVER (PARTITION BY m.profile_id, o.trait, o.value) AS reports
             FROM trait_observations AS o JOIN {members} AS m ON m.node_id = o.node_id
             WHERE o.trait NOT IN ({identifying}) OR EXISTS (

@@ -56,11 +56,9 @@ def documents(engine: Engine, profile_ids: list[str] | None, checked: Checked, *
             "computed": {n: _iso(v) for n, v in zip(names, row[2:], strict=True)} if row[1] is not None else {},
             "computed_at": _iso(row[1]), "identities": [], "timeline": [],
         }  # fmt: skip
-    for pid, trait, value, source_id, seq, observed_at, rule, message_id, key in e.fetch_all(
-        f"""SELECT t.profile_id, t.trait, t.value, t.source_id, t.seq, t.observed_at, t.rule, r.message_id,
-                   json_extract_string(r.message, '$.key')
-        FROM profile_traits AS t JOIN {IDS} AS i ON i.profile_id = t.profile_id
-        LEFT JOIN raw_events AS r ON r.seq = t.seq ORDER BY t.profile_id, t.trait"""
+    for pid, trait, value, source_id, seq, observed_at, rule, origin, from_record in e.fetch_all(
+        f"""SELECT t.profile_id, t.trait, t.value, t.source_id, t.seq, t.observed_at, t.rule, t.origin, t.from_record
+        FROM profile_traits AS t JOIN {IDS} AS i ON i.profile_id = t.profile_id ORDER BY t.profile_id, t.trait"""
     ):
         doc = docs.get(pid)
         if doc is None:
@@ -68,7 +66,7 @@ def documents(engine: Engine, profile_ids: list[str] | None, checked: Checked, *
         doc["traits" if trait in GOLDEN_NAMES else "custom_traits"][trait] = value
         doc["lineage"][trait] = {
             "value": value, "source_id": source_id, "seq": seq, "observed_at": _iso(observed_at), "rule": rule,
-            "record_key" if key else "message_id": key or message_id,
+            "record_key" if from_record else "message_id": origin,
         }  # fmt: skip
     for pid, id_type, id_value in e.fetch_all(
         f"""SELECT m.profile_id, n.id_type, n.id_value FROM identity_membership AS m

@@ -52,39 +52,41 @@ def _synonyms() -> str:
 
 def observations(batch: str) -> tuple[str, str]:
     """Two statements: the (message, key, value) rows of ``batch`` (a relation with ``seq``, ``node_id``,
-    ``source_id``, ``type``, ``event``, ``ts``, ``message``) into the temporary ``_pf_keyed``, then those that
-    report something into ``trait_observations``, named and normalised."""
+    ``source_id``, ``origin`` (the messageId, or a record's key), ``type``, ``event``, ``ts``, ``message``)
+    into the temporary ``_pf_keyed``, then those that report something into ``trait_observations``, named and
+    normalised."""
     objects = f"""
-        SELECT seq, node_id, source_id, ts, FALSE AS verified, json_extract(message, '$.traits') AS obj,
+        SELECT seq, node_id, source_id, origin, ts, FALSE AS verified, json_extract(message, '$.traits') AS obj,
                '' AS pre, FALSE AS contact_only
         FROM {batch} WHERE type = 'identify'
         UNION ALL
-        SELECT seq, node_id, source_id, ts, FALSE, json_extract(message, '$.traits.address'), 'address.', FALSE
+        SELECT seq, node_id, source_id, origin, ts, FALSE, json_extract(message, '$.traits.address'), 'address.', FALSE
         FROM {batch} WHERE type = 'identify'
         UNION ALL
-        SELECT seq, node_id, source_id, ts, FALSE, json_extract(message, '$.context.traits'), '', FALSE
+        SELECT seq, node_id, source_id, origin, ts, FALSE, json_extract(message, '$.context.traits'), '', FALSE
         FROM {batch} WHERE type <> 'record'
         UNION ALL
-        SELECT seq, node_id, source_id, ts, TRUE, json_extract(message, '$.fields'), '', event <> 'customers'
+        SELECT seq, node_id, source_id, origin, ts, TRUE, json_extract(message, '$.fields'), '', event <> 'customers'
         FROM {batch} WHERE type = 'record'
         UNION ALL
-        SELECT seq, node_id, source_id, ts, TRUE, json_extract(message, '$.attributes'), '', FALSE
+        SELECT seq, node_id, source_id, origin, ts, TRUE, json_extract(message, '$.attributes'), '', FALSE
         FROM {batch} WHERE type = 'record' AND event = 'customers'"""
     skipped = ", ".join(lit(k) for k in sorted(NOT_TRAITS))
     blocked = ", ".join(lit(v) for v in sorted(BLOCKED_VALUES))
-    keyed = f"""INSERT INTO _pf_keyed (seq, node_id, source_id, ts, verified, pre, k, raw)
-    SELECT seq, node_id, source_id, ts, verified, pre, k,
+    keyed = f"""INSERT INTO _pf_keyed (seq, node_id, source_id, origin, ts, verified, pre, k, raw)
+    SELECT seq, node_id, source_id, origin, ts, verified, pre, k,
            CASE cdp_json_type(v) WHEN 'string' THEN cdp_json_text(v) WHEN 'null' THEN NULL WHEN 'object' THEN NULL
                 ELSE CAST(v AS VARCHAR) END
     FROM (SELECT *, cdp_json_get(obj, k) AS v FROM (
-              SELECT seq, node_id, source_id, ts, verified, obj, pre, contact_only, unnest(cdp_json_keys(obj)) AS k
+              SELECT seq, node_id, source_id, origin, ts, verified, obj, pre, contact_only,
+                     unnest(cdp_json_keys(obj)) AS k
               FROM ({objects}) AS o WHERE obj IS NOT NULL AND node_id IS NOT NULL) AS u
           WHERE {_key("k")} NOT IN ({skipped}) AND length(k) <= 128
             AND (NOT contact_only OR k IN ('email', 'phone', 'name'))) AS x"""
-    named = f"""INSERT INTO trait_observations (seq, node_id, source_id, trait, value, verified, observed_at)
-    SELECT seq, node_id, source_id, trait, value, verified, ts FROM (
-        SELECT seq, node_id, source_id, ts, verified, trait, {_normalised("trait", "raw")} AS value FROM (
-            SELECT k.seq, k.node_id, k.source_id, k.ts, k.verified, k.raw,
+    named = f"""INSERT INTO trait_observations (seq, node_id, source_id, origin, trait, value, verified, observed_at)
+    SELECT seq, node_id, source_id, origin, trait, value, verified, ts FROM (
+        SELECT seq, node_id, source_id, origin, ts, verified, trait, {_normalised("trait", "raw")} AS value FROM (
+            SELECT k.seq, k.node_id, k.source_id, k.origin, k.ts, k.verified, k.raw,
                    coalesce(syn.trait, k.pre || k.k) AS trait
             FROM _pf_keyed AS k LEFT JOIN {_synonyms()} ON syn.key = {_key("k.k")}) AS t) AS v
     WHERE value IS NOT NULL AND value <> '' AND lower(value) NOT IN ({blocked})"""

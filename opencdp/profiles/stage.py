@@ -43,10 +43,10 @@ _ACTIVITY = (
     "ts TIMESTAMPTZ, item_key VARCHAR, order_id VARCHAR, amount DOUBLE, currency VARCHAR, props JSON"
 )
 _TEMP = {
-    "_pf_batch": "seq BIGINT, node_id BIGINT, source_id VARCHAR, type VARCHAR, event VARCHAR, ts TIMESTAMPTZ, "
-    "message JSON",
-    "_pf_keyed": "seq BIGINT, node_id BIGINT, source_id VARCHAR, ts TIMESTAMPTZ, verified BOOLEAN, pre VARCHAR, "
-    "k VARCHAR, raw VARCHAR",
+    "_pf_batch": "seq BIGINT, node_id BIGINT, source_id VARCHAR, origin VARCHAR, type VARCHAR, event VARCHAR, "
+    "ts TIMESTAMPTZ, message JSON",
+    "_pf_keyed": "seq BIGINT, node_id BIGINT, source_id VARCHAR, origin VARCHAR, ts TIMESTAMPTZ, verified BOOLEAN, "
+    "pre VARCHAR, k VARCHAR, raw VARCHAR",
     "_pf_typed": "seq BIGINT, node_id BIGINT, source_id VARCHAR, type VARCHAR, event VARCHAR, ts TIMESTAMPTZ, "
     "message JSON, grain VARCHAR, order_id VARCHAR, amount_text VARCHAR, currency_text VARCHAR",
     "_pf_activity": _ACTIVITY,
@@ -54,7 +54,9 @@ _TEMP = {
     "_pf_moved": "node_id BIGINT",
     "_pf_touched": "profile_id VARCHAR",
 }
-_BATCH = """SELECT g.seq, mi.node_id, g.source_id, g.type, g.event, g.timestamp, g.message
+_BATCH = """SELECT g.seq, mi.node_id, g.source_id,
+       CASE WHEN g.type = 'record' THEN json_extract_string(g.message, '$.key') ELSE g.message_id END,
+       g.type, g.event, g.timestamp, g.message
 FROM governed AS g LEFT JOIN message_identities AS mi ON mi.seq = g.seq"""
 """The batch: every governed message and record, with its anchor identifier (NULL when nothing identified it:
 a return that names only its order still counts, for the profile of that order)."""
@@ -237,8 +239,8 @@ class Profiles:
         if golden_too:
             e.execute("DELETE FROM profile_traits WHERE profile_id IN (SELECT profile_id FROM _pf_recompute)")
             e.execute(
-                "INSERT INTO profile_traits (profile_id, trait, value, source_id, seq, observed_at, rule) "
-                + golden(settings, "_pf_members", self._sources())
+                "INSERT INTO profile_traits (profile_id, trait, value, source_id, origin, from_record, seq, "
+                "observed_at, rule) " + golden(settings, "_pf_members", self._sources())
             )
         checked = self.definitions()
         names = ", ".join(t.name for t in checked.traits)

@@ -282,6 +282,7 @@ TABLES: tuple[str, ...] = (
         seq BIGINT NOT NULL,
         node_id BIGINT NOT NULL,
         source_id VARCHAR NOT NULL,
+        origin VARCHAR NOT NULL,
         trait VARCHAR NOT NULL,
         value VARCHAR NOT NULL,
         verified BOOLEAN NOT NULL,
@@ -308,6 +309,8 @@ TABLES: tuple[str, ...] = (
         trait VARCHAR NOT NULL,
         value VARCHAR NOT NULL,
         source_id VARCHAR NOT NULL,
+        origin VARCHAR NOT NULL,
+        from_record BOOLEAN NOT NULL,
         seq BIGINT NOT NULL,
         observed_at TIMESTAMPTZ NOT NULL,
         rule VARCHAR NOT NULL

@@ -48,7 +48,7 @@ def test_a_workspace_trait_matches_plain_python(rt: Runtime) -> None:
     rt.put_traits([
         {"name": "tools_viewed_30d", "over": "events", "event": ["Product Viewed"], "aggregate": "count",
          "where": [{"property": "category", "op": "=", "value": "Tools"}], "window_days": 30},
-        {"name": "favourite_category", "over": "events", "event": ["Product Viewed"], "aggregate": "most_frequent",
+        {"name": "top_viewed_category", "over": "events", "event": ["Product Viewed"], "aggregate": "most_frequent",
          "of": "category"},
         {"name": "pricey_views", "over": "events", "aggregate": "count",
          "where": [{"property": "price", "op": ">=", "value": 50}, {"property": "category", "op": "in",
@@ -67,11 +67,11 @@ def test_a_workspace_trait_matches_plain_python(rt: Runtime) -> None:
         ]
         got = rt.profile(f"user_id:u{i}")["computed"]
         assert got["tools_viewed_30d"] == len(recent_tools)
-        assert got["favourite_category"] == favourite
+        assert got["top_viewed_category"] == favourite
         assert got["pricey_views"] == len(pricey)
         assert got["tools_share"] is None  # no orders: a division by zero is NULL on both engines
     listed = {t["name"]: t for t in rt.traits()}
-    assert listed["favourite_category"]["type"] == "text" and not listed["favourite_category"]["shipped"]
+    assert listed["top_viewed_category"]["type"] == "text" and not listed["top_viewed_category"]["shipped"]
     assert listed["ltv_net"]["shipped"]
     assert rt.engine.fetch_one("SELECT count(*) FROM profiles WHERE tools_viewed_30d IS NOT NULL") == (10,)
     rt.delete_trait("tools_share")

@@ -1,32 +1,33 @@
-INSERT INTO _pf_keyed (seq, node_id, source_id, ts, verified, pre, k, raw)
-    SELECT seq, node_id, source_id, ts, verified, pre, k,
+INSERT INTO _pf_keyed (seq, node_id, source_id, origin, ts, verified, pre, k, raw)
+    SELECT seq, node_id, source_id, origin, ts, verified, pre, k,
            CASE cdp_json_type(v) WHEN 'string' THEN cdp_json_text(v) WHEN 'null' THEN NULL WHEN 'object' THEN NULL
                 ELSE CAST(v AS VARCHAR) END
     FROM (SELECT *, cdp_json_get(obj, k) AS v FROM (
-              SELECT seq, node_id, source_id, ts, verified, obj, pre, contact_only, unnest(cdp_json_keys(obj)) AS k
+              SELECT seq, node_id, source_id, origin, ts, verified, obj, pre, contact_only,
+                     unnest(cdp_json_keys(obj)) AS k
               FROM (
-        SELECT seq, node_id, source_id, ts, FALSE AS verified, json_extract(message, '$.traits') AS obj,
+        SELECT seq, node_id, source_id, origin, ts, FALSE AS verified, json_extract(message, '$.traits') AS obj,
                '' AS pre, FALSE AS contact_only
         FROM _pf_batch WHERE type = 'identify'
         UNION ALL
-        SELECT seq, node_id, source_id, ts, FALSE, json_extract(message, '$.traits.address'), 'address.', FALSE
+        SELECT seq, node_id, source_id, origin, ts, FALSE, json_extract(message, '$.traits.address'), 'address.', FALSE
         FROM _pf_batch WHERE type = 'identify'
         UNION ALL
-        SELECT seq, node_id, source_id, ts, FALSE, json_extract(message, '$.context.traits'), '', FALSE
+        SELECT seq, node_id, source_id, origin, ts, FALSE, json_extract(message, '$.context.traits'), '', FALSE
         FROM _pf_batch WHERE type <> 'record'
         UNION ALL
-        SELECT seq, node_id, source_id, ts, TRUE, json_extract(message, '$.fields'), '', event <> 'customers'
+        SELECT seq, node_id, source_id, origin, ts, TRUE, json_extract(message, '$.fields'), '', event <> 'customers'
         FROM _pf_batch WHERE type = 'record'
         UNION ALL
-        SELECT seq, node_id, source_id, ts, TRUE, json_extract(message, '$.attributes'), '', FALSE
+        SELECT seq, node_id, source_id, origin, ts, TRUE, json_extract(message, '$.attributes'), '', FALSE
         FROM _pf_batch WHERE type = 'record' AND event = 'customers') AS o WHERE obj IS NOT NULL AND node_id IS NOT NULL) AS u
           WHERE lower(regexp_replace(k, '[^A-Za-z0-9]', '', 'g')) NOT IN ('anonymousid', 'createdat', 'customerid', 'id', 'nationalid', 'updatedat', 'userid') AND length(k) <= 128
             AND (NOT contact_only OR k IN ('email', 'phone', 'name'))) AS x;
 
-INSERT INTO trait_observations (seq, node_id, source_id, trait, value, verified, observed_at)
-    SELECT seq, node_id, source_id, trait, value, verified, ts FROM (
-        SELECT seq, node_id, source_id, ts, verified, trait, CASE WHEN trait IN ('email') THEN lower(trim(raw)) WHEN trait IN ('phone') THEN CASE WHEN length(regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g')) >= 7 AND replace(regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g'), left(regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g'), 1), '') <> '' THEN CASE WHEN left(trim(raw), 1) = '+' THEN '+' || regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g') WHEN left(regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g'), 2) = '00' THEN '+' || substr(regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g'), 3) ELSE regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g') END END ELSE trim(raw) END AS value FROM (
-            SELECT k.seq, k.node_id, k.source_id, k.ts, k.verified, k.raw,
+INSERT INTO trait_observations (seq, node_id, source_id, origin, trait, value, verified, observed_at)
+    SELECT seq, node_id, source_id, origin, trait, value, verified, ts FROM (
+        SELECT seq, node_id, source_id, origin, ts, verified, trait, CASE WHEN trait IN ('email') THEN lower(trim(raw)) WHEN trait IN ('phone') THEN CASE WHEN length(regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g')) >= 7 AND replace(regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g'), left(regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g'), 1), '') <> '' THEN CASE WHEN left(trim(raw), 1) = '+' THEN '+' || regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g') WHEN left(regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g'), 2) = '00' THEN '+' || substr(regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g'), 3) ELSE regexp_replace(replace(raw, '(0)', ''), '[^0-9]', '', 'g') END END ELSE trim(raw) END AS value FROM (
+            SELECT k.seq, k.node_id, k.source_id, k.origin, k.ts, k.verified, k.raw,
                    coalesce(syn.trait, k.pre || k.k) AS trait
             FROM _pf_keyed AS k LEFT JOIN (VALUES ('firstname', 'first_name'), ('givenname', 'first_name'), ('forename', 'first_name'), ('lastname', 'last_name'), ('surname', 'last_name'), ('familyname', 'last_name'), ('name', 'name'), ('fullname', 'name'), ('email', 'email'), ('emailaddress', 'email'), ('phone', 'phone'), ('phonenumber', 'phone'), ('mobile', 'phone'), ('birthdate', 'birth_date'), ('birthday', 'birth_date'), ('dateofbirth', 'birth_date'), ('dob', 'birth_date'), ('gender', 'gender'), ('street', 'street'), ('address1', 'street'), ('streetaddress', 'street'), ('housenumber', 'house_number'), ('streetnumber', 'house_number'), ('city', 'city'), ('town', 'city'), ('postalcode', 'postal_code'), ('postcode', 'postal_code'), ('zip', 'postal_code'), ('zipcode', 'postal_code'), ('region', 'region'), ('state', 'region'), ('province', 'region'), ('country', 'country'), ('countrycode', 'country')) AS syn (key, trait) ON syn.key = lower(regexp_replace(k.k, '[^A-Za-z0-9]', '', 'g'))) AS t) AS v
     WHERE value IS NOT NULL AND value <> '' AND lower(value) NOT IN ('', '-', '0', '00000000-0000-0000-0000-000000000000', '0000000000', '1234567890', '[object object]', 'anonymous', 'email@example.com', 'n/a', 'na', 'nil', 'no@email.com', 'noemail@noemail.com', 'none', 'none@none.com', 'not provided', 'null', 'test', 'test@example.com', 'test@test.com', 'undefined', 'unknown', 'user@example.com');
@@ -57,9 +58,10 @@ INSERT INTO _pf_activity SELECT seq, node_id, node_id AS anchor, source_id,
                 ELSE json_extract(message, '$.properties') END AS props
     FROM _pf_typed;
 
-SELECT profile_id, trait, value, source_id, seq, observed_at, CASE trait WHEN 'birth_date' THEN 'most_frequent, most_recent' WHEN 'city' THEN 'most_recent' WHEN 'country' THEN 'most_recent' WHEN 'email' THEN 'verified, most_recent' WHEN 'first_name' THEN 'most_recent' WHEN 'gender' THEN 'most_recent' WHEN 'house_number' THEN 'most_recent' WHEN 'last_name' THEN 'most_recent' WHEN 'name' THEN 'most_recent' WHEN 'phone' THEN 'verified, most_recent' WHEN 'plan' THEN 'most_frequent' WHEN 'postal_code' THEN 'most_recent' WHEN 'region' THEN 'most_recent' WHEN 'street' THEN 'most_recent' ELSE 'most_recent' END AS rule FROM (
+SELECT profile_id, trait, value, source_id, origin, verified, seq, observed_at, CASE trait WHEN 'birth_date' THEN 'most_frequent, most_recent' WHEN 'city' THEN 'most_recent' WHEN 'country' THEN 'most_recent' WHEN 'email' THEN 'verified, most_recent' WHEN 'first_name' THEN 'most_recent' WHEN 'gender' THEN 'most_recent' WHEN 'house_number' THEN 'most_recent' WHEN 'last_name' THEN 'most_recent' WHEN 'name' THEN 'most_recent' WHEN 'phone' THEN 'verified, most_recent' WHEN 'plan' THEN 'most_frequent' WHEN 'postal_code' THEN 'most_recent' WHEN 'region' THEN 'most_recent' WHEN 'street' THEN 'most_recent' ELSE 'most_recent' END AS rule
+    FROM (
         SELECT *, row_number() OVER (PARTITION BY profile_id, trait ORDER BY CASE trait WHEN 'birth_date' THEN -reports WHEN 'city' THEN -epoch(observed_at) WHEN 'country' THEN -epoch(observed_at) WHEN 'email' THEN CASE WHEN verified THEN 0 ELSE 1 END WHEN 'first_name' THEN -epoch(observed_at) WHEN 'gender' THEN -epoch(observed_at) WHEN 'house_number' THEN -epoch(observed_at) WHEN 'last_name' THEN -epoch(observed_at) WHEN 'name' THEN -epoch(observed_at) WHEN 'phone' THEN CASE WHEN verified THEN 0 ELSE 1 END WHEN 'plan' THEN -reports WHEN 'postal_code' THEN -epoch(observed_at) WHEN 'region' THEN -epoch(observed_at) WHEN 'street' THEN -epoch(observed_at) ELSE -epoch(observed_at) END, CASE trait WHEN 'birth_date' THEN -epoch(observed_at) WHEN 'city' THEN 0 WHEN 'country' THEN 0 WHEN 'email' THEN -epoch(observed_at) WHEN 'first_name' THEN 0 WHEN 'gender' THEN 0 WHEN 'house_number' THEN 0 WHEN 'last_name' THEN 0 WHEN 'name' THEN 0 WHEN 'phone' THEN -epoch(observed_at) WHEN 'plan' THEN 0 WHEN 'postal_code' THEN 0 WHEN 'region' THEN 0 WHEN 'street' THEN 0 ELSE 0 END, observed_at DESC, seq DESC) AS rank FROM (
-            SELECT m.profile_id, o.trait, o.value, o.source_id, o.seq, o.observed_at, o.verified,
+            SELECT m.profile_id, o.trait, o.value, o.source_id, o.origin, o.seq, o.observed_at, o.verified,
                    count(*) OVER (PARTITION BY m.profile_id, o.trait, o.value) AS reports
             FROM trait_observations AS o JOIN _pf_members AS m ON m.node_id = o.node_id
             WHERE o.trait NOT IN ('email', 'phone') OR EXISTS (

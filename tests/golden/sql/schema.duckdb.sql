@@ -269,6 +269,7 @@ CREATE TABLE IF NOT EXISTS trait_observations (
         seq BIGINT NOT NULL,
         node_id BIGINT NOT NULL,
         source_id VARCHAR NOT NULL,
+        origin VARCHAR NOT NULL,
         trait VARCHAR NOT NULL,
         value VARCHAR NOT NULL,
         verified BOOLEAN NOT NULL,
@@ -296,6 +297,8 @@ CREATE TABLE IF NOT EXISTS profile_traits (
         trait VARCHAR NOT NULL,
         value VARCHAR NOT NULL,
         source_id VARCHAR NOT NULL,
+        origin VARCHAR NOT NULL,
+        from_record BOOLEAN NOT NULL,
         seq BIGINT NOT NULL,
         observed_at TIMESTAMPTZ NOT NULL,
         rule VARCHAR NOT NULL

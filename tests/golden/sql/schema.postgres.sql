@@ -72,11 +72,11 @@ ALTER TABLE identity_cannot_link ADD COLUMN IF NOT EXISTS reason TEXT;
 
 ALTER TABLE identity_edges ADD COLUMN IF NOT EXISTS probability DOUBLE PRECISION;
 
-CREATE TABLE IF NOT EXISTS trait_observations (seq BIGINT NOT NULL, node_id BIGINT NOT NULL, source_id TEXT NOT NULL, trait TEXT NOT NULL, value TEXT NOT NULL, verified BOOLEAN NOT NULL, observed_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS trait_observations (seq BIGINT NOT NULL, node_id BIGINT NOT NULL, source_id TEXT NOT NULL, origin TEXT NOT NULL, trait TEXT NOT NULL, value TEXT NOT NULL, verified BOOLEAN NOT NULL, observed_at TIMESTAMPTZ NOT NULL);
 
 CREATE TABLE IF NOT EXISTS activity (seq BIGINT NOT NULL, node_id BIGINT, anchor BIGINT, source_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT, grain TEXT, ts TIMESTAMPTZ NOT NULL, item_key TEXT, order_id TEXT, amount DOUBLE PRECISION, currency TEXT, props JSON);
 
-CREATE TABLE IF NOT EXISTS profile_traits (profile_id TEXT NOT NULL, trait TEXT NOT NULL, value TEXT NOT NULL, source_id TEXT NOT NULL, seq BIGINT NOT NULL, observed_at TIMESTAMPTZ NOT NULL, rule TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS profile_traits (profile_id TEXT NOT NULL, trait TEXT NOT NULL, value TEXT NOT NULL, source_id TEXT NOT NULL, origin TEXT NOT NULL, from_record BOOLEAN NOT NULL, seq BIGINT NOT NULL, observed_at TIMESTAMPTZ NOT NULL, rule TEXT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS profiles_dirty (profile_id TEXT NOT NULL);
 
