@@ -29,7 +29,7 @@ from opencdp.model.profiles import SHIPPED_TRAITS, ProfileSettings, TraitDefinit
 from opencdp.model.records import Mapping
 from opencdp.profiles.inspect import profile_view, timeline_page
 from opencdp.profiles.serving import ProfileCache
-from opencdp.profiles.stage import Profiles
+from opencdp.profiles.stage import NEW_ACTIVITY, Profiles
 from opencdp.profiles.traits import check
 from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
@@ -113,7 +113,7 @@ class Runtime:
                     self.governance.run()  # the first stage, on what was just loaded
                     self.identity.run()  # then identity, on what governance passed
                     computed = self.profiles.run()  # then profiles, on what identity resolved
-                    self._refresh_cache(computed.touched)
+                    self._refresh_cache(computed.touched, frozenset(computed.reshaped))
             except Exception as exc:
                 self.last_load_error = str(exc).splitlines()[0]
                 log.warning("loader: %s (will retry)", self.last_load_error)
@@ -122,13 +122,14 @@ class Runtime:
             self.journal.mark_loaded(result.position, self.settings.journal_retention_segments)
             return result
 
-    def _refresh_cache(self, touched: list[str] | None) -> None:
+    def _refresh_cache(self, touched: list[str] | None, reshaped: frozenset[str] = frozenset()) -> None:
         """Swap the profiles just computed into the profile API's read model (all of them the first time)."""
         if not self._cache_built or touched is None:
             self.profile_cache.refresh(self.engine, None, self.profiles.definitions())
             self._cache_built = True
         elif touched:
-            self.profile_cache.refresh(self.engine, touched, self.profiles.definitions())
+            self.profile_cache.refresh(self.engine, touched, self.profiles.definitions(), reshaped=reshaped,
+                                       new_activity=NEW_ACTIVITY)  # fmt: skip
 
     def import_files(
         self,

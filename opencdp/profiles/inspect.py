@@ -35,15 +35,10 @@ def _row(seq: int, kind: str, name: str | None, ts: object, source: str, amount:
 def documents(engine: Engine, profile_ids: list[str] | None, checked: Checked, *,
               timeline: int = TIMELINE_PAGE) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The documents of ``profile_ids`` that are live (every live profile for None), each with both the plain
-    and the lineage form of its golden traits (``traits`` / ``lineage``) and its ``timeline`` rows latest
-    first. Runs on the caller's connection (a temporary table holds the ids)."""
+    and the lineage form of its golden traits (``traits`` / ``lineage``) and its latest ``timeline`` rows
+    (none for 0). Runs on the caller's connection (temporary tables hold the ids)."""
     e = engine
-    e.execute(f"CREATE TEMP TABLE IF NOT EXISTS {IDS} (profile_id VARCHAR)")
-    e.execute(f"DELETE FROM {IDS}")
-    if profile_ids is None:
-        e.execute(f"INSERT INTO {IDS} SELECT profile_id FROM profiles_index")
-    elif profile_ids:
-        e.append(IDS, pa.table({"profile_id": pa.array(profile_ids, pa.string())}))
+    _fill(e, IDS, profile_ids)
     live = f"(SELECT DISTINCT i.profile_id FROM {IDS} AS i JOIN profiles_index AS p ON p.profile_id = i.profile_id)"
     names = [t.name for t in checked.traits]
     docs: dict[str, dict[str, Any]] = {}
@@ -75,17 +70,47 @@ def documents(engine: Engine, profile_ids: list[str] | None, checked: Checked, *
     ):
         if pid in docs:
             docs[pid]["identities"].append({"type": id_type, "value": id_value})
-    for pid, *cells in e.fetch_all(
+    if timeline:
+        for pid, rows in timelines(e, profile_ids, timeline).items():
+            if pid in docs:
+                docs[pid]["timeline"] = rows
+    return docs
+
+
+def _fill(engine: Engine, table: str, profile_ids: list[str] | None) -> None:
+    engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (profile_id VARCHAR)")
+    engine.execute(f"DELETE FROM {table}")
+    if profile_ids is None:
+        engine.execute(f"INSERT INTO {table} SELECT profile_id FROM profiles_index")
+    elif profile_ids:
+        engine.append(table, pa.table({"profile_id": pa.array(profile_ids, pa.string())}))
+
+
+def timelines(engine: Engine, profile_ids: list[str] | None, limit: int) -> dict[str, list[dict[str, Any]]]:
+    """The latest ``limit`` timeline rows of each profile (every live one for None), latest first."""
+    _fill(engine, "_pv_timeline", profile_ids)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for pid, *cells in engine.fetch_all(
         f"""SELECT profile_id, seq, kind, name, ts, source_id, amount, currency, props FROM (
             SELECT m.profile_id, a.seq, a.kind, a.name, a.ts, a.source_id, a.amount, a.currency, a.props,
                    row_number() OVER (PARTITION BY m.profile_id ORDER BY a.seq DESC) AS rank
             FROM activity AS a JOIN identity_membership AS m ON m.node_id = a.node_id
-            JOIN {IDS} AS i ON i.profile_id = m.profile_id) AS r
-        WHERE rank <= {int(timeline)} ORDER BY profile_id, seq DESC"""
+            JOIN _pv_timeline AS i ON i.profile_id = m.profile_id) AS r
+        WHERE rank <= {int(limit)} ORDER BY profile_id, seq DESC"""
     ):
-        if pid in docs:
-            docs[pid]["timeline"].append(_row(*cells))
-    return docs
+        out.setdefault(pid, []).append(_row(*cells))
+    return out
+
+
+def new_rows(engine: Engine, table: str) -> dict[str, list[dict[str, Any]]]:
+    """The rows of ``table`` (activity rows not yet in a cached timeline) by their profile now, latest first."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for pid, *cells in engine.fetch_all(
+        f"""SELECT m.profile_id, a.seq, a.kind, a.name, a.ts, a.source_id, a.amount, a.currency, a.props
+        FROM {table} AS a JOIN identity_membership AS m ON m.node_id = a.node_id ORDER BY m.profile_id, a.seq DESC"""
+    ):
+        out.setdefault(pid, []).append(_row(*cells))
+    return out
 
 
 def timeline_page(engine: Engine, profile_id: str, limit: int, before: int) -> list[dict[str, Any]]:

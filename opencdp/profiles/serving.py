@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opencdp.profiles.inspect import documents
+from opencdp.profiles.inspect import documents, new_rows, timelines
 from opencdp.profiles.traits import Checked
 from opencdp.store.engine import Engine
 
@@ -36,10 +36,21 @@ class ProfileCache:
             pid = self.aliases.get(pid)
         return None if pid is None else self.docs.get(pid)
 
-    def refresh(self, engine: Engine, profile_ids: list[str] | None, checked: Checked) -> int:
+    def refresh(
+        self,
+        engine: Engine,
+        profile_ids: list[str] | None,
+        checked: Checked,
+        *,
+        reshaped: frozenset[str] = frozenset(),
+        new_activity: str | None = None,
+    ) -> int:
         """Read the documents of ``profile_ids`` (every live profile for None) again; ids that are no longer
-        live are dropped and, when a merge absorbed them, resolve to the survivor. Returns how many were read."""
-        fresh = documents(engine, profile_ids, checked, timeline=CACHED_TIMELINE)
+        live are dropped and, when a merge absorbed them, resolve to the survivor. A cached profile whose
+        identifiers did not change (not in ``reshaped``) keeps its timeline with the rows of ``new_activity``
+        (a table of this run's activity) put in front; the others read theirs from the engine. Returns how many
+        documents were read."""
+        fresh = documents(engine, profile_ids, checked, timeline=0)
         gone = set(self.docs) - set(fresh) if profile_ids is None else {p for p in profile_ids if p not in fresh}
         if profile_ids is None:
             self.aliases = dict(engine.fetch_all("SELECT alias, profile_id FROM profile_aliases"))
@@ -47,7 +58,16 @@ class ProfileCache:
             self.aliases.update(engine.fetch_all(
                 "SELECT alias, profile_id FROM profile_aliases WHERE alias IN (SELECT profile_id FROM _pv_ids)"
             ))  # fmt: skip
+        whole = {p for p in fresh if profile_ids is None or new_activity is None or p in reshaped or p not in self.docs}
+        from_engine = (
+            timelines(engine, None if profile_ids is None else sorted(whole), CACHED_TIMELINE) if whole else {}
+        )
+        added = new_rows(engine, new_activity) if new_activity is not None and len(whole) < len(fresh) else {}
         for pid, doc in fresh.items():
+            if pid in whole:
+                doc["timeline"] = from_engine.get(pid, [])
+            else:
+                doc["timeline"] = (added.get(pid, []) + self.docs[pid]["timeline"])[:CACHED_TIMELINE]
             self.docs[pid] = doc
             for i in doc["identities"]:
                 self.by_identifier[f"{i['type']}:{i['value']}"] = pid

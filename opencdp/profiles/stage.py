@@ -36,6 +36,9 @@ from opencdp.store.plans import PlanStore, ProfileSettingsStore, TraitStore
 from opencdp.store.raw_log import RawLog
 
 CONSUMER = "profiles"
+NEW_ACTIVITY = "_pf_new"
+"""The temporary table that holds the activity rows of the last :meth:`Profiles.run` (on its connection), for
+the read model's timelines."""
 AFTER = "identity"
 BATCH_ROWS = 500_000
 _ACTIVITY = (
@@ -69,6 +72,9 @@ class Computed:
     profiles: int
     touched: list[str] | None
     """The profile ids computed again (live or absorbed since), None for every profile."""
+    reshaped: list[str]
+    """Those of them whose identifiers changed (a merge, a split, a return moving to its order's buyer): their
+    activity is not just the old plus the new rows (:data:`NEW_ACTIVITY`)."""
 
 
 def _is_time_relative(t: TraitDefinition) -> bool:
@@ -157,16 +163,21 @@ class Profiles:
         """Process every governed message identity has resolved after the stage's offset, and every profile
         identity changed since."""
         everyone = self.ensure_shape() | self._refresh_if_new_day()
+        self.engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {NEW_ACTIVITY} ({_ACTIVITY})")
+        self.engine.execute(f"DELETE FROM {NEW_ACTIVITY}")
         messages = 0
         touched: set[str] = set()
+        reshaped: set[str] = set()
         while True:
             last = self.raw_log.offset(CONSUMER)
             end = self.raw_log.offset(AFTER)
             dirty = self.engine.fetch_one("SELECT count(*) FROM profiles_dirty")
             if end <= last and not (dirty and dirty[0]):
-                return Computed(messages, len(touched), None if everyone else sorted(touched))
+                return Computed(messages, len(touched), None if everyone else sorted(touched), sorted(reshaped))
             upto = max(last, min(end, last + BATCH_ROWS))
-            touched |= self._step(last, upto)
+            step_touched, step_reshaped = self._step(last, upto)
+            touched |= step_touched
+            reshaped |= step_reshaped
             messages += upto - last
 
     def backfill(self) -> Computed:
@@ -174,14 +185,15 @@ class Profiles:
         self.run()
         with self.engine.transaction():
             n = self._compute("SELECT profile_id FROM profiles_index", golden_too=True)
-        return Computed(0, n, None)
+        return Computed(0, n, None, [])
 
     def _prepare(self) -> None:
         for table, columns in _TEMP.items():
             self.engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
             self.engine.execute(f"DELETE FROM {table}")
 
-    def _step(self, last: int, upto: int) -> set[str]:
+    def _step(self, last: int, upto: int) -> tuple[set[str], set[str]]:
+        """One micro-batch; returns the profiles computed again and those of them whose identifiers changed."""
         e = self.engine
         with e.transaction():
             self._prepare()
@@ -197,9 +209,16 @@ class Profiles:
                 UNION SELECT profile_id FROM profiles_dirty"""
             )
             self._compute("SELECT DISTINCT profile_id FROM _pf_touched", golden_too=True)
+            moved = e.fetch_one("SELECT count(*) FROM _pf_moved")
+            reshaped = {str(r[0]) for r in e.fetch_all("SELECT profile_id FROM profiles_dirty")}
+            if moved and moved[0]:
+                reshaped |= {str(r[0]) for r in e.fetch_all(
+                    "SELECT profile_id FROM _pf_members WHERE node_id IN (SELECT node_id FROM _pf_moved)"
+                )}  # fmt: skip
             e.execute("DELETE FROM profiles_dirty")
+            e.execute(f"INSERT INTO {NEW_ACTIVITY} SELECT * FROM _pf_activity")
             self.raw_log.commit(CONSUMER, upto)
-        return {str(r[0]) for r in e.fetch_all("SELECT profile_id FROM _pf_recompute")}
+        return {str(r[0]) for r in e.fetch_all("SELECT profile_id FROM _pf_recompute")}, reshaped
 
     def _returns_follow_orders(self) -> None:
         """Each return of an order in this batch (as the order or the return) belongs to the identifier of the

@@ -83,7 +83,7 @@ def test_admin_api_profile_endpoints(tmp_path: Path) -> None:
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, "duckdb").model_copy(update={"data_dir": data})
-    with ThreadedServer(settings) as srv, httpx.Client(base_url=srv.url) as admin:
+    with ThreadedServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=120) as admin:
         admin.headers["Authorization"] = "Bearer test-admin-token"
         view = admin.get("/admin/v1/profiles/email:ada@lovelace.org", params={"lineage": True, "limit": 1})
         assert view.status_code == 200

@@ -19,6 +19,8 @@ import pytest
 
 from opencdp.api.runtime import Runtime
 from opencdp.config import Settings
+from opencdp.profiles.inspect import documents
+from opencdp.profiles.serving import CACHED_TIMELINE
 from opencdp.store.journal import accepted_line
 
 RATES = {"USD": 1.0, "EUR": 1.25}
@@ -110,8 +112,15 @@ def _actual(rt: Runtime) -> dict[str, dict[str, Any]]:
     return {str(r[0]): dict(zip(names, r[1:], strict=True)) for r in rows}
 
 
+def _assert_read_model_is_current(rt: Runtime) -> None:
+    """The profile API's read model, refreshed batch by batch, equals documents read from scratch."""
+    fresh = documents(rt.engine, None, rt.profiles.definitions(), timeline=CACHED_TIMELINE)
+    assert rt.profile_cache.docs == fresh
+
+
 def _assert_traits(rt: Runtime, world: World) -> None:
     rt.load()  # an import returns once loaded; governance, identity and profiles follow
+    _assert_read_model_is_current(rt)
     expected, actual = _expected(rt, world), _actual(rt)
     assert set(actual) == set(expected)
     for p, want in expected.items():
