@@ -84,23 +84,24 @@ def test_admin_api_profile_endpoints(tmp_path: Path) -> None:
 
     settings = make_settings(tmp_path, "duckdb").model_copy(update={"data_dir": data})
     with ThreadedServer(settings) as srv:
-        admin = httpx.Client(base_url=srv.url, headers={"Authorization": "Bearer test-admin-token"})
-        view = admin.get("/admin/v1/profiles/email:ada@lovelace.org", params={"lineage": True, "limit": 1})
-        assert view.status_code == 200
-        body = view.json()
-        assert body["traits"]["email"]["record_key"] in ("O1", "O2", "T1") and len(body["timeline"]) == 1
-        older = admin.get(f"/admin/v1/profiles/{body['profile_id']}", params={"before": body["timeline_next"]})
-        assert [t["kind"] for t in older.json()["timeline"]] == ["orders", "orders"]
-        assert admin.get("/admin/v1/profiles/email:nobody@x.org").status_code == 404
-        added = admin.post("/admin/v1/traits", json={"name": "orders_30d", "over": "orders", "aggregate": "count",
-                                                     "window_days": 30})  # fmt: skip
-        assert added.status_code == 200, added.text
-        refused = admin.post("/admin/v1/traits", json={"name": "a", "expression": "(SELECT 1)"})
-        assert refused.status_code == 400 and refused.json()["code"] == "bad_trait"
-        assert admin.delete("/admin/v1/traits/nope").status_code == 404
-        assert admin.post("/admin/v1/traits/backfill").json()["profiles"] >= 1
-        put = admin.put("/admin/v1/profiles-settings", json={"currency": "EUR", "rates": {"USD": 0.9}})
-        assert put.status_code == 200
-        again = admin.get("/admin/v1/profiles/email:ada@lovelace.org").json()
-        assert again["computed"]["gross_revenue"] == 180.0  # now in euros
-        assert httpx.get(f"{srv.url}/admin/v1/traits").status_code == 401  # no token
+        headers = {"Authorization": "Bearer test-admin-token"}
+        with httpx.Client(base_url=srv.url, headers=headers) as admin:
+            view = admin.get("/admin/v1/profiles/email:ada@lovelace.org", params={"lineage": True, "limit": 1})
+            assert view.status_code == 200
+            body = view.json()
+            assert body["traits"]["email"]["record_key"] in ("O1", "O2", "T1") and len(body["timeline"]) == 1
+            older = admin.get(f"/admin/v1/profiles/{body['profile_id']}", params={"before": body["timeline_next"]})
+            assert [t["kind"] for t in older.json()["timeline"]] == ["orders", "orders"]
+            assert admin.get("/admin/v1/profiles/email:nobody@x.org").status_code == 404
+            added = admin.post("/admin/v1/traits", json={"name": "orders_30d", "over": "orders", "aggregate": "count",
+                                                         "window_days": 30})  # fmt: skip
+            assert added.status_code == 200, added.text
+            refused = admin.post("/admin/v1/traits", json={"name": "a", "expression": "(SELECT 1)"})
+            assert refused.status_code == 400 and refused.json()["code"] == "bad_trait"
+            assert admin.delete("/admin/v1/traits/nope").status_code == 404
+            assert admin.post("/admin/v1/traits/backfill").json()["profiles"] >= 1
+            put = admin.put("/admin/v1/profiles-settings", json={"currency": "EUR", "rates": {"USD": 0.9}})
+            assert put.status_code == 200
+            again = admin.get("/admin/v1/profiles/email:ada@lovelace.org").json()
+            assert again["computed"]["gross_revenue"] == 180.0  # now in euros
+            assert httpx.get(f"{srv.url}/admin/v1/traits").status_code == 401  # no token
