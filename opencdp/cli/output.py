@@ -6,11 +6,12 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from opencdp.model.sources import Source
 
@@ -58,3 +59,38 @@ def table(result: pa.Table, *, as_json: bool, as_csv: bool, console: Console) ->
         out.add_row(*["" if r[c] is None else str(_plain(r[c])) for c in result.column_names])
     console.print(out)
     console.print(f"[dim]{len(rows)} row(s)[/dim]")
+
+
+def _money(value: Any) -> str:
+    return "-" if value is None else f"{value:,.2f}" if isinstance(value, float) else str(value)
+
+
+def golden_traits(doc: dict[str, Any], source_names: Mapping[str, str] | None = None) -> Table:
+    """A 360 view's golden and custom traits (fetched with lineage), each with where it came from: the source
+    (by name when ``source_names`` knows its id) and the record key or message id, when, and the rule that chose
+    it."""
+    names = source_names or {}
+    columns = [Column(name, overflow="fold") for name in ("trait", "value", "from", "when", "rule")]
+    golden = Table(*columns, title="golden traits")  # folded, not cut: a narrow terminal shows every value
+    for name, t in {**doc["traits"], **doc["custom_traits"]}.items():
+        origin = t.get("record_key") or t.get("message_id")
+        source = names.get(t["source_id"], t["source_id"])
+        golden.add_row(name, str(t["value"]), f"{source} {origin}", str(t["observed_at"])[:19], t["rule"])
+    return golden
+
+
+def computed_traits(doc: dict[str, Any]) -> Table:
+    """A 360 view's computed traits."""
+    computed = Table("trait", "value", title="computed traits")
+    for name, value in doc["computed"].items():
+        computed.add_row(name, _money(value))
+    return computed
+
+
+def timeline(doc: dict[str, Any]) -> Table:
+    """A 360 view's page of timeline, latest received first."""
+    rows = Table("received", "at", "kind", "name", "amount", title="timeline (latest first)")
+    for row in doc["timeline"]:
+        amount = "" if row["amount"] is None else f"{row['amount']:,.2f} {row['currency'] or ''}"
+        rows.add_row(str(row["seq"]), str(row["at"])[:19], row["kind"], str(row["name"] or ""), amount)
+    return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from opencdp.cli import output
 from opencdp.cli.common import AsJson, DataDir, console
 from opencdp.cli.governing import _read_document
 from opencdp.cli.identity import _call, _print_json
@@ -23,10 +24,6 @@ from opencdp.cli.identity import _call, _print_json
 profiles_app = typer.Typer(no_args_is_help=True, help="Unified profiles: the 360 view, export, settings.")
 traits_app = typer.Typer(no_args_is_help=True, help="Computed traits: list, add, delete, backfill.")
 EXPORT_CHUNK = 10_000
-
-
-def _money(value: Any) -> str:
-    return "-" if value is None else f"{value:,.2f}" if isinstance(value, float) else str(value)
 
 
 @profiles_app.command("show")
@@ -42,21 +39,10 @@ def profiles_show(
         _print_json(doc)
         return
     console.print(f"[bold]{doc['profile_id']}[/bold]  (traits computed {str(doc['computed_at'])[:19]})")
-    golden = Table("trait", "value", "from", "when", "rule", title="golden traits")
-    for name, t in {**doc["traits"], **doc["custom_traits"]}.items():
-        origin = t.get("record_key") or t.get("message_id")
-        golden.add_row(name, str(t["value"]), f"{t['source_id']} {origin}", str(t["observed_at"])[:19], t["rule"])
-    console.print(golden)
-    computed = Table("trait", "value", title="computed traits")
-    for name, value in doc["computed"].items():
-        computed.add_row(name, _money(value))
-    console.print(computed)
+    console.print(output.golden_traits(doc))
+    console.print(output.computed_traits(doc))
     console.print("identities: " + ", ".join(f"{i['type']}:{i['value']}" for i in doc["identities"]))
-    timeline = Table("received", "at", "kind", "name", "amount", title="timeline (latest first)")
-    for row in doc["timeline"]:
-        amount = "" if row["amount"] is None else f"{row['amount']:,.2f} {row['currency'] or ''}"
-        timeline.add_row(str(row["seq"]), str(row["at"])[:19], row["kind"], str(row["name"] or ""), amount)
-    console.print(timeline)
+    console.print(output.timeline(doc))
 
 
 @profiles_app.command("export")

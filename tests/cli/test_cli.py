@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -149,7 +150,7 @@ def test_demo_imports_exports_blocks_an_unplanned_event_and_releases_it_after_th
 
     data = tmp_path / "data"
     port = free_port()
-    env = {**os.environ, "OPENCDP_DATA_DIR": str(data)}
+    env = {**os.environ, "OPENCDP_DATA_DIR": str(data), "COLUMNS": "200"}  # table rows on one line each
     proc = subprocess.Popen(
         [sys.executable, "-m", "opencdp", "demo", "--port", str(port), "--rate", "200"],
         env=env,
@@ -157,6 +158,10 @@ def test_demo_imports_exports_blocks_an_unplanned_event_and_releases_it_after_th
         stderr=subprocess.STDOUT,
         text=True,
     )
+    printed: list[str] = []  # the console, read as the demo goes: the test waits for the story's last line
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: printed.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
         wait_healthy(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 90
@@ -186,12 +191,42 @@ def test_demo_imports_exports_blocks_an_unplanned_event_and_releases_it_after_th
         assert count("SELECT count(*) AS n FROM pii_fields WHERE class = 'ip_address' AND action = 'mask'") > 0
         masked = "SELECT count(*) AS n FROM governed WHERE json_extract_string(message, '$.context.ip') = '127.0.0.1'"
         assert count(masked) == 0
+        deadline = time.monotonic() + 90  # the profile story comes last
+        while "opencdp profiles show" not in "".join(printed) and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=30)[0]
+        proc.wait(timeout=30)
+        reader.join(timeout=30)
+        proc.stdout.close()
+    out = "".join(printed)
     assert "imported crm-customers.csv" in out and "quarantine" in out and "released" in out
     flat = " ".join(out.split())  # the console wraps long lines
     assert "PII dropped: Card Number" in flat and "renamed to 'Product Added'" in flat
     assert "became known as prf_" in flat and "user_id:demo-dad" in flat and "user_id limit" in flat
     # matching: the shop account with no identifier in common joined its CRM row, then was split off for good
     assert "joined CRM customer C0001" in flat and "with probability 0.9" in flat and "separated into prf_" in flat
+    _assert_profile_story(flat, data / "demo-exports")
+
+
+def _assert_profile_story(flat: str, exports: Path) -> None:
+    """The demo's profile 360: the figures it printed for the customer it names are what the exports it wrote
+    add up to, computed here from the files alone."""
+    named = re.search(r"opencdp profiles show email:(\S+)", flat)
+    assert named, flat
+    email = named.group(1)
+
+    def rows(name: str) -> list[dict[str, str]]:
+        with (exports / name).open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    customer = next(r["Customer ID"] for r in rows("crm-customers.csv") if r["E-Mail"].lower() == email)
+    orders = {r["Order Number"]: float(r["Total"]) for r in rows("pos-orders.csv") if r["Customer ID"] == customer}
+    returned = [float(r["Amount"]) for r in rows("finance-returns.csv") if r["Order Number"] in orders]
+    gross, refunds = sum(orders.values()), sum(returned)
+    assert len(returned) > len(orders) / 2  # the customer returned most of what they bought
+    assert f"gross revenue {gross:,.2f} EUR, refunds {refunds:,.2f} EUR" in flat
+    assert f"LTV net of returns {gross - refunds:,.2f} EUR; return rate {refunds / gross:.1%}" in flat
+    assert re.search(r"1 support ticket: sentiment -0\.\d\d \(negative\)", flat)
+    assert "demo-crm " + customer in flat  # golden traits name their source and record
+    assert "ranked by gross revenue" in flat and "net of returns" in flat

@@ -98,7 +98,8 @@ def test_admin_api_profile_endpoints(tmp_path: Path) -> None:
         refused = admin.post("/admin/v1/traits", json={"name": "a", "expression": "(SELECT 1)"})
         assert refused.status_code == 400 and refused.json()["code"] == "bad_trait"
         assert admin.delete("/admin/v1/traits/nope").status_code == 404
-        assert admin.post("/admin/v1/traits/backfill").json()["profiles"] >= 1
+        backfilled = admin.post("/admin/v1/traits/backfill")
+        assert backfilled.status_code == 200 and backfilled.json()["profiles"] >= 1, backfilled.text
         put = admin.put("/admin/v1/profiles-settings", json={"currency": "EUR", "rates": {"USD": 0.9}})
         assert put.status_code == 200
         again = admin.get("/admin/v1/profiles/email:ada@lovelace.org").json()
