@@ -6,7 +6,7 @@ from __future__ import annotations
 from opencdp.identity.extract import per_type
 from opencdp.identity.matching import Model, load_model
 from opencdp.identity.score import compile_model
-from opencdp.model.identity import IDENTIFIER_TYPES
+from opencdp.model.identity import IDENTIFIER_TYPES, canonical_ref
 from opencdp.model.matching import FEATURES
 from opencdp.store.engine import Engine
 
@@ -16,6 +16,7 @@ GIANT_PROFILE = 1_000
 
 def resolve_profile(engine: Engine, ref: str) -> str | None:
     """The current profile of ``ref``: a profile id (or one a merge absorbed), or an identifier ``type:value``."""
+    ref = canonical_ref(ref)
     row = engine.fetch_one(
         """SELECT coalesce(
             (SELECT profile_id FROM profiles_index WHERE profile_id = ?),

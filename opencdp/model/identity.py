@@ -65,3 +65,10 @@ BLOCKED_VALUES: frozenset[str] = frozenset(
     }
 )
 """Placeholders seen in real data (compared after normalisation, lower case): never an identifier."""
+
+
+def canonical_ref(ref: str) -> str:
+    """A ``type:value`` reference as identifiers are stored: an email's value trimmed and lower-cased (the other
+    types are compared as given; a profile id passes through)."""
+    kind, sep, value = ref.partition(":")
+    return f"email:{value.strip().lower()}" if sep and kind == "email" else ref

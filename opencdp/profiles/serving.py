@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opencdp.model.identity import canonical_ref
 from opencdp.profiles.inspect import documents, new_rows, timelines
 from opencdp.profiles.traits import Checked
 from opencdp.store.engine import Engine
@@ -29,7 +30,7 @@ class ProfileCache:
         doc = self.docs.get(ref)
         if doc is not None:
             return doc
-        pid = self.by_identifier.get(ref) or self.aliases.get(ref)
+        pid = self.by_identifier.get(canonical_ref(ref)) or self.aliases.get(ref)
         for _ in range(8):  # an alias of a profile that was itself absorbed later
             if pid is None or pid in self.docs:
                 break

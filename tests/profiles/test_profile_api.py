@@ -48,6 +48,7 @@ def test_profiles_by_identifier_with_only_the_read_token(duck_settings: Settings
         assert doc["computed"]["gross_revenue"] == 100.0 and doc["traits"] == {"email": "kim@mail.com"}
         assert {"type": "user_id", "value": "u-7"} in doc["identities"]
         assert api.get(f"/v1/profiles/{doc['profile_id']}").json()["profile_id"] == doc["profile_id"]
+        assert api.get("/v1/profiles/email: Kim@MAIL.com").json()["profile_id"] == doc["profile_id"]
         if anon["profile_id"] != doc["profile_id"]:  # the anonymous profile was absorbed: it resolves on
             assert api.get(f"/v1/profiles/{anon['profile_id']}").json()["profile_id"] == doc["profile_id"]
 
