@@ -23,6 +23,7 @@ from opencdp.errors import Rejected, Transient
 from opencdp.model.sources import Source
 from opencdp.store.journal import Journal
 from opencdp.store.plans import PiiStore
+from opencdp.store.raw_log import LoadResult
 from opencdp.store.sources import SourceRegistry
 
 CLIENT_SIDE_KINDS = frozenset({"web", "mobile"})
@@ -150,6 +151,8 @@ class Ingestor:
 
 
 MAX_LOAD_PAUSE_SECONDS = 1.0
+HEAVY_LOAD_LINES = 5_000
+"""A load of this many journal lines or more means heavy traffic: the loader then pauses longer (run_loader)."""
 LOADER_NICE = 10
 
 
@@ -159,11 +162,13 @@ def _background_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICE)
 
 
-async def run_loader(load: Callable[[], object], interval: float, stop: asyncio.Event) -> None:
+async def run_loader(load: Callable[[], LoadResult | None], interval: float, stop: asyncio.Event) -> None:
     """Call ``load`` (in a thread) every ``interval`` seconds until ``stop`` is set, then once more.
 
-    When loads get slow (heavy traffic) the pause grows to twice the last load's duration, up to a second:
-    collection keeps at least two thirds of the core, and each load gets larger and cheaper per row.
+    Under heavy traffic (a load of at least :data:`HEAVY_LOAD_LINES` lines) the pause grows to twice the last
+    load's duration, up to a second: collection keeps at least two thirds of the core, and each load gets
+    larger and cheaper per row. Under light traffic the pause stays at ``interval``, so that what was just
+    collected reaches profiles (and the profile API) quickly; the loader's thread is niced either way.
     """
     pause = interval
     loop = asyncio.get_running_loop()
@@ -172,5 +177,7 @@ async def run_loader(load: Callable[[], object], interval: float, stop: asyncio.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=pause)
             started = time.monotonic()
-            await loop.run_in_executor(executor, load)
-            pause = min(max(interval, 2 * (time.monotonic() - started)), MAX_LOAD_PAUSE_SECONDS)
+            result = await loop.run_in_executor(executor, load)
+            heavy = result is None or result.lines >= HEAVY_LOAD_LINES
+            took = time.monotonic() - started
+            pause = min(max(interval, 2 * took), MAX_LOAD_PAUSE_SECONDS) if heavy else interval
