@@ -132,6 +132,14 @@ def freshness(base: str, write_key: str, read_token: str, users: list[str], seco
     return found
 
 
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
@@ -175,6 +183,7 @@ def main() -> None:
         ceiling = run_wrk(base, refs, f"Bearer {read_token}", 10, 0)
         baseline = run_wrk(base, admin_refs, f"Bearer {admin_token}", 10, 0)
         fresh = sorted(freshness(base, write_key, read_token, users, args.seconds))
+        rss = rss_mb(proc.pid)
         ingest.stop.set()
         ingest.join()
         errors = {k: paced[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")}
@@ -201,7 +210,8 @@ def main() -> None:
         f"1. GET /v1/profiles/user_id:... paced at {args.rate:,.0f} req/s for {args.seconds} s: {rps(paced):,.0f} "
         f"req/s, p50 {paced['p50_us'] / 1000:.2f} ms, p99 {p99:.2f} ms, p99.9 {paced['p999_us'] / 1000:.2f} ms, "
         f"max {paced['max_us'] / 1000:.1f} ms, late {paced['late']:,}, errors {errors}; server CPU "
-        f"{cpu_paced:.0%} of its core (target p99 <= 10 ms at >= 5,000 req/s per core: {'met' if ok else 'MISSED'})"
+        f"{cpu_paced:.0%} of its core, resident memory {rss:,.0f} MB (target p99 <= 10 ms at >= 5,000 req/s per "
+        f"core: {'met' if ok else 'MISSED'})"
     )
     print(
         f"   ceiling (unpaced, 10 s): {rps(ceiling):,.0f} req/s, p99 {ceiling['p99_us'] / 1000:.2f} ms; baseline, "
