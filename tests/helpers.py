@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import json
 import os
 import signal
@@ -24,6 +25,15 @@ from opencdp.config import Settings
 from opencdp.model.sources import Source, SourceLimits
 
 ADMIN_TOKEN = "test-admin-token"
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """A CSV file with a header from the first row's keys."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ decisions stick (DuckDB and PostgreSQL)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from opencdp.identity.score import candidates, scored
 from opencdp.identity.train import train
 from opencdp.model.matching import FEATURES, blocking_rules
 from tests.cli.test_cli import cli
-from tests.helpers import ADMIN_TOKEN, ThreadedServer
+from tests.helpers import ADMIN_TOKEN, ThreadedServer, write_csv
 from tests.identity import linkage
 from tests.identity.scenario import typo
 from tests.identity.test_stitching import journal
@@ -220,14 +219,6 @@ def test_a_typod_duplicate_merges_a_falling_confidence_splits_and_review_decisio
         rt.review(pair_i, "maybe")
 
 
-def _write_crm(path: Path, rows: list[dict[str, Any]]) -> Path:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def test_train_review_and_explain_from_the_command_line(tmp_path: Path) -> None:
     rng = random.Random(11)
     people = [{k: v for k, v in p.items() if k != "phone"} for p in _people(11, 200)]
@@ -235,7 +226,7 @@ def test_train_review_and_explain_from_the_command_line(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for name, rows in (("crm-a", people), ("crm-b", twins)):
         cli(data, "sources", "create", name, "--kind", "server")
-        cli(data, "import", str(_write_crm(tmp_path / f"{name}.csv", rows)), "--source", name, "--kind", "customers")
+        cli(data, "import", str(write_csv(tmp_path / f"{name}.csv", rows)), "--source", name, "--kind", "customers")
     refused = cli(data, "identity", "train", "--merge", "0.4", "--review", "0.6", check=False)
     assert refused.returncode != 0 and "review <= merge" in refused.stdout + refused.stderr
     trained = json.loads(cli(data, "identity", "train", "--merge", "1.0", "--json").stdout)

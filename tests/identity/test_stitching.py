@@ -29,12 +29,15 @@ def rt(settings: Settings) -> Iterator[Runtime]:
 
 
 def journal(rt: Runtime, source_id: str, messages: list[dict[str, Any]]) -> None:
+    """Journal ``messages`` as collection would and load them; a message's ``_at`` (a datetime, not sent) is its
+    time, else it is received at 2026-01-01."""
     lines = b""
     for m in messages:
+        doc = {k: v for k, v in m.items() if k != "_at"}
         client = (m["messageId"], m["type"], m.get("event"), m.get("userId"), m.get("anonymousId"))
-        lines += accepted_line(
-            source_id, client, (None, None, None, "2026-01-01T00:00:00.000Z"), json.dumps(m).encode()
-        )
+        at = m["_at"].strftime("%Y-%m-%dT%H:%M:%S.000Z") if "_at" in m else None
+        times = (at, at, None, at) if at else (None, None, None, "2026-01-01T00:00:00.000Z")
+        lines += accepted_line(source_id, client, times, json.dumps(doc).encode())
     rt.journal.write_sync(lines)
     rt.load()
 

@@ -15,7 +15,7 @@ from opencdp.api.runtime import Runtime
 from opencdp.config import Settings
 from opencdp.errors import Rejected
 from opencdp.profiles.stage import Profiles
-from tests.profiles.test_traits import send
+from tests.identity.test_stitching import journal as send
 
 NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)
 CATEGORIES = ["Tools", "Garden", "Paint"]

@@ -12,7 +12,8 @@ import pytest
 from opencdp.api.runtime import Runtime
 from opencdp.config import Settings
 from opencdp.errors import Rejected
-from tests.profiles.test_traits import send, write_csv
+from tests.helpers import write_csv
+from tests.identity.test_stitching import journal as send
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 

@@ -13,8 +13,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from tests.cli.test_cli import cli
-from tests.helpers import ThreadedServer
-from tests.profiles.test_traits import write_csv
+from tests.helpers import ThreadedServer, write_csv
 
 
 def _setup(tmp_path: Path) -> Path:

@@ -5,8 +5,6 @@ orders that merge into a known customer, and a split that takes its orders with 
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +19,8 @@ from opencdp.api.runtime import Runtime
 from opencdp.config import Settings
 from opencdp.profiles.inspect import documents
 from opencdp.profiles.serving import CACHED_TIMELINE
-from opencdp.store.journal import accepted_line
+from tests.helpers import write_csv
+from tests.identity.test_stitching import journal as send
 
 RATES = {"USD": 1.0, "EUR": 1.25}
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -33,24 +32,6 @@ def rt(settings: Settings) -> Iterator[Runtime]:
     runtime.put_profile_settings({"currency": "USD", "rates": {"EUR": RATES["EUR"]}})
     yield runtime
     runtime.close()
-
-
-def send(rt: Runtime, source_id: str, messages: list[dict[str, Any]]) -> None:
-    lines = b""
-    for m in messages:
-        client = (m["messageId"], m["type"], m.get("event"), m.get("userId"), m.get("anonymousId"))
-        at = m.pop("_at").strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        lines += accepted_line(source_id, client, (at, at, None, at), json.dumps(m).encode())
-    rt.journal.write_sync(lines)
-    rt.load()
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
 
 
 @dataclass
