@@ -7,8 +7,8 @@ the labels stop changing):
    (``identity_nodes``, one per type and value);
 2. each message links its identifiers to its strongest one, its *anchor* (``identity_edges``), and remembers
    the anchor (``message_identities``), through which any message resolves to its profile;
-3. clusters (connected components of every edge) are recomputed only where the batch touched them, by label
-   propagation over a small graph of the touched clusters and the new nodes;
+3. clusters (connected components of every edge) are recomputed only where the batch changed them (a new
+   node or a new edge), by label propagation over a small graph of those clusters and the new nodes;
 4. each touched cluster is cut into parts: shared identifiers (the guard) join nobody, operator splits
    (``identity_cannot_link``) and the limits of one per profile split a part around their seeds, each other
    identifier joining the nearest seed; refused edges are recorded (``identity_conflicts``);
@@ -251,14 +251,18 @@ class Identity:
         raise RuntimeError("identity labels did not converge")  # pragma: no cover - bounded by the graph's size
 
     def _clusters(self) -> None:
-        """Raw components (every edge counts) where the batch touched them: ``identity_nodes.cluster`` is the
-        smallest node id of each, and the touched ones are listed in ``_id_touched``."""
+        """Raw components (every edge counts) where the batch changed them: ``identity_nodes.cluster`` is the
+        smallest node id of each, and the changed ones are listed in ``_id_touched``. Only a new identifier
+        (still without a cluster) or a new edge changes a cluster: one whose identifiers the batch merely saw
+        again keeps its parts and profiles as they are (they are a function of its identifiers, its edges and
+        the cannot-link constraints, and a removed edge or a changed constraint recomputes its cluster itself)."""
         e = self.engine
         e.execute(
             """INSERT INTO _id_vertex (node_id, v)
             SELECT n.node_id, coalesce(n.cluster, n.node_id)
             FROM (SELECT node_id FROM _id_nodes UNION SELECT a FROM _id_new_edges UNION SELECT b FROM _id_new_edges)
-                 AS b JOIN identity_nodes AS n ON n.node_id = b.node_id"""
+                 AS b JOIN identity_nodes AS n ON n.node_id = b.node_id
+            WHERE n.cluster IS NULL OR b.node_id IN (SELECT a FROM _id_new_edges UNION SELECT b FROM _id_new_edges)"""
         )
         e.execute(
             """INSERT INTO _id_arc (x, y)
