@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from opencdp.identity.extract import identifiers, per_type
+from opencdp.identity.extract import RAW_COLUMNS, identifiers, per_type, raw_values
 from opencdp.identity.matching import TEMP as MATCH_TEMP
 from opencdp.identity.matching import Matcher
 from opencdp.model.identity import IDENTIFIER_TYPES
@@ -42,8 +42,10 @@ _GOVERNED = "SELECT gseq, seq, source_id, type, user_id, anonymous_id, message F
 _TEMP = {
     "_id_governed": "gseq BIGINT, seq BIGINT, source_id VARCHAR, type VARCHAR, user_id VARCHAR, "
     "anonymous_id VARCHAR, message JSON",
+    "_id_raw": RAW_COLUMNS,
     "_id_found": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER, blocked BOOLEAN",
     "_id_batch": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER",
+    "_id_known": "id_type VARCHAR, id_value VARCHAR, first_seq BIGINT, messages BIGINT, node_id BIGINT, fresh BOOLEAN",
     "_id_nodes": "seq BIGINT, node_id BIGINT, priority INTEGER",
     "_id_anchor": "seq BIGINT, node_id BIGINT",
     "_id_new_edges": "a BIGINT, b BIGINT, seq BIGINT",
@@ -63,8 +65,8 @@ _TEMP = {
     "_id_next": "v BIGINT, label VARCHAR",
     "_id_claim": "part BIGINT, profile_id VARCHAR",
     "_id_owner": "part BIGINT, profile_id VARCHAR",
-    "_id_was": "node_id BIGINT, part BIGINT, profile_id VARCHAR",
     "_id_fresh": "part BIGINT, profile_id VARCHAR",
+    "_id_was": "node_id BIGINT, part BIGINT, profile_id VARCHAR",
     **MATCH_TEMP,
 }
 """Per-batch working tables (temporary: per connection, emptied at the start of each batch)."""
@@ -103,7 +105,8 @@ class Identity:
             self._prepare()
             # the batch's governed rows, read once for the identifiers and the match records
             e.execute(f"INSERT INTO _id_governed {_GOVERNED} WHERE gseq > {int(last)} AND gseq <= {int(upto)}")
-            e.execute(f"INSERT INTO _id_found {identifiers('SELECT * FROM _id_governed')}")
+            e.execute(f"INSERT INTO _id_raw {raw_values('_id_governed')}")
+            e.execute(f"INSERT INTO _id_found {identifiers('_id_raw')}")
             e.execute(
                 "INSERT INTO _id_batch (seq, id_type, id_value, priority) "
                 "SELECT seq, id_type, id_value, priority FROM _id_found WHERE NOT blocked"
@@ -189,28 +192,38 @@ class Identity:
             self._components(now, self.raw_log.offset(CONSUMER))
 
     def _nodes(self, now: datetime) -> None:
+        """The batch's identifiers as nodes (``_id_known``, one row each): one scan of ``identity_nodes`` finds
+        the known ones, the new ones take the next node ids in order of first appearance."""
         e = self.engine
+        e.execute(  # (seq, id_type, id_value) is unique in _id_batch: count(*) counts messages
+            """INSERT INTO _id_known (id_type, id_value, first_seq, messages, fresh)
+            SELECT id_type, id_value, min(seq), count(*), FALSE FROM _id_batch GROUP BY id_type, id_value"""
+        )
+        e.execute(
+            """UPDATE _id_known SET node_id = n.node_id FROM identity_nodes AS n
+            WHERE n.id_type = _id_known.id_type AND n.id_value = _id_known.id_value"""
+        )
+        e.execute(
+            """UPDATE _id_known SET node_id = f.node_id, fresh = TRUE FROM (
+                SELECT id_type, id_value, base.n + row_number() OVER (ORDER BY first_seq, id_type, id_value) AS node_id
+                FROM _id_known CROSS JOIN (SELECT coalesce(max(node_id), 0) AS n FROM identity_nodes) AS base
+                WHERE _id_known.node_id IS NULL) AS f
+            WHERE _id_known.id_type = f.id_type AND _id_known.id_value = f.id_value"""
+        )
         e.execute(
             """INSERT INTO identity_nodes (node_id, id_type, id_value, first_seq, first_seen, last_seen, messages)
-            SELECT base.n + row_number() OVER (ORDER BY first_seq, id_type, id_value), id_type, id_value, first_seq,
-                   ?, ?, 0
-            FROM (SELECT id_type, id_value, min(seq) AS first_seq FROM _id_batch AS b
-                  WHERE NOT EXISTS (SELECT 1 FROM identity_nodes AS n
-                                    WHERE n.id_type = b.id_type AND n.id_value = b.id_value)
-                  GROUP BY id_type, id_value) AS fresh
-            CROSS JOIN (SELECT coalesce(max(node_id), 0) AS n FROM identity_nodes) AS base""",
+            SELECT node_id, id_type, id_value, first_seq, ?, ?, messages FROM _id_known WHERE fresh""",
             (now, now),
         )
         e.execute(
-            """INSERT INTO _id_nodes (seq, node_id, priority)
-            SELECT b.seq, n.node_id, b.priority FROM _id_batch AS b
-            JOIN identity_nodes AS n ON n.id_type = b.id_type AND n.id_value = b.id_value"""
+            """UPDATE identity_nodes SET last_seen = ?, messages = identity_nodes.messages + k.messages
+            FROM _id_known AS k WHERE identity_nodes.node_id = k.node_id AND NOT k.fresh""",
+            (now,),
         )
         e.execute(
-            """UPDATE identity_nodes SET last_seen = ?, messages = identity_nodes.messages + c.n
-            FROM (SELECT node_id, count(DISTINCT seq) AS n FROM _id_nodes GROUP BY node_id) AS c
-            WHERE identity_nodes.node_id = c.node_id""",
-            (now,),
+            """INSERT INTO _id_nodes (seq, node_id, priority)
+            SELECT b.seq, k.node_id, b.priority FROM _id_batch AS b
+            JOIN _id_known AS k ON k.id_type = b.id_type AND k.id_value = b.id_value"""
         )
 
     def _edges(self, now: datetime) -> None:
