@@ -64,8 +64,7 @@ _TEMP = {
     "_id_lower": "v BIGINT, label BIGINT",
     "_id_next": "v BIGINT, label VARCHAR",
     "_id_claim": "part BIGINT, profile_id VARCHAR",
-    "_id_owner": "part BIGINT, profile_id VARCHAR",
-    "_id_fresh": "part BIGINT, profile_id VARCHAR",
+    "_id_owner": "part BIGINT, profile_id VARCHAR, fresh BOOLEAN",
     "_id_was": "node_id BIGINT, part BIGINT, profile_id VARCHAR",
     **MATCH_TEMP,
 }
@@ -509,19 +508,20 @@ class Identity:
             WHERE rank = 1"""
         )
         e.execute(
-            """INSERT INTO _id_owner (part, profile_id)
-            SELECT part, profile_id FROM (
+            """INSERT INTO _id_owner (part, profile_id, fresh)
+            SELECT part, profile_id, FALSE FROM (
                 SELECT c.part, c.profile_id,
                        row_number() OVER (PARTITION BY c.part ORDER BY x.first_seq, c.profile_id) AS rank
                 FROM _id_claim AS c JOIN profiles_index AS x ON x.profile_id = c.profile_id) AS o
             WHERE rank = 1"""
         )
-        # A part without a profile gets one named after its first identifier (made unique if that name is taken).
+        # A part without a profile gets a new one (``fresh``), named after its first identifier (made unique if
+        # that name is taken).
         e.execute(
-            """INSERT INTO _id_owner (part, profile_id)
+            """INSERT INTO _id_owner (part, profile_id, fresh)
             SELECT f.part, CASE WHEN EXISTS (SELECT 1 FROM profiles_index AS x WHERE x.profile_id = f.name)
                                   OR EXISTS (SELECT 1 FROM profile_aliases AS a WHERE a.alias = f.name)
-                                THEN 'prf_' || substr(md5(f.source || ':' || ?), 1, 20) ELSE f.name END
+                                THEN 'prf_' || substr(md5(f.source || ':' || ?), 1, 20) ELSE f.name END, TRUE
             FROM (SELECT part, 'prf_' || substr(md5(id_type || ':' || id_value), 1, 20) AS name,
                          id_type || ':' || id_value AS source
                   FROM (SELECT p.part, n.id_type, n.id_value,
@@ -531,11 +531,7 @@ class Identity:
                   WHERE rank = 1) AS f""",
             (str(upto),),
         )
-        e.execute(  # the parts whose profile is new
-            """INSERT INTO _id_fresh (part, profile_id) SELECT o.part, o.profile_id FROM _id_owner AS o
-            WHERE NOT EXISTS (SELECT 1 FROM profiles_index AS x WHERE x.profile_id = o.profile_id)"""
-        )
-        fresh = "_id_fresh"
+        fresh = "(SELECT part, profile_id FROM _id_owner WHERE fresh)"  # the parts whose profile is new
         created = e.fetch_one(f"SELECT count(*) FROM {fresh} AS f")
         e.execute(  # created, or split off a profile another part kept
             f"""INSERT INTO identity_events (kind, profile_id, other_profile_id, happened_at)
