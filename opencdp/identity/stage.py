@@ -61,8 +61,6 @@ _TEMP = {
     "_id_shared": "node_id BIGINT, reason VARCHAR",
     "_id_reach": "node_id BIGINT, seed BOOLEAN, key VARCHAR, relay BOOLEAN, fallback VARCHAR",
     "_id_contested": "node_id BIGINT",
-    "_id_lower": "v BIGINT, label BIGINT",
-    "_id_next": "v BIGINT, label VARCHAR",
     "_id_claim": "part BIGINT, profile_id VARCHAR",
     "_id_owner": "part BIGINT, profile_id VARCHAR, fresh BOOLEAN",
     "_id_was": "node_id BIGINT, part BIGINT, profile_id VARCHAR",
@@ -249,17 +247,12 @@ class Identity:
             (now,),
         )
 
-    def _converge(self, table: str, step: str, changed: str, apply: str) -> None:
-        """Repeat a set-based relaxation until nothing changes: ``step`` fills ``table``, ``changed`` counts the
-        rows it would improve, ``apply`` applies them."""
-        e = self.engine
+    def _converge(self, relax: str) -> None:
+        """Repeat a set-based relaxation until it changes nothing: ``relax`` is an UPDATE that gives each row
+        what its neighbours offer where that is better (every row reads the previous round's values)."""
         for _ in range(MAX_ROUNDS):
-            e.execute(f"DELETE FROM {table}")
-            e.execute(step)
-            found = e.fetch_one(changed)
-            if not found or not found[0]:
+            if not self.engine.execute_changed(relax):
                 return
-            e.execute(apply)
         raise RuntimeError("identity labels did not converge")  # pragma: no cover - bounded by the graph's size
 
     def _clusters(self) -> None:
@@ -285,12 +278,10 @@ class Identity:
         e.execute("INSERT INTO _id_arc (x, y) SELECT y, x FROM _id_arc")
         e.execute("INSERT INTO _id_label (v, label) SELECT DISTINCT v, v FROM _id_vertex")
         self._converge(
-            "_id_lower",
-            "INSERT INTO _id_lower (v, label) SELECT a.x, min(l.label) FROM _id_arc AS a "
-            "JOIN _id_label AS l ON l.v = a.y GROUP BY a.x",
-            "SELECT count(*) FROM _id_lower AS n JOIN _id_label AS l ON l.v = n.v WHERE n.label < l.label",
-            "UPDATE _id_label SET label = n.label FROM _id_lower AS n "
-            "WHERE _id_label.v = n.v AND n.label < _id_label.label",
+            """UPDATE _id_label SET label = n.label FROM (
+                SELECT a.x AS v, min(l.label) AS label FROM _id_arc AS a JOIN _id_label AS l ON l.v = a.y
+                GROUP BY a.x) AS n
+            WHERE _id_label.v = n.v AND n.label < _id_label.label"""
         )
         e.execute(
             """UPDATE identity_nodes SET cluster = l.label FROM _id_label AS l
@@ -354,12 +345,10 @@ class Identity:
         e.execute("DELETE FROM _id_edge WHERE a IN (SELECT node_id FROM _id_shared) "
                   "OR b IN (SELECT node_id FROM _id_shared)")  # fmt: skip
         self._converge(  # what is still joined: the components of the remaining edges
-            "_id_lower",
-            "INSERT INTO _id_lower (v, label) SELECT ed.a, min(p.part) FROM _id_edge AS ed "
-            "JOIN _id_part AS p ON p.node_id = ed.b GROUP BY ed.a",
-            "SELECT count(*) FROM _id_lower AS l JOIN _id_part AS p ON p.node_id = l.v WHERE l.label < p.part",
-            "UPDATE _id_part SET part = l.label FROM _id_lower AS l "
-            "WHERE _id_part.node_id = l.v AND l.label < _id_part.part",
+            """UPDATE _id_part SET part = l.label FROM (
+                SELECT ed.a AS v, min(p.part) AS label FROM _id_edge AS ed JOIN _id_part AS p ON p.node_id = ed.b
+                GROUP BY ed.a) AS l
+            WHERE _id_part.node_id = l.v AND l.label < _id_part.part"""
         )
         # What an operator said is separate (cannot-link constraints), before the limits.
         e.execute("DELETE FROM _id_seed")
@@ -460,17 +449,13 @@ class Identity:
         """Each identifier's key in ``_id_reach``: its distance to the nearest seed (6 digits), the sequence
         number of the edge it is reached over (20), the seed (20); smallest wins, over relaying neighbours."""
         self._converge(
-            "_id_next",
-            """INSERT INTO _id_next (v, label)
-            SELECT r.node_id, min(lpad(CAST(CAST(left(n.key, 6) AS INTEGER) + ed.cost AS VARCHAR), 6, '0')
-                                  || lpad(CAST(ed.seq AS VARCHAR), 20, '0') || substr(n.key, 27))
-            FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
-            JOIN _id_reach AS n ON n.node_id = ed.b AND n.key IS NOT NULL AND n.relay
-            WHERE NOT r.seed GROUP BY r.node_id""",
-            "SELECT count(*) FROM _id_next AS n JOIN _id_reach AS r ON r.node_id = n.v "
-            "WHERE r.key IS NULL OR n.label < r.key",
-            "UPDATE _id_reach SET key = n.label FROM _id_next AS n "
-            "WHERE _id_reach.node_id = n.v AND (_id_reach.key IS NULL OR n.label < _id_reach.key)",
+            """UPDATE _id_reach SET key = x.key FROM (
+                SELECT r.node_id, min(lpad(CAST(CAST(left(n.key, 6) AS INTEGER) + ed.cost AS VARCHAR), 6, '0')
+                                      || lpad(CAST(ed.seq AS VARCHAR), 20, '0') || substr(n.key, 27)) AS key
+                FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
+                JOIN _id_reach AS n ON n.node_id = ed.b AND n.key IS NOT NULL AND n.relay
+                WHERE NOT r.seed GROUP BY r.node_id) AS x
+            WHERE _id_reach.node_id = x.node_id AND (_id_reach.key IS NULL OR x.key < _id_reach.key)"""
         )
 
     def _components(self, now: datetime, upto: int) -> tuple[int, int]:

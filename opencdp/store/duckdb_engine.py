@@ -70,6 +70,10 @@ class DuckDBEngine(Engine):
             [str(path)],
         )
 
+    def _changed(self, cursor: Any) -> int:
+        row = cursor.fetchone()  # DuckDB answers a data-changing statement with one row: the count
+        return int(row[0]) if row else 0
+
     def _fetch_arrow(self, conn: Any, sql: str, params: Sequence[object]) -> pa.Table:
         result: pa.Table = conn.sql(sql, params=list(params) or None).to_arrow_table()
         return result

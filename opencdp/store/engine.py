@@ -71,6 +71,10 @@ class Engine(ABC):
     def _fetch_arrow(self, conn: Any, sql: str, params: Sequence[object]) -> pa.Table: ...
 
     @abstractmethod
+    def _changed(self, cursor: Any) -> int:
+        """How many rows the data-changing statement just run on ``cursor`` inserted, updated or deleted."""
+
+    @abstractmethod
     def _copy_tsv(self, conn: Any, table: str, path: Path, columns: Sequence[tuple[str, str]]) -> None:
         """Bulk-insert a tab-separated file (no header, no quoting or escaping, empty field = NULL)."""
 
@@ -117,6 +121,17 @@ class Engine(ABC):
             self._conn().execute(sql)
         except Exception as exc:
             raise EngineError(f"{type(exc).__name__}: {exc}", sql=sql) from exc
+
+    @final
+    def execute_changed(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run an INSERT, UPDATE or DELETE; returns how many rows it changed (a loop that repeats a relaxation
+        until nothing changes needs no extra statement to find out)."""
+        rendered = self.render(sql)
+        log.debug("sql: %s", rendered)
+        try:
+            return self._changed(self._conn().execute(rendered, params))
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", sql=rendered) from exc
 
     @final
     def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
