@@ -128,9 +128,7 @@ class Identity:
         return created, merged
 
     def _prepare(self) -> None:
-        for table, columns in _TEMP.items():
-            self.engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
-            self.engine.execute(f"DELETE FROM {table}")
+        self.engine.scratch(_TEMP)
 
     def separate(self, a: int, b: int, *, apart: bool) -> None:
         """Record (``apart``) or remove a cannot-link constraint between two identifiers (node ids), and
@@ -225,8 +223,6 @@ class Identity:
 
     def _edges(self, now: datetime) -> None:
         e = self.engine
-        e.execute("""CREATE TEMP TABLE IF NOT EXISTS _id_anchor AS SELECT seq, node_id FROM _id_nodes WHERE FALSE""")
-        e.execute("DELETE FROM _id_anchor")
         e.execute(
             """INSERT INTO _id_anchor SELECT seq, node_id FROM (
                 SELECT seq, node_id, row_number() OVER (PARTITION BY seq ORDER BY priority, node_id) AS rank
@@ -258,16 +254,15 @@ class Identity:
     def _clusters(self) -> None:
         """Raw components (every edge counts) where the batch changed them: ``identity_nodes.cluster`` is the
         smallest node id of each, and the changed ones are listed in ``_id_touched``. Only a new identifier
-        (still without a cluster) or a new edge changes a cluster: one whose identifiers the batch merely saw
+        (``_id_known``) or a new edge changes a cluster: one whose identifiers the batch merely saw
         again keeps its parts and profiles as they are (they are a function of its identifiers, its edges and
         the cannot-link constraints, and a removed edge or a changed constraint recomputes its cluster itself)."""
         e = self.engine
         e.execute(
             """INSERT INTO _id_vertex (node_id, v)
             SELECT n.node_id, coalesce(n.cluster, n.node_id)
-            FROM (SELECT node_id FROM _id_nodes UNION SELECT a FROM _id_new_edges UNION SELECT b FROM _id_new_edges)
-                 AS b JOIN identity_nodes AS n ON n.node_id = b.node_id
-            WHERE n.cluster IS NULL OR b.node_id IN (SELECT a FROM _id_new_edges UNION SELECT b FROM _id_new_edges)"""
+            FROM (SELECT node_id FROM _id_known WHERE fresh UNION SELECT a FROM _id_new_edges
+                  UNION SELECT b FROM _id_new_edges) AS b JOIN identity_nodes AS n ON n.node_id = b.node_id"""
         )
         e.execute(
             """INSERT INTO _id_arc (x, y)

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -100,6 +100,7 @@ class Engine(ABC):
             conn = self._connect()
             self._local.conn = conn
             self._local.depth = 0
+            self._local.scratch = set()
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
@@ -181,6 +182,20 @@ class Engine(ABC):
             raise EngineError(f"{type(exc).__name__}: {exc}", sql=f"-- bulk read of {path.name} into {table}") from exc
 
     @final
+    def scratch(self, tables: Mapping[str, str]) -> None:
+        """Empty this connection's temporary working tables (``name: column definitions``), creating those it
+        does not have yet. Each is created once per connection (the statements a stage runs per batch are
+        counted: each costs planning time); a rolled-back transaction may have taken its creations along, so
+        after one they are created again."""
+        self._conn()
+        made: set[str] = self._local.scratch
+        for table, columns in tables.items():
+            if table not in made:
+                self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
+                made.add(table)
+            self.execute(f"DELETE FROM {table}")
+
+    @final
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """All statements of this thread inside the block commit together or not at all (nesting joins)."""
@@ -201,6 +216,7 @@ class Engine(ABC):
             yield
         except BaseException:
             self._local.depth = 0
+            self._local.scratch = set()  # temporary tables created in the transaction may be gone with it
             self._rollback(conn)
             raise
         self._local.depth = 0

@@ -39,6 +39,18 @@ def test_execute_changed_counts_the_rows_a_statement_changed(engine: Engine) -> 
     assert engine.fetch_all("SELECT id, label FROM t") == [(1, 10)]
 
 
+def test_scratch_tables_are_created_once_and_emptied_each_time(engine: Engine) -> None:
+    engine.scratch({"_t_work": "id BIGINT"})
+    engine.execute("INSERT INTO _t_work VALUES (1)")
+    engine.scratch({"_t_work": "id BIGINT"})
+    assert engine.fetch_all("SELECT count(*) FROM _t_work") == [(0,)]
+    with pytest.raises(RuntimeError), engine.transaction():
+        engine.scratch({"_t_rolled": "id BIGINT"})
+        raise RuntimeError("boom")
+    engine.scratch({"_t_rolled": "id BIGINT"})  # the rollback took the table along: it is created again
+    assert engine.fetch_all("SELECT count(*) FROM _t_rolled") == [(0,)]
+
+
 def test_json_extraction_is_portable(engine: Engine) -> None:
     engine.execute("CREATE TABLE t (doc JSON)")
     engine.execute("INSERT INTO t VALUES (?)", ('{"messageId": "m1", "properties": {"p": 1}, "n": null}',))
