@@ -103,19 +103,20 @@ class Identity:
             # the batch's governed rows, read once for the identifiers and the match records
             e.execute(f"INSERT INTO _id_governed {_GOVERNED} WHERE gseq > {int(last)} AND gseq <= {int(upto)}")
             e.execute(f"INSERT INTO _id_raw {raw_values('_id_governed')}")
-            e.execute(f"INSERT INTO _id_found {identifiers('_id_raw')}")
-            e.execute(
+            found = e.execute_changed(f"INSERT INTO _id_found {identifiers('_id_raw')}")
+            kept = e.execute_changed(
                 "INSERT INTO _id_batch (seq, id_type, id_value, priority) "
                 "SELECT seq, id_type, id_value, priority FROM _id_found WHERE NOT blocked"
             )
-            e.execute(  # placeholders identify nobody, but how often each is sent is worth knowing
-                """INSERT INTO identity_blocked (id_type, id_value, hits, last_seen)
-                SELECT id_type, lower(id_value), count(*), ? FROM _id_found WHERE blocked
-                GROUP BY id_type, lower(id_value)
-                ON CONFLICT (id_type, id_value) DO UPDATE
-                SET hits = identity_blocked.hits + excluded.hits, last_seen = excluded.last_seen""",
-                (now,),
-            )
+            if kept < found:  # placeholders identify nobody, but how often each is sent is worth knowing
+                e.execute(
+                    """INSERT INTO identity_blocked (id_type, id_value, hits, last_seen)
+                    SELECT id_type, lower(id_value), count(*), ? FROM _id_found WHERE blocked
+                    GROUP BY id_type, lower(id_value)
+                    ON CONFLICT (id_type, id_value) DO UPDATE
+                    SET hits = identity_blocked.hits + excluded.hits, last_seen = excluded.last_seen""",
+                    (now,),
+                )
             self._nodes(now)
             self._edges(now)
             self.matcher.collect(
@@ -346,18 +347,18 @@ class Identity:
             WHERE _id_part.node_id = l.v AND l.label < _id_part.part"""
         )
         # What an operator said is separate (cannot-link constraints), before the limits.
-        e.execute("DELETE FROM _id_seed")
-        e.execute(
+        seeds = e.execute_changed(
             """INSERT INTO _id_seed (node_id, part, reason)
             SELECT DISTINCT x.node_id, x.part, 'cannot-link' FROM identity_cannot_link AS c
             JOIN _id_part AS pa ON pa.node_id = c.a JOIN _id_part AS pb ON pb.node_id = c.b
             JOIN _id_part AS x ON x.node_id = c.a OR x.node_id = c.b
             WHERE pa.part = pb.part"""
         )
-        self._split_around_seeds(now)
+        if seeds:
+            self._split_around_seeds(now)
         for _ in range(len(IDENTIFIER_TYPES) + 1):
             e.execute("DELETE FROM _id_split")
-            e.execute(
+            split = e.execute_changed(
                 """INSERT INTO _id_split (part, id_type)
                 SELECT part, min(id_type) FROM (
                     SELECT part, id_type, once, min(once) OVER (PARTITION BY part) AS strongest
@@ -365,8 +366,7 @@ class Identity:
                           GROUP BY part, id_type, once HAVING count(*) > 1) AS over
                 ) AS v WHERE once = strongest GROUP BY part"""
             )
-            found = e.fetch_one("SELECT count(*) FROM _id_split")
-            if not found or not found[0]:
+            if not split:
                 return
             e.execute("DELETE FROM _id_seed")
             e.execute(
@@ -378,7 +378,7 @@ class Identity:
         raise RuntimeError("identity limits did not settle")  # pragma: no cover - one round per limited type
 
     def _split_around_seeds(self, now: datetime) -> None:
-        """Split each part that has seeds (``_id_seed``) into one part per seed: every other identifier joins
+        """Split each part that has seeds (``_id_seed``, not empty) into one part per seed: every other identifier joins
         the nearest seed (fewest edges, never through another seed). Of two seeds equally near, the one reached
         over the older edge wins (the family computer stays with whoever logged in on it first). An identifier
         equally near two seeds (a shared mailbox, a recycled phone number) is *contested*: it goes with the
@@ -386,9 +386,6 @@ class Identity:
         not behind a contested identifier (when there is none, with the tie's winner). The edges between the
         new parts are refused with the seeds' reason and stop joining anything."""
         e = self.engine
-        found = e.fetch_one("SELECT count(*) FROM _id_seed")
-        if not found or not found[0]:
-            return
         e.execute("DELETE FROM _id_reach")
         e.execute(
             """INSERT INTO _id_reach (node_id, seed, key, relay)
@@ -401,7 +398,7 @@ class Identity:
         for _ in range(MAX_ROUNDS):
             self._nearest_seeds()
             e.execute("DELETE FROM _id_contested")
-            e.execute(  # reached at its distance from two seeds at once (through identifiers that relay)
+            contested = e.execute_changed(  # reached at its distance from two seeds at once (through relays)
                 """INSERT INTO _id_contested (node_id)
                 SELECT r.node_id FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
                 JOIN _id_reach AS n ON n.node_id = ed.b AND n.relay AND n.key IS NOT NULL
@@ -409,8 +406,7 @@ class Identity:
                   AND CAST(left(n.key, 6) AS INTEGER) + ed.cost = CAST(left(r.key, 6) AS INTEGER)
                 GROUP BY r.node_id HAVING count(DISTINCT substr(n.key, 27)) > 1"""
             )
-            found = e.fetch_one("SELECT count(*) FROM _id_contested")
-            if not found or not found[0]:
+            if not contested:
                 break
             e.execute("UPDATE _id_reach SET fallback = coalesce(fallback, key)")
             e.execute("UPDATE _id_reach SET relay = FALSE WHERE node_id IN (SELECT node_id FROM _id_contested)")
@@ -512,8 +508,7 @@ class Identity:
             (str(upto),),
         )
         fresh = "(SELECT part, profile_id FROM _id_owner WHERE fresh)"  # the parts whose profile is new
-        created = e.fetch_one(f"SELECT count(*) FROM {fresh} AS f")
-        e.execute(  # created, or split off a profile another part kept
+        created = e.execute_changed(  # created, or split off a profile another part kept
             f"""INSERT INTO identity_events (kind, profile_id, other_profile_id, happened_at)
             SELECT CASE WHEN m.profile_id IS NULL THEN 'created' ELSE 'split' END, f.profile_id, m.profile_id, ?
             FROM {fresh} AS f
@@ -521,32 +516,33 @@ class Identity:
                    ON m.part = f.part""",
             (now,),
         )
-        e.execute(
-            f"""INSERT INTO profiles_index (profile_id, first_seq, created_at)
-            SELECT f.profile_id, min(p.first_seq), ? FROM {fresh} AS f JOIN _id_part AS p ON p.part = f.part
-            GROUP BY f.profile_id""",
-            (now,),
-        )
+        if created:
+            e.execute(
+                f"""INSERT INTO profiles_index (profile_id, first_seq, created_at)
+                SELECT f.profile_id, min(p.first_seq), ? FROM {fresh} AS f JOIN _id_part AS p ON p.part = f.part
+                GROUP BY f.profile_id""",
+                (now,),
+            )
         absorbed = "(SELECT c.profile_id AS old, o.profile_id AS new FROM _id_claim AS c " + (
             "JOIN _id_owner AS o ON o.part = c.part WHERE c.profile_id <> o.profile_id)"
         )
-        merged = e.fetch_one(f"SELECT count(*) FROM {absorbed} AS a")
-        e.execute(
+        merged = e.execute_changed(
             f"INSERT INTO identity_events (kind, profile_id, other_profile_id, happened_at) "
             f"SELECT 'merged', new, old, ? FROM {absorbed} AS a",
             (now,),
         )
-        e.execute(f"UPDATE profile_aliases SET profile_id = a.new FROM {absorbed} AS a "
-                  "WHERE profile_aliases.profile_id = a.old")  # fmt: skip
-        e.execute(
-            f"INSERT INTO profile_aliases (alias, profile_id, merged_at) SELECT old, new, ? FROM {absorbed} AS a",
-            (now,),
-        )
-        e.execute(f"DELETE FROM profiles_index WHERE profile_id IN (SELECT old FROM {absorbed} AS a)")
+        if merged:
+            e.execute(f"UPDATE profile_aliases SET profile_id = a.new FROM {absorbed} AS a "
+                      "WHERE profile_aliases.profile_id = a.old")  # fmt: skip
+            e.execute(
+                f"INSERT INTO profile_aliases (alias, profile_id, merged_at) SELECT old, new, ? FROM {absorbed} AS a",
+                (now,),
+            )
+            e.execute(f"DELETE FROM profiles_index WHERE profile_id IN (SELECT old FROM {absorbed} AS a)")
         e.execute("DELETE FROM identity_membership WHERE node_id IN (SELECT node_id FROM _id_part)")
         e.execute(
             """INSERT INTO identity_membership (node_id, profile_id, since)
             SELECT p.node_id, o.profile_id, ? FROM _id_part AS p JOIN _id_owner AS o ON o.part = p.part""",
             (now,),
         )
-        return int(created[0]) if created else 0, int(merged[0]) if merged else 0
+        return created, merged
