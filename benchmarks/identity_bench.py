@@ -119,7 +119,7 @@ class Clock:
         self.statements: dict[str, Counter[str]] = defaultdict(Counter)
         self.calls: dict[str, Counter[str]] = defaultdict(Counter)
         if profile:
-            for name in ("execute", "fetch_all", "fetch_arrow"):
+            for name in ("execute", "execute_changed", "fetch_all", "fetch_arrow"):
                 setattr(Engine, name, self._statement(getattr(Engine, name)))
             commit = Engine._commit
             Engine._commit = lambda engine, conn: self._count("COMMIT", commit, engine, conn)  # type: ignore[method-assign]

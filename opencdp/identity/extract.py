@@ -1,7 +1,10 @@
 """Identifiers out of governed messages and records, as set-based SQL (pure functions, no connection).
 
-:func:`identifiers` turns a relation of governed rows (``seq``, ``source_id``, ``type``, ``user_id``,
-``anonymous_id``, ``message``) into one row per (message, identifier): ``seq``, ``id_type``, ``id_value``,
+Two statements, each cheap to plan (they run once per micro-batch; as one statement, the optimizer copied the
+normalisation into every path's branch and planning alone took longer than running it):
+:func:`raw_values` turns a relation of governed rows (``seq``, ``source_id``, ``type``, ``user_id``,
+``anonymous_id``, ``message``) into one row per (message, path) with the value read (:data:`RAW_COLUMNS`);
+:func:`identifiers` turns those into one row per (message, identifier): ``seq``, ``id_type``, ``id_value``,
 ``priority`` and ``blocked``. Values are normalised (emails trimmed and lower-cased, phones as ``+`` and
 digits); placeholders (:data:`opencdp.model.identity.BLOCKED_VALUES`) are marked ``blocked`` (the stage
 counts them and leaves them out), and values a PII policy masked (``***``) and phones of one repeated digit
@@ -40,35 +43,38 @@ def phone(v: str) -> str:
     return f"CASE WHEN length({digits}) >= 7 AND replace({digits}, left({digits}, 1), '') <> '' THEN {written} END"
 
 
-def _normalised(kind: str) -> str:
-    if kind == "email":
-        return "lower(trim(v))"
-    if kind == "phone":
-        return phone("v")
-    return "trim(v)"
+RAW_COLUMNS = (
+    "seq BIGINT, source_id VARCHAR, id_type VARCHAR, priority INTEGER, normaliser VARCHAR, scoped BOOLEAN, v VARCHAR"
+)
+"""What :func:`raw_values` gives: per message and path, the identifier type's name, priority, normaliser,
+whether its values are namespaced by the source (``scoped``), and the value read (``v``, NULL when absent)."""
 
 
-def _parts(t: IdentifierType, blocked: str) -> list[str]:
-    parts = []
+def _reads(t: IdentifierType, rows: str) -> list[str]:
+    reads = []
     for path in t.paths:
         where = "type = 'record'" if path.startswith("$.fields.") else "type <> 'record'"
         if path.startswith("column:"):
             where = "TRUE"
-        value = "source_id || ':' || n" if t.records_only else "n"
-        parts.append(
-            f"SELECT seq, {lit(t.name)} AS id_type, {value} AS id_value, {t.priority} AS priority, "
-            f"lower(n) IN ({blocked}) AS blocked "
-            f"FROM (SELECT seq, source_id, {_normalised(t.normaliser)} AS n "
-            f"      FROM (SELECT seq, source_id, {_read(path)} AS v FROM _id_rows WHERE {where}) AS r) AS x "
-            f"WHERE n IS NOT NULL AND strpos(n, '***') = 0 AND length(n) <= 512"
+        reads.append(
+            f"SELECT seq, source_id, {lit(t.name)} AS id_type, {t.priority} AS priority, "
+            f"{lit(t.normaliser)} AS normaliser, {'TRUE' if t.records_only else 'FALSE'} AS scoped, "
+            f"{_read(path)} AS v FROM {rows} WHERE {where}"
         )
-    return parts
+    return reads
 
 
-def identifiers(rows: str) -> str:
-    """One row per (message, identifier) of ``rows`` with ``blocked`` (a placeholder: the stage counts it and
-    leaves it out); see the module docstring."""
+def raw_values(rows: str) -> str:
+    """The value every path of every identifier type reads from the governed rows in table ``rows``."""
+    return " UNION ALL ".join(r for t in IDENTIFIER_TYPES for r in _reads(t, rows))
+
+
+def identifiers(raw: str) -> str:
+    """One row per (message, identifier) of the raw values in table ``raw`` (:func:`raw_values`), with
+    ``blocked`` (a placeholder: the stage counts it and leaves it out); see the module docstring."""
     blocked = ", ".join(lit(v) for v in sorted(BLOCKED_VALUES))
-    union = " UNION ALL ".join(p for t in IDENTIFIER_TYPES for p in _parts(t, blocked))
-    return f"""WITH _id_rows AS MATERIALIZED ({rows})
-    SELECT DISTINCT seq, id_type, id_value, priority, blocked FROM ({union}) AS x"""
+    normalised = f"CASE normaliser WHEN 'email' THEN lower(trim(v)) WHEN 'phone' THEN {phone('v')} ELSE trim(v) END"
+    return f"""SELECT DISTINCT seq, id_type, CASE WHEN scoped THEN source_id || ':' || n ELSE n END AS id_value,
+           priority, lower(n) IN ({blocked}) AS blocked
+    FROM (SELECT seq, source_id, id_type, priority, scoped, {normalised} AS n FROM {raw}) AS x
+    WHERE n IS NOT NULL AND strpos(n, '***') = 0 AND length(n) <= 512"""

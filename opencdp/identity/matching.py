@@ -73,9 +73,7 @@ class Matcher:
         """Upsert the match records of ``rows`` (governed rows with their anchor ``node_id``); the new and
         changed ones are listed in ``_mt_batch``."""
         e = self.engine
-        e.execute(f"INSERT INTO _mt_rows {candidate_rows(rows)}")
-        found = e.fetch_one("SELECT count(*) FROM _mt_rows")
-        if not found or not found[0]:
+        if not e.execute_changed(f"INSERT INTO _mt_rows {candidate_rows(rows)}"):
             return
         e.execute(f"INSERT INTO _mt_found {match_records('SELECT * FROM _mt_rows')}")
         changed = " OR ".join(f"m.{c} IS DISTINCT FROM f.{c}" for c in ["node_id", *_FEATURES])

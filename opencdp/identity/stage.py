@@ -7,8 +7,8 @@ the labels stop changing):
    (``identity_nodes``, one per type and value);
 2. each message links its identifiers to its strongest one, its *anchor* (``identity_edges``), and remembers
    the anchor (``message_identities``), through which any message resolves to its profile;
-3. clusters (connected components of every edge) are recomputed only where the batch touched them, by label
-   propagation over a small graph of the touched clusters and the new nodes;
+3. clusters (connected components of every edge) are recomputed only where the batch changed them (a new
+   node or a new edge), by label propagation over a small graph of those clusters and the new nodes;
 4. each touched cluster is cut into parts: shared identifiers (the guard) join nobody, operator splits
    (``identity_cannot_link``) and the limits of one per profile split a part around their seeds, each other
    identifier joining the nearest seed; refused edges are recorded (``identity_conflicts``);
@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from opencdp.identity.extract import identifiers, per_type
+from opencdp.identity.extract import RAW_COLUMNS, identifiers, per_type, raw_values
 from opencdp.identity.matching import TEMP as MATCH_TEMP
 from opencdp.identity.matching import Matcher
 from opencdp.model.identity import IDENTIFIER_TYPES
@@ -42,8 +42,10 @@ _GOVERNED = "SELECT gseq, seq, source_id, type, user_id, anonymous_id, message F
 _TEMP = {
     "_id_governed": "gseq BIGINT, seq BIGINT, source_id VARCHAR, type VARCHAR, user_id VARCHAR, "
     "anonymous_id VARCHAR, message JSON",
+    "_id_raw": RAW_COLUMNS,
     "_id_found": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER, blocked BOOLEAN",
     "_id_batch": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER",
+    "_id_known": "id_type VARCHAR, id_value VARCHAR, first_seq BIGINT, messages BIGINT, node_id BIGINT, fresh BOOLEAN",
     "_id_nodes": "seq BIGINT, node_id BIGINT, priority INTEGER",
     "_id_anchor": "seq BIGINT, node_id BIGINT",
     "_id_new_edges": "a BIGINT, b BIGINT, seq BIGINT",
@@ -59,12 +61,9 @@ _TEMP = {
     "_id_shared": "node_id BIGINT, reason VARCHAR",
     "_id_reach": "node_id BIGINT, seed BOOLEAN, key VARCHAR, relay BOOLEAN, fallback VARCHAR",
     "_id_contested": "node_id BIGINT",
-    "_id_lower": "v BIGINT, label BIGINT",
-    "_id_next": "v BIGINT, label VARCHAR",
     "_id_claim": "part BIGINT, profile_id VARCHAR",
-    "_id_owner": "part BIGINT, profile_id VARCHAR",
+    "_id_owner": "part BIGINT, profile_id VARCHAR, fresh BOOLEAN",
     "_id_was": "node_id BIGINT, part BIGINT, profile_id VARCHAR",
-    "_id_fresh": "part BIGINT, profile_id VARCHAR",
     **MATCH_TEMP,
 }
 """Per-batch working tables (temporary: per connection, emptied at the start of each batch)."""
@@ -103,19 +102,21 @@ class Identity:
             self._prepare()
             # the batch's governed rows, read once for the identifiers and the match records
             e.execute(f"INSERT INTO _id_governed {_GOVERNED} WHERE gseq > {int(last)} AND gseq <= {int(upto)}")
-            e.execute(f"INSERT INTO _id_found {identifiers('SELECT * FROM _id_governed')}")
-            e.execute(
+            e.execute(f"INSERT INTO _id_raw {raw_values('_id_governed')}")
+            found = e.execute_changed(f"INSERT INTO _id_found {identifiers('_id_raw')}")
+            kept = e.execute_changed(
                 "INSERT INTO _id_batch (seq, id_type, id_value, priority) "
                 "SELECT seq, id_type, id_value, priority FROM _id_found WHERE NOT blocked"
             )
-            e.execute(  # placeholders identify nobody, but how often each is sent is worth knowing
-                """INSERT INTO identity_blocked (id_type, id_value, hits, last_seen)
-                SELECT id_type, lower(id_value), count(*), ? FROM _id_found WHERE blocked
-                GROUP BY id_type, lower(id_value)
-                ON CONFLICT (id_type, id_value) DO UPDATE
-                SET hits = identity_blocked.hits + excluded.hits, last_seen = excluded.last_seen""",
-                (now,),
-            )
+            if kept < found:  # placeholders identify nobody, but how often each is sent is worth knowing
+                e.execute(
+                    """INSERT INTO identity_blocked (id_type, id_value, hits, last_seen)
+                    SELECT id_type, lower(id_value), count(*), ? FROM _id_found WHERE blocked
+                    GROUP BY id_type, lower(id_value)
+                    ON CONFLICT (id_type, id_value) DO UPDATE
+                    SET hits = identity_blocked.hits + excluded.hits, last_seen = excluded.last_seen""",
+                    (now,),
+                )
             self._nodes(now)
             self._edges(now)
             self.matcher.collect(
@@ -128,9 +129,7 @@ class Identity:
         return created, merged
 
     def _prepare(self) -> None:
-        for table, columns in _TEMP.items():
-            self.engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
-            self.engine.execute(f"DELETE FROM {table}")
+        self.engine.scratch(_TEMP)
 
     def separate(self, a: int, b: int, *, apart: bool) -> None:
         """Record (``apart``) or remove a cannot-link constraint between two identifiers (node ids), and
@@ -189,34 +188,42 @@ class Identity:
             self._components(now, self.raw_log.offset(CONSUMER))
 
     def _nodes(self, now: datetime) -> None:
+        """The batch's identifiers as nodes (``_id_known``, one row each): one scan of ``identity_nodes`` finds
+        the known ones, the new ones take the next node ids in order of first appearance."""
         e = self.engine
+        e.execute(  # (seq, id_type, id_value) is unique in _id_batch: count(*) counts messages
+            """INSERT INTO _id_known (id_type, id_value, first_seq, messages, fresh)
+            SELECT id_type, id_value, min(seq), count(*), FALSE FROM _id_batch GROUP BY id_type, id_value"""
+        )
+        e.execute(
+            """UPDATE _id_known SET node_id = n.node_id FROM identity_nodes AS n
+            WHERE n.id_type = _id_known.id_type AND n.id_value = _id_known.id_value"""
+        )
+        e.execute(
+            """UPDATE _id_known SET node_id = f.node_id, fresh = TRUE FROM (
+                SELECT id_type, id_value, base.n + row_number() OVER (ORDER BY first_seq, id_type, id_value) AS node_id
+                FROM _id_known CROSS JOIN (SELECT coalesce(max(node_id), 0) AS n FROM identity_nodes) AS base
+                WHERE _id_known.node_id IS NULL) AS f
+            WHERE _id_known.id_type = f.id_type AND _id_known.id_value = f.id_value"""
+        )
         e.execute(
             """INSERT INTO identity_nodes (node_id, id_type, id_value, first_seq, first_seen, last_seen, messages)
-            SELECT base.n + row_number() OVER (ORDER BY first_seq, id_type, id_value), id_type, id_value, first_seq,
-                   ?, ?, 0
-            FROM (SELECT id_type, id_value, min(seq) AS first_seq FROM _id_batch AS b
-                  WHERE NOT EXISTS (SELECT 1 FROM identity_nodes AS n
-                                    WHERE n.id_type = b.id_type AND n.id_value = b.id_value)
-                  GROUP BY id_type, id_value) AS fresh
-            CROSS JOIN (SELECT coalesce(max(node_id), 0) AS n FROM identity_nodes) AS base""",
+            SELECT node_id, id_type, id_value, first_seq, ?, ?, messages FROM _id_known WHERE fresh""",
             (now, now),
         )
         e.execute(
-            """INSERT INTO _id_nodes (seq, node_id, priority)
-            SELECT b.seq, n.node_id, b.priority FROM _id_batch AS b
-            JOIN identity_nodes AS n ON n.id_type = b.id_type AND n.id_value = b.id_value"""
+            """UPDATE identity_nodes SET last_seen = ?, messages = identity_nodes.messages + k.messages
+            FROM _id_known AS k WHERE identity_nodes.node_id = k.node_id AND NOT k.fresh""",
+            (now,),
         )
         e.execute(
-            """UPDATE identity_nodes SET last_seen = ?, messages = identity_nodes.messages + c.n
-            FROM (SELECT node_id, count(DISTINCT seq) AS n FROM _id_nodes GROUP BY node_id) AS c
-            WHERE identity_nodes.node_id = c.node_id""",
-            (now,),
+            """INSERT INTO _id_nodes (seq, node_id, priority)
+            SELECT b.seq, k.node_id, b.priority FROM _id_batch AS b
+            JOIN _id_known AS k ON k.id_type = b.id_type AND k.id_value = b.id_value"""
         )
 
     def _edges(self, now: datetime) -> None:
         e = self.engine
-        e.execute("""CREATE TEMP TABLE IF NOT EXISTS _id_anchor AS SELECT seq, node_id FROM _id_nodes WHERE FALSE""")
-        e.execute("DELETE FROM _id_anchor")
         e.execute(
             """INSERT INTO _id_anchor SELECT seq, node_id FROM (
                 SELECT seq, node_id, row_number() OVER (PARTITION BY seq ORDER BY priority, node_id) AS rank
@@ -237,28 +244,26 @@ class Identity:
             (now,),
         )
 
-    def _converge(self, table: str, step: str, changed: str, apply: str) -> None:
-        """Repeat a set-based relaxation until nothing changes: ``step`` fills ``table``, ``changed`` counts the
-        rows it would improve, ``apply`` applies them."""
-        e = self.engine
+    def _converge(self, relax: str) -> None:
+        """Repeat a set-based relaxation until it changes nothing: ``relax`` is an UPDATE that gives each row
+        what its neighbours offer where that is better (every row reads the previous round's values)."""
         for _ in range(MAX_ROUNDS):
-            e.execute(f"DELETE FROM {table}")
-            e.execute(step)
-            found = e.fetch_one(changed)
-            if not found or not found[0]:
+            if not self.engine.execute_changed(relax):
                 return
-            e.execute(apply)
         raise RuntimeError("identity labels did not converge")  # pragma: no cover - bounded by the graph's size
 
     def _clusters(self) -> None:
-        """Raw components (every edge counts) where the batch touched them: ``identity_nodes.cluster`` is the
-        smallest node id of each, and the touched ones are listed in ``_id_touched``."""
+        """Raw components (every edge counts) where the batch changed them: ``identity_nodes.cluster`` is the
+        smallest node id of each, and the changed ones are listed in ``_id_touched``. Only a new identifier
+        (``_id_known``) or a new edge changes a cluster: one whose identifiers the batch merely saw
+        again keeps its parts and profiles as they are (they are a function of its identifiers, its edges and
+        the cannot-link constraints, and a removed edge or a changed constraint recomputes its cluster itself)."""
         e = self.engine
         e.execute(
             """INSERT INTO _id_vertex (node_id, v)
             SELECT n.node_id, coalesce(n.cluster, n.node_id)
-            FROM (SELECT node_id FROM _id_nodes UNION SELECT a FROM _id_new_edges UNION SELECT b FROM _id_new_edges)
-                 AS b JOIN identity_nodes AS n ON n.node_id = b.node_id"""
+            FROM (SELECT node_id FROM _id_known WHERE fresh UNION SELECT a FROM _id_new_edges
+                  UNION SELECT b FROM _id_new_edges) AS b JOIN identity_nodes AS n ON n.node_id = b.node_id"""
         )
         e.execute(
             """INSERT INTO _id_arc (x, y)
@@ -269,12 +274,10 @@ class Identity:
         e.execute("INSERT INTO _id_arc (x, y) SELECT y, x FROM _id_arc")
         e.execute("INSERT INTO _id_label (v, label) SELECT DISTINCT v, v FROM _id_vertex")
         self._converge(
-            "_id_lower",
-            "INSERT INTO _id_lower (v, label) SELECT a.x, min(l.label) FROM _id_arc AS a "
-            "JOIN _id_label AS l ON l.v = a.y GROUP BY a.x",
-            "SELECT count(*) FROM _id_lower AS n JOIN _id_label AS l ON l.v = n.v WHERE n.label < l.label",
-            "UPDATE _id_label SET label = n.label FROM _id_lower AS n "
-            "WHERE _id_label.v = n.v AND n.label < _id_label.label",
+            """UPDATE _id_label SET label = n.label FROM (
+                SELECT a.x AS v, min(l.label) AS label FROM _id_arc AS a JOIN _id_label AS l ON l.v = a.y
+                GROUP BY a.x) AS n
+            WHERE _id_label.v = n.v AND n.label < _id_label.label"""
         )
         e.execute(
             """UPDATE identity_nodes SET cluster = l.label FROM _id_label AS l
@@ -338,26 +341,24 @@ class Identity:
         e.execute("DELETE FROM _id_edge WHERE a IN (SELECT node_id FROM _id_shared) "
                   "OR b IN (SELECT node_id FROM _id_shared)")  # fmt: skip
         self._converge(  # what is still joined: the components of the remaining edges
-            "_id_lower",
-            "INSERT INTO _id_lower (v, label) SELECT ed.a, min(p.part) FROM _id_edge AS ed "
-            "JOIN _id_part AS p ON p.node_id = ed.b GROUP BY ed.a",
-            "SELECT count(*) FROM _id_lower AS l JOIN _id_part AS p ON p.node_id = l.v WHERE l.label < p.part",
-            "UPDATE _id_part SET part = l.label FROM _id_lower AS l "
-            "WHERE _id_part.node_id = l.v AND l.label < _id_part.part",
+            """UPDATE _id_part SET part = l.label FROM (
+                SELECT ed.a AS v, min(p.part) AS label FROM _id_edge AS ed JOIN _id_part AS p ON p.node_id = ed.b
+                GROUP BY ed.a) AS l
+            WHERE _id_part.node_id = l.v AND l.label < _id_part.part"""
         )
         # What an operator said is separate (cannot-link constraints), before the limits.
-        e.execute("DELETE FROM _id_seed")
-        e.execute(
+        seeds = e.execute_changed(
             """INSERT INTO _id_seed (node_id, part, reason)
             SELECT DISTINCT x.node_id, x.part, 'cannot-link' FROM identity_cannot_link AS c
             JOIN _id_part AS pa ON pa.node_id = c.a JOIN _id_part AS pb ON pb.node_id = c.b
             JOIN _id_part AS x ON x.node_id = c.a OR x.node_id = c.b
             WHERE pa.part = pb.part"""
         )
-        self._split_around_seeds(now)
+        if seeds:
+            self._split_around_seeds(now)
         for _ in range(len(IDENTIFIER_TYPES) + 1):
             e.execute("DELETE FROM _id_split")
-            e.execute(
+            split = e.execute_changed(
                 """INSERT INTO _id_split (part, id_type)
                 SELECT part, min(id_type) FROM (
                     SELECT part, id_type, once, min(once) OVER (PARTITION BY part) AS strongest
@@ -365,8 +366,7 @@ class Identity:
                           GROUP BY part, id_type, once HAVING count(*) > 1) AS over
                 ) AS v WHERE once = strongest GROUP BY part"""
             )
-            found = e.fetch_one("SELECT count(*) FROM _id_split")
-            if not found or not found[0]:
+            if not split:
                 return
             e.execute("DELETE FROM _id_seed")
             e.execute(
@@ -378,7 +378,7 @@ class Identity:
         raise RuntimeError("identity limits did not settle")  # pragma: no cover - one round per limited type
 
     def _split_around_seeds(self, now: datetime) -> None:
-        """Split each part that has seeds (``_id_seed``) into one part per seed: every other identifier joins
+        """Split each part that has seeds (``_id_seed``, not empty) into one part per seed: every other identifier joins
         the nearest seed (fewest edges, never through another seed). Of two seeds equally near, the one reached
         over the older edge wins (the family computer stays with whoever logged in on it first). An identifier
         equally near two seeds (a shared mailbox, a recycled phone number) is *contested*: it goes with the
@@ -386,9 +386,6 @@ class Identity:
         not behind a contested identifier (when there is none, with the tie's winner). The edges between the
         new parts are refused with the seeds' reason and stop joining anything."""
         e = self.engine
-        found = e.fetch_one("SELECT count(*) FROM _id_seed")
-        if not found or not found[0]:
-            return
         e.execute("DELETE FROM _id_reach")
         e.execute(
             """INSERT INTO _id_reach (node_id, seed, key, relay)
@@ -401,7 +398,7 @@ class Identity:
         for _ in range(MAX_ROUNDS):
             self._nearest_seeds()
             e.execute("DELETE FROM _id_contested")
-            e.execute(  # reached at its distance from two seeds at once (through identifiers that relay)
+            contested = e.execute_changed(  # reached at its distance from two seeds at once (through relays)
                 """INSERT INTO _id_contested (node_id)
                 SELECT r.node_id FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
                 JOIN _id_reach AS n ON n.node_id = ed.b AND n.relay AND n.key IS NOT NULL
@@ -409,8 +406,7 @@ class Identity:
                   AND CAST(left(n.key, 6) AS INTEGER) + ed.cost = CAST(left(r.key, 6) AS INTEGER)
                 GROUP BY r.node_id HAVING count(DISTINCT substr(n.key, 27)) > 1"""
             )
-            found = e.fetch_one("SELECT count(*) FROM _id_contested")
-            if not found or not found[0]:
+            if not contested:
                 break
             e.execute("UPDATE _id_reach SET fallback = coalesce(fallback, key)")
             e.execute("UPDATE _id_reach SET relay = FALSE WHERE node_id IN (SELECT node_id FROM _id_contested)")
@@ -444,17 +440,13 @@ class Identity:
         """Each identifier's key in ``_id_reach``: its distance to the nearest seed (6 digits), the sequence
         number of the edge it is reached over (20), the seed (20); smallest wins, over relaying neighbours."""
         self._converge(
-            "_id_next",
-            """INSERT INTO _id_next (v, label)
-            SELECT r.node_id, min(lpad(CAST(CAST(left(n.key, 6) AS INTEGER) + ed.cost AS VARCHAR), 6, '0')
-                                  || lpad(CAST(ed.seq AS VARCHAR), 20, '0') || substr(n.key, 27))
-            FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
-            JOIN _id_reach AS n ON n.node_id = ed.b AND n.key IS NOT NULL AND n.relay
-            WHERE NOT r.seed GROUP BY r.node_id""",
-            "SELECT count(*) FROM _id_next AS n JOIN _id_reach AS r ON r.node_id = n.v "
-            "WHERE r.key IS NULL OR n.label < r.key",
-            "UPDATE _id_reach SET key = n.label FROM _id_next AS n "
-            "WHERE _id_reach.node_id = n.v AND (_id_reach.key IS NULL OR n.label < _id_reach.key)",
+            """UPDATE _id_reach SET key = x.key FROM (
+                SELECT r.node_id, min(lpad(CAST(CAST(left(n.key, 6) AS INTEGER) + ed.cost AS VARCHAR), 6, '0')
+                                      || lpad(CAST(ed.seq AS VARCHAR), 20, '0') || substr(n.key, 27)) AS key
+                FROM _id_reach AS r JOIN _id_edge AS ed ON ed.a = r.node_id
+                JOIN _id_reach AS n ON n.node_id = ed.b AND n.key IS NOT NULL AND n.relay
+                WHERE NOT r.seed GROUP BY r.node_id) AS x
+            WHERE _id_reach.node_id = x.node_id AND (_id_reach.key IS NULL OR x.key < _id_reach.key)"""
         )
 
     def _components(self, now: datetime, upto: int) -> tuple[int, int]:
@@ -492,19 +484,20 @@ class Identity:
             WHERE rank = 1"""
         )
         e.execute(
-            """INSERT INTO _id_owner (part, profile_id)
-            SELECT part, profile_id FROM (
+            """INSERT INTO _id_owner (part, profile_id, fresh)
+            SELECT part, profile_id, FALSE FROM (
                 SELECT c.part, c.profile_id,
                        row_number() OVER (PARTITION BY c.part ORDER BY x.first_seq, c.profile_id) AS rank
                 FROM _id_claim AS c JOIN profiles_index AS x ON x.profile_id = c.profile_id) AS o
             WHERE rank = 1"""
         )
-        # A part without a profile gets one named after its first identifier (made unique if that name is taken).
+        # A part without a profile gets a new one (``fresh``), named after its first identifier (made unique if
+        # that name is taken).
         e.execute(
-            """INSERT INTO _id_owner (part, profile_id)
+            """INSERT INTO _id_owner (part, profile_id, fresh)
             SELECT f.part, CASE WHEN EXISTS (SELECT 1 FROM profiles_index AS x WHERE x.profile_id = f.name)
                                   OR EXISTS (SELECT 1 FROM profile_aliases AS a WHERE a.alias = f.name)
-                                THEN 'prf_' || substr(md5(f.source || ':' || ?), 1, 20) ELSE f.name END
+                                THEN 'prf_' || substr(md5(f.source || ':' || ?), 1, 20) ELSE f.name END, TRUE
             FROM (SELECT part, 'prf_' || substr(md5(id_type || ':' || id_value), 1, 20) AS name,
                          id_type || ':' || id_value AS source
                   FROM (SELECT p.part, n.id_type, n.id_value,
@@ -514,13 +507,8 @@ class Identity:
                   WHERE rank = 1) AS f""",
             (str(upto),),
         )
-        e.execute(  # the parts whose profile is new
-            """INSERT INTO _id_fresh (part, profile_id) SELECT o.part, o.profile_id FROM _id_owner AS o
-            WHERE NOT EXISTS (SELECT 1 FROM profiles_index AS x WHERE x.profile_id = o.profile_id)"""
-        )
-        fresh = "_id_fresh"
-        created = e.fetch_one(f"SELECT count(*) FROM {fresh} AS f")
-        e.execute(  # created, or split off a profile another part kept
+        fresh = "(SELECT part, profile_id FROM _id_owner WHERE fresh)"  # the parts whose profile is new
+        created = e.execute_changed(  # created, or split off a profile another part kept
             f"""INSERT INTO identity_events (kind, profile_id, other_profile_id, happened_at)
             SELECT CASE WHEN m.profile_id IS NULL THEN 'created' ELSE 'split' END, f.profile_id, m.profile_id, ?
             FROM {fresh} AS f
@@ -528,28 +516,29 @@ class Identity:
                    ON m.part = f.part""",
             (now,),
         )
-        e.execute(
-            f"""INSERT INTO profiles_index (profile_id, first_seq, created_at)
-            SELECT f.profile_id, min(p.first_seq), ? FROM {fresh} AS f JOIN _id_part AS p ON p.part = f.part
-            GROUP BY f.profile_id""",
-            (now,),
-        )
+        if created:
+            e.execute(
+                f"""INSERT INTO profiles_index (profile_id, first_seq, created_at)
+                SELECT f.profile_id, min(p.first_seq), ? FROM {fresh} AS f JOIN _id_part AS p ON p.part = f.part
+                GROUP BY f.profile_id""",
+                (now,),
+            )
         absorbed = "(SELECT c.profile_id AS old, o.profile_id AS new FROM _id_claim AS c " + (
             "JOIN _id_owner AS o ON o.part = c.part WHERE c.profile_id <> o.profile_id)"
         )
-        merged = e.fetch_one(f"SELECT count(*) FROM {absorbed} AS a")
-        e.execute(
+        merged = e.execute_changed(
             f"INSERT INTO identity_events (kind, profile_id, other_profile_id, happened_at) "
             f"SELECT 'merged', new, old, ? FROM {absorbed} AS a",
             (now,),
         )
-        e.execute(f"UPDATE profile_aliases SET profile_id = a.new FROM {absorbed} AS a "
-                  "WHERE profile_aliases.profile_id = a.old")  # fmt: skip
-        e.execute(
-            f"INSERT INTO profile_aliases (alias, profile_id, merged_at) SELECT old, new, ? FROM {absorbed} AS a",
-            (now,),
-        )
-        e.execute(f"DELETE FROM profiles_index WHERE profile_id IN (SELECT old FROM {absorbed} AS a)")
+        if merged:
+            e.execute(f"UPDATE profile_aliases SET profile_id = a.new FROM {absorbed} AS a "
+                      "WHERE profile_aliases.profile_id = a.old")  # fmt: skip
+            e.execute(
+                f"INSERT INTO profile_aliases (alias, profile_id, merged_at) SELECT old, new, ? FROM {absorbed} AS a",
+                (now,),
+            )
+            e.execute(f"DELETE FROM profiles_index WHERE profile_id IN (SELECT old FROM {absorbed} AS a)")
         changed = "FROM _id_was AS w JOIN _id_owner AS o ON o.part = w.part WHERE o.profile_id <> w.profile_id"
         e.execute(  # the profiles stage computes these again
             f"INSERT INTO profiles_dirty (profile_id) SELECT w.profile_id {changed} UNION SELECT o.profile_id {changed}"
@@ -560,4 +549,4 @@ class Identity:
             SELECT p.node_id, o.profile_id, ? FROM _id_part AS p JOIN _id_owner AS o ON o.part = p.part""",
             (now,),
         )
-        return int(created[0]) if created else 0, int(merged[0]) if merged else 0
+        return created, merged

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -71,6 +71,10 @@ class Engine(ABC):
     def _fetch_arrow(self, conn: Any, sql: str, params: Sequence[object]) -> pa.Table: ...
 
     @abstractmethod
+    def _changed(self, cursor: Any) -> int:
+        """How many rows the data-changing statement just run on ``cursor`` inserted, updated or deleted."""
+
+    @abstractmethod
     def _copy_tsv(self, conn: Any, table: str, path: Path, columns: Sequence[tuple[str, str]]) -> None:
         """Bulk-insert a tab-separated file (no header, no quoting or escaping, empty field = NULL)."""
 
@@ -96,6 +100,7 @@ class Engine(ABC):
             conn = self._connect()
             self._local.conn = conn
             self._local.depth = 0
+            self._local.scratch = set()
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
@@ -117,6 +122,17 @@ class Engine(ABC):
             self._conn().execute(sql)
         except Exception as exc:
             raise EngineError(f"{type(exc).__name__}: {exc}", sql=sql) from exc
+
+    @final
+    def execute_changed(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run an INSERT, UPDATE or DELETE; returns how many rows it changed (a loop that repeats a relaxation
+        until nothing changes needs no extra statement to find out)."""
+        rendered = self.render(sql)
+        log.debug("sql: %s", rendered)
+        try:
+            return self._changed(self._conn().execute(rendered, params))
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", sql=rendered) from exc
 
     @final
     def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
@@ -166,6 +182,20 @@ class Engine(ABC):
             raise EngineError(f"{type(exc).__name__}: {exc}", sql=f"-- bulk read of {path.name} into {table}") from exc
 
     @final
+    def scratch(self, tables: Mapping[str, str]) -> None:
+        """Empty this connection's temporary working tables (``name: column definitions``), creating those it
+        does not have yet. Each is created once per connection (the statements a stage runs per batch are
+        counted: each costs planning time); a rolled-back transaction may have taken its creations along, so
+        after one they are created again."""
+        self._conn()
+        made: set[str] = self._local.scratch
+        for table, columns in tables.items():
+            if table not in made:
+                self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
+                made.add(table)
+            self.execute(f"DELETE FROM {table}")
+
+    @final
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """All statements of this thread inside the block commit together or not at all (nesting joins)."""
@@ -186,6 +216,7 @@ class Engine(ABC):
             yield
         except BaseException:
             self._local.depth = 0
+            self._local.scratch = set()  # temporary tables created in the transaction may be gone with it
             self._rollback(conn)
             raise
         self._local.depth = 0

@@ -71,6 +71,9 @@ class PostgresEngine(Engine):
         conn.autocommit = True
         return conn
 
+    def _changed(self, cursor: Any) -> int:
+        return int(cursor.rowcount)
+
     def _append(self, conn: Any, table: str, rows: pa.Table) -> None:
         # Arrow -> CSV (in C++) -> COPY: no Python loop per row. Strings are always quoted, so an empty
         # string stays an empty string while a null (written bare) stays NULL.

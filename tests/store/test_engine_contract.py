@@ -26,6 +26,31 @@ def test_execute_and_fetch(engine: Engine) -> None:
     assert row[3] == at
 
 
+def test_execute_changed_counts_the_rows_a_statement_changed(engine: Engine) -> None:
+    engine.execute("CREATE TABLE t (id BIGINT, label BIGINT)")
+    assert engine.execute_changed("INSERT INTO t VALUES (1, 10), (2, 20), (3, 30)") == 3
+    assert (
+        engine.execute_changed("UPDATE t SET label = s.label FROM (SELECT 5 AS label) AS s WHERE t.label > ?", (15,))
+        == 2
+    )
+    assert engine.execute_changed("UPDATE t SET label = 0 WHERE id > 10") == 0
+    with engine.transaction():
+        assert engine.execute_changed("DELETE FROM t WHERE label = 5") == 2
+    assert engine.fetch_all("SELECT id, label FROM t") == [(1, 10)]
+
+
+def test_scratch_tables_are_created_once_and_emptied_each_time(engine: Engine) -> None:
+    engine.scratch({"_t_work": "id BIGINT"})
+    engine.execute("INSERT INTO _t_work VALUES (1)")
+    engine.scratch({"_t_work": "id BIGINT"})
+    assert engine.fetch_all("SELECT count(*) FROM _t_work") == [(0,)]
+    with pytest.raises(RuntimeError), engine.transaction():
+        engine.scratch({"_t_rolled": "id BIGINT"})
+        raise RuntimeError("boom")
+    engine.scratch({"_t_rolled": "id BIGINT"})  # the rollback took the table along: it is created again
+    assert engine.fetch_all("SELECT count(*) FROM _t_rolled") == [(0,)]
+
+
 def test_json_extraction_is_portable(engine: Engine) -> None:
     engine.execute("CREATE TABLE t (doc JSON)")
     engine.execute("INSERT INTO t VALUES (?)", ('{"messageId": "m1", "properties": {"p": 1}, "n": null}',))
