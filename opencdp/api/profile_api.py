@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 import msgspec
 
 from opencdp.api.collection import Receive, Scope, Send
-from opencdp.profiles.inspect import MAX_TIMELINE_PAGE, shaped
+from opencdp.profiles.inspect import MAX_TIMELINE_PAGE
 from opencdp.profiles.serving import CACHED_TIMELINE, ProfileCache
 
 PREFIX = "/v1/profiles"
@@ -86,16 +86,22 @@ class ProfileApp:
         except ValueError:
             await _answer(send, 400, _error("bad_parameter", "limit and before are whole numbers"))
             return
-        doc = self.cache.lookup(ref)
-        if doc is None:
+        found = self.cache.lookup(ref)
+        if found is None:
             await _answer(send, 404, _error("unknown_profile", "no profile is known by that reference"))
             return
-        answer = shaped(doc, lineage=_flag(query.get("lineage")), limit=min(limit, CACHED_TIMELINE))
-        if before is not None or limit > CACHED_TIMELINE:  # beyond the cached first page: from the engine
+        lineage = _flag(query.get("lineage"))
+        if before is None and limit == CACHED_TIMELINE:  # the usual request: sent as it was encoded
+            await _answer(send, 200, found.lineage if lineage else found.plain)
+            return
+        answer = found.document(lineage=lineage)
+        if before is None and limit < CACHED_TIMELINE:
+            rows = answer["timeline"][:limit]
+        else:  # beyond the cached first page: from the engine
             since = before if before is not None else 2**62
-            rows = await asyncio.to_thread(self.timeline_page, doc["profile_id"], limit, since)
-            answer["timeline"] = rows
-            answer["timeline_next"] = rows[-1]["seq"] if len(rows) == limit else None
+            rows = await asyncio.to_thread(self.timeline_page, answer["profile_id"], limit, since)
+        answer["timeline"] = rows
+        answer["timeline_next"] = rows[-1]["seq"] if len(rows) == limit else None
         await _answer(send, 200, _encode(answer))
 
     async def _lookup(self, receive: Receive, send: Send) -> None:
@@ -123,5 +129,5 @@ class ProfileApp:
             return
         lineage = doc.get("lineage") is True
         found = [self.cache.lookup(r) for r in refs]
-        profiles = [shaped(d, lineage=lineage, limit=CACHED_TIMELINE) if d else None for d in found]
-        await _answer(send, 200, _encode({"profiles": profiles}))
+        parts = [(f.lineage if lineage else f.plain) if f else b"null" for f in found]
+        await _answer(send, 200, b'{"profiles":[' + b",".join(parts) + b"]}")

@@ -4,14 +4,21 @@ The profiles stage hands over the ids it computed after each micro-batch; :meth:
 their documents (four set-based queries) and swaps them in. Readers never touch the engine and never wait on a
 lock: each lookup is two dictionary reads, and replacing an entry is atomic, so a reader sees a profile as it
 was before or after a batch, never half of one. Profiles a merge absorbed resolve to the survivor.
+
+Each entry holds the two answers the API gives most (plain and with lineage, the first timeline page) already
+encoded as JSON bytes: a request sends them as they are, and the garbage collector has nothing to walk (a
+hundred thousand documents as Python dictionaries are millions of objects, and walking them stalled requests).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from opencdp.model.identity import canonical_ref
-from opencdp.profiles.inspect import documents, new_rows, timelines
+from opencdp.profiles.inspect import documents, new_rows, shaped, timelines
 from opencdp.profiles.traits import Checked
 from opencdp.store.engine import Engine
 
@@ -19,14 +26,36 @@ CACHED_TIMELINE = 20
 """Timeline rows kept per profile (the first page); older pages are read from the engine."""
 
 
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One profile in the read model: its answers, encoded."""
+
+    plain: bytes
+    lineage: bytes
+
+    def document(self, *, lineage: bool) -> dict[str, Any]:
+        """The answer as Python values (to page or cut it)."""
+        doc: dict[str, Any] = _decode(self.lineage if lineage else self.plain)
+        return doc
+
+
+def entry(doc: dict[str, Any]) -> Entry:
+    return Entry(_encode(shaped(doc, lineage=False, limit=CACHED_TIMELINE)),
+                 _encode(shaped(doc, lineage=True, limit=CACHED_TIMELINE)))  # fmt: skip
+
+
 class ProfileCache:
     def __init__(self) -> None:
-        self.docs: dict[str, dict[str, Any]] = {}
+        self.docs: dict[str, Entry] = {}
         self.by_identifier: dict[str, str] = {}
         self.aliases: dict[str, str] = {}
 
-    def lookup(self, ref: str) -> dict[str, Any] | None:
-        """The document of a profile id, an absorbed id, or an identifier ``type:value``."""
+    def lookup(self, ref: str) -> Entry | None:
+        """The entry of a profile id, an absorbed id, or an identifier ``type:value``."""
         doc = self.docs.get(ref)
         if doc is not None:
             return doc
@@ -68,8 +97,9 @@ class ProfileCache:
             if pid in whole:
                 doc["timeline"] = from_engine.get(pid, [])
             else:
-                doc["timeline"] = (added.get(pid, []) + self.docs[pid]["timeline"])[:CACHED_TIMELINE]
-            self.docs[pid] = doc
+                kept = self.docs[pid].document(lineage=False)["timeline"]
+                doc["timeline"] = (added.get(pid, []) + kept)[:CACHED_TIMELINE]
+            self.docs[pid] = entry(doc)
             for i in doc["identities"]:
                 self.by_identifier[f"{i['type']}:{i['value']}"] = pid
         for pid in gone:
