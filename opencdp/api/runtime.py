@@ -6,7 +6,9 @@ import logging
 import os
 import secrets
 import threading
+import time
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ from opencdp.store.raw_log import LoadResult, RawLog
 from opencdp.store.sources import SourceRegistry
 
 log = logging.getLogger("opencdp.server")
+SLOW_LOAD_SECONDS = 1.0
+"""A load (with the stages after it) slower than this is logged with where its time went."""
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -108,12 +112,22 @@ class Runtime:
         next load does). Engine failures are logged and retried later."""
         with self._load_lock:
             try:
+                took = [time.monotonic()]
                 result = self.raw_log.load_all(self.journal)
+                took.append(time.monotonic())
                 if govern:
                     self.governance.run()  # the first stage, on what was just loaded
+                    took.append(time.monotonic())
                     self.identity.run()  # then identity, on what governance passed
+                    took.append(time.monotonic())
                     computed = self.profiles.run()  # then profiles, on what identity resolved
+                    took.append(time.monotonic())
                     self._refresh_cache(computed.touched, frozenset(computed.reshaped))
+                    took.append(time.monotonic())
+                if took[-1] - took[0] > SLOW_LOAD_SECONDS:
+                    steps = zip(("load", "govern", "identity", "profiles", "read model"), pairwise(took), strict=False)
+                    log.warning("slow load of %d lines: %s", result.lines,
+                                ", ".join(f"{name} {b - a:.2f} s" for name, (a, b) in steps))  # fmt: skip
             except Exception as exc:
                 self.last_load_error = str(exc).splitlines()[0]
                 log.warning("loader: %s (will retry)", self.last_load_error)
