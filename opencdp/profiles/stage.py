@@ -89,13 +89,17 @@ class Profiles:
         self.settings_store = ProfileSettingsStore(engine)
         self.trait_store = TraitStore(engine)
         self._shape: tuple[str, ...] | None = None
+        self._checked: tuple[int, Checked] | None = None
 
     # ------------------------------------------------------------------------------------------- definitions
 
     def definitions(self) -> Checked:
-        """The shipped traits, then the workspace's own, checked and in computing order."""
-        own = self.trait_store.get()[0].traits
-        return check([*SHIPPED_TRAITS, *own])
+        """The shipped traits, then the workspace's own, checked and in computing order (checked again only
+        when a new version of the definitions is saved)."""
+        own, version = self.trait_store.get()
+        if self._checked is None or self._checked[0] != version:
+            self._checked = (version, check([*SHIPPED_TRAITS, *own.traits]))
+        return self._checked[1]
 
     def settings(self) -> ProfileSettings:
         return self.settings_store.get()[0]
