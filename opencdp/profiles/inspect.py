@@ -89,8 +89,7 @@ def documents(engine: Engine, profile_ids: list[str] | None, checked: Checked, *
 
 
 def _fill(engine: Engine, table: str, profile_ids: list[str] | None) -> None:
-    engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (profile_id VARCHAR)")
-    engine.execute(f"DELETE FROM {table}")
+    engine.scratch({table: "profile_id VARCHAR"})
     if profile_ids is None:
         engine.execute(f"INSERT INTO {table} SELECT profile_id FROM profiles_index")
     elif profile_ids:

@@ -57,6 +57,7 @@ _TEMP = {
     "_pf_moved": "node_id BIGINT",
     "_pf_touched": "profile_id VARCHAR",
 }
+_MEMBERS = {"_pf_members": "node_id BIGINT, profile_id VARCHAR", "_pf_recompute": "profile_id VARCHAR"}
 _BATCH = """SELECT g.seq, mi.node_id, g.source_id,
        CASE WHEN g.type = 'record' THEN json_extract_string(g.message, '$.key') ELSE g.message_id END,
        g.type, g.event, g.timestamp, g.message
@@ -167,8 +168,7 @@ class Profiles:
         """Process every governed message identity has resolved after the stage's offset, and every profile
         identity changed since."""
         everyone = self.ensure_shape() | self._refresh_if_new_day()
-        self.engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {NEW_ACTIVITY} ({_ACTIVITY})")
-        self.engine.execute(f"DELETE FROM {NEW_ACTIVITY}")
+        self.engine.scratch({NEW_ACTIVITY: _ACTIVITY})
         messages = 0
         touched: set[str] = set()
         reshaped: set[str] = set()
@@ -191,16 +191,11 @@ class Profiles:
             n = self._compute("SELECT profile_id FROM profiles_index", golden_too=True)
         return Computed(0, n, None, [])
 
-    def _prepare(self) -> None:
-        for table, columns in _TEMP.items():
-            self.engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
-            self.engine.execute(f"DELETE FROM {table}")
-
     def _step(self, last: int, upto: int) -> tuple[set[str], set[str]]:
         """One micro-batch; returns the profiles computed again and those of them whose identifiers changed."""
         e = self.engine
         with e.transaction():
-            self._prepare()
+            e.scratch(_TEMP)
             e.execute(f"INSERT INTO _pf_batch {_BATCH} WHERE g.gseq > {int(last)} AND g.gseq <= {int(upto)}")
             for statement in (*observations("_pf_batch"), *activity("_pf_batch")):
                 e.execute(statement)
@@ -249,10 +244,7 @@ class Profiles:
         """Golden (unless not ``golden_too``) and computed traits again for ``profiles`` (a query of
         ``profile_id``); rows of profiles that are no longer live go. Returns how many profiles were computed."""
         e = self.engine
-        e.execute("CREATE TEMP TABLE IF NOT EXISTS _pf_members (node_id BIGINT, profile_id VARCHAR)")
-        e.execute("CREATE TEMP TABLE IF NOT EXISTS _pf_recompute (profile_id VARCHAR)")
-        e.execute("DELETE FROM _pf_members")
-        e.execute("DELETE FROM _pf_recompute")
+        e.scratch(_MEMBERS)
         e.execute(f"INSERT INTO _pf_recompute (profile_id) {profiles}")
         e.execute(
             """INSERT INTO _pf_members (node_id, profile_id) SELECT m.node_id, m.profile_id
