@@ -13,8 +13,8 @@ from rich.table import Table
 
 from opencdp.cli import output
 from opencdp.cli.backend import Backend
-from opencdp.cli.common import AsJson, DataDir, console, fail, settings_for
-from opencdp.errors import OpenCDPError, Rejected
+from opencdp.cli.common import AsJson, DataDir, console, fail, read_document, settings_for
+from opencdp.errors import OpenCDPError
 
 plans_app = typer.Typer(no_args_is_help=True, help="Tracking plans: set, show, and draft one from traffic.")
 pii_app = typer.Typer(no_args_is_help=True, help="PII: the policy per class and source, and what is classified.")
@@ -27,14 +27,6 @@ def _backend(data_dir: Path | None) -> Backend:
     return Backend(settings_for(data_dir))
 
 
-def _read_document(path: Path, code: str) -> object:
-    """A YAML or JSON file's content; :class:`Rejected` (``code``) when it cannot be read as either."""
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise Rejected(f"{path}: cannot be read as YAML or JSON: {exc}", code=code) from exc
-
-
 @plans_app.command("set")
 def plans_set(
     source: Annotated[str, typer.Argument(help="Source (id or name).")],
@@ -43,7 +35,7 @@ def plans_set(
 ) -> None:
     """Save a source's tracking plan (a new version)."""
     try:
-        result = _backend(data_dir).put_plan(source, _read_document(plan_file, "invalid_plan"))
+        result = _backend(data_dir).put_plan(source, read_document(plan_file, "invalid_plan"))
     except OpenCDPError as exc:
         raise fail(exc) from exc
     console.print(f"tracking plan of [cyan]{result['source_id']}[/cyan] saved as version {result['version']}")
@@ -56,7 +48,7 @@ def plans_transforms(
 ) -> None:
     """Save the transformation rules (rename events or properties, cast, map values, drop, route)."""
     try:
-        result = _backend(data_dir).put_transformations(_read_document(rules_file, "invalid_transformations"))
+        result = _backend(data_dir).put_transformations(read_document(rules_file, "invalid_transformations"))
     except OpenCDPError as exc:
         raise fail(exc) from exc
     console.print(f"transformations saved as version {result['version']}")
@@ -174,7 +166,7 @@ def pii_set(
 ) -> None:
     """Save the PII policy: per class (and source) keep, mask, hash or drop."""
     try:
-        result = _backend(data_dir).put_pii_policy(_read_document(policy_file, "invalid_pii_policy"))
+        result = _backend(data_dir).put_pii_policy(read_document(policy_file, "invalid_pii_policy"))
     except OpenCDPError as exc:
         raise fail(exc) from exc
     console.print(f"PII policy saved as version {result['version']}")

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from opencdp.cli.backend import Backend
-from opencdp.cli.common import AsJson, DataDir, console, fail, settings_for
-from opencdp.errors import OpenCDPError
+from opencdp.cli.common import AsJson, DataDir, call, console, print_json
 
 identity_app = typer.Typer(
     no_args_is_help=True,
@@ -26,18 +23,6 @@ review_app = typer.Typer(
 identity_app.add_typer(review_app, name="review")
 
 
-def _call(data_dir: Path | None, what: Callable[[Backend], Any]) -> Any:
-    """Run ``what`` on the backend for ``data_dir``; an OpenCDP error ends the command with its message."""
-    try:
-        return what(Backend(settings_for(data_dir)))
-    except OpenCDPError as exc:
-        raise fail(exc) from exc
-
-
-def _print_json(doc: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
-
-
 @identity_app.command("explain")
 def identity_explain(
     ref: Annotated[str, typer.Argument(help="A profile id, or an identifier as type:value (email:ada@example.org).")],
@@ -45,9 +30,9 @@ def identity_explain(
     as_json: AsJson = False,
 ) -> None:
     """Why these identifiers are one person: each edge and the message that made it, and what was refused."""
-    doc = _call(data_dir, lambda b: b.explain_profile(ref))
+    doc = call(data_dir, lambda b: b.explain_profile(ref))
     if as_json:
-        _print_json(doc)
+        print_json(doc)
         return
     console.print(f"[bold]{doc['profile_id']}[/bold]: {len(doc['identifiers'])} identifiers")
     ids = Table("type", "value", "first seen", "messages")
@@ -77,9 +62,9 @@ def identity_split(
 ) -> None:
     """Separate an identifier (and what is nearest to it) from a profile, for good: later evidence and
     reprocessing respect it until `opencdp identity unsplit` removes it."""
-    doc = _call(data_dir, lambda b: b.split_profile(profile, by))
+    doc = call(data_dir, lambda b: b.split_profile(profile, by))
     if as_json:
-        _print_json(doc)
+        print_json(doc)
         return
     console.print(f"{by} now belongs to {doc['split_off']}; the rest stays in {doc['profile_id']}")
 
@@ -92,9 +77,9 @@ def identity_unsplit(
     as_json: AsJson = False,
 ) -> None:
     """Remove a split: the two identifiers may be one profile again if the evidence joins them."""
-    doc = _call(data_dir, lambda backend: backend.unsplit(a, b))
+    doc = call(data_dir, lambda backend: backend.unsplit(a, b))
     if as_json:
-        _print_json(doc)
+        print_json(doc)
         return
     console.print(f"split removed; {a} is in {doc['profile_id']}")
 
@@ -102,9 +87,9 @@ def identity_unsplit(
 @identity_app.command("health")
 def identity_health(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     """Profile sizes, the largest profiles, merges, splits, refused edges, and giant-profile alerts."""
-    doc = _call(data_dir, lambda b: b.identity_health())
+    doc = call(data_dir, lambda b: b.identity_health())
     if as_json:
-        _print_json(doc)
+        print_json(doc)
         return
     console.print(
         f"{doc['profiles']:,} profiles from {doc['identifiers']:,} identifiers; {doc['merges']:,} merges, "
@@ -142,9 +127,9 @@ def identity_train(
     """Train the match model (Splink: prior, u by sampling, m by expectation maximisation, term frequencies)
     on the match records and score every pair again. Thresholds default to the previous ones (0.95 / 0.5)."""
     with console.status("training the match model and scoring every pair"):
-        doc = _call(data_dir, lambda b: b.train_matching(merge, review))
+        doc = call(data_dir, lambda b: b.train_matching(merge, review))
     if as_json:
-        _print_json(doc)
+        print_json(doc)
         return
     t = doc["thresholds"]
     console.print(
@@ -165,7 +150,7 @@ def review_list(
     """List the pairs waiting for review, most probable first."""
     if ctx.invoked_subcommand is not None:
         return
-    pairs = _call(data_dir, lambda b: b.review_queue(limit))
+    pairs = call(data_dir, lambda b: b.review_queue(limit))
     if as_json:
         sys.stdout.write(json.dumps(pairs, indent=2, default=str) + "\n")
         return
@@ -189,9 +174,9 @@ def _says(record: dict[str, Any]) -> str:
 
 
 def _decide(pair: str, decision: str, data_dir: Path | None, as_json: bool) -> None:
-    doc = _call(data_dir, lambda b: b.review(pair, decision))
+    doc = call(data_dir, lambda b: b.review(pair, decision))
     if as_json:
-        _print_json(doc)
+        print_json(doc)
         return
     left, right = doc["profiles"]
     together = "one profile" if left == right else "two profiles"

@@ -17,9 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from opencdp.cli import output
-from opencdp.cli.common import AsJson, DataDir, console
-from opencdp.cli.governing import _read_document
-from opencdp.cli.identity import _call, _print_json
+from opencdp.cli.common import AsJson, DataDir, call, console, print_json, read_document
 
 profiles_app = typer.Typer(no_args_is_help=True, help="Unified profiles: the 360 view, export, settings.")
 traits_app = typer.Typer(no_args_is_help=True, help="Computed traits: list, add, delete, backfill.")
@@ -34,9 +32,9 @@ def profiles_show(
     as_json: AsJson = False,
 ) -> None:
     """The profile's 360 view: golden traits with their sources, computed traits, identities, recent timeline."""
-    doc = _call(data_dir, lambda b: b.profile(ref, True, limit))
+    doc = call(data_dir, lambda b: b.profile(ref, True, limit))
     if as_json:
-        _print_json(doc)
+        print_json(doc)
         return
     console.print(f"[bold]{doc['profile_id']}[/bold]  (traits computed {str(doc['computed_at'])[:19]})")
     console.print(output.golden_traits(doc))
@@ -52,7 +50,7 @@ def profiles_export(
     data_dir: DataDir = None,
 ) -> None:
     """Every live profile (the ``profiles`` view: golden and computed traits) to Parquet, CSV or JSON Lines."""
-    table: pa.Table = _call(data_dir, lambda b: b.query("SELECT * FROM profiles ORDER BY profile_id"))
+    table: pa.Table = call(data_dir, lambda b: b.query("SELECT * FROM profiles ORDER BY profile_id"))
     columns = [TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("profiles", total=table.num_rows)
@@ -82,18 +80,18 @@ def profiles_settings(
 ) -> None:
     """Show the profile settings, or set them from a file (then every profile is computed again)."""
     if settings_file is not None:
-        doc = _read_document(settings_file, "bad_profile_settings")
-        result = _call(data_dir, lambda b: b.put_profile_settings(doc))
+        doc = read_document(settings_file, "bad_profile_settings")
+        result = call(data_dir, lambda b: b.put_profile_settings(doc))
         console.print(f"profile settings saved as version {result['version']}; every profile computed again")
         return
-    result = _call(data_dir, lambda b: b.profile_settings())
+    result = call(data_dir, lambda b: b.profile_settings())
     sys.stdout.write(json.dumps(result, indent=2) + "\n" if as_json else yaml.safe_dump(result, sort_keys=False))
 
 
 @traits_app.command("list")
 def traits_list(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     """The computed traits: shipped ones first, then the workspace's own."""
-    traits = _call(data_dir, lambda b: b.traits())
+    traits = call(data_dir, lambda b: b.traits())
     if as_json:
         sys.stdout.write(json.dumps(traits, indent=2) + "\n")
         return
@@ -117,20 +115,20 @@ def traits_add(
     data_dir: DataDir = None,
 ) -> None:
     """Add computed traits; each is checked before anything is saved, then every profile is computed again."""
-    doc = _read_document(definitions_file, "bad_trait")
-    result = _call(data_dir, lambda b: b.put_traits(doc, replace))
+    doc = read_document(definitions_file, "bad_trait")
+    result = call(data_dir, lambda b: b.put_traits(doc, replace))
     console.print(f"traits {', '.join(result['traits'])} saved (version {result['version']}); profiles computed")
 
 
 @traits_app.command("delete")
 def traits_delete(name: str, data_dir: DataDir = None) -> None:
     """Remove one of the workspace's computed traits."""
-    result = _call(data_dir, lambda b: b.delete_trait(name))
+    result = call(data_dir, lambda b: b.delete_trait(name))
     console.print(f"trait {result['deleted']} removed (version {result['version']})")
 
 
 @traits_app.command("backfill")
 def traits_backfill(data_dir: DataDir = None) -> None:
     """Compute every profile's golden and computed traits again."""
-    result = _call(data_dir, lambda b: b.backfill_traits())
+    result = call(data_dir, lambda b: b.backfill_traits())
     console.print(f"{result['profiles']:,} profiles computed")
