@@ -329,6 +329,29 @@ TABLES: tuple[str, ...] = (
     )""",
     # The columns profile_computed was built with (the profiles stage rebuilds it when the definitions change).
     "CREATE TABLE IF NOT EXISTS _cdp_profile_shape (shape VARCHAR NOT NULL)",
+    # Segments (opencdp/segments/): saved audience definitions, who is in each now, and every entry and exit in
+    # order (``change_seq``), which activation consumes by offset like a log.
+    """CREATE TABLE IF NOT EXISTS audiences (
+        name VARCHAR PRIMARY KEY,
+        definition VARCHAR NOT NULL,
+        version BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS audience_members (
+        audience VARCHAR NOT NULL,
+        profile_id VARCHAR NOT NULL,
+        since TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (audience, profile_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS audience_changes (
+        change_seq BIGINT NOT NULL,
+        audience VARCHAR NOT NULL,
+        profile_id VARCHAR NOT NULL,
+        change VARCHAR NOT NULL,
+        cause VARCHAR NOT NULL,
+        happened_at TIMESTAMPTZ NOT NULL
+    )""",
     # Where each consumer of the raw log has got to.
     """CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,

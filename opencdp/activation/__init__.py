@@ -1,0 +1,1 @@
+"""Activation: destinations, the outbox per destination, delivery with retries, dead letters and replay."""
