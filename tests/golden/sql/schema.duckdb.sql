@@ -320,6 +320,30 @@ CREATE TABLE IF NOT EXISTS trait_definitions (
 
 CREATE TABLE IF NOT EXISTS _cdp_profile_shape (shape VARCHAR NOT NULL);
 
+CREATE TABLE IF NOT EXISTS audiences (
+        name VARCHAR PRIMARY KEY,
+        definition VARCHAR NOT NULL,
+        version BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS audience_members (
+        audience VARCHAR NOT NULL,
+        profile_id VARCHAR NOT NULL,
+        since TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (audience, profile_id)
+    );
+
+CREATE TABLE IF NOT EXISTS audience_changes (
+        change_seq BIGINT NOT NULL,
+        audience VARCHAR NOT NULL,
+        profile_id VARCHAR NOT NULL,
+        change VARCHAR NOT NULL,
+        cause VARCHAR NOT NULL,
+        happened_at TIMESTAMPTZ NOT NULL
+    );
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,
         seq BIGINT NOT NULL,

@@ -86,6 +86,12 @@ CREATE TABLE IF NOT EXISTS trait_definitions (traits TEXT NOT NULL, version BIGI
 
 CREATE TABLE IF NOT EXISTS _cdp_profile_shape (shape TEXT NOT NULL);
 
+CREATE TABLE IF NOT EXISTS audiences (name TEXT PRIMARY KEY, definition TEXT NOT NULL, version BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS audience_members (audience TEXT NOT NULL, profile_id TEXT NOT NULL, since TIMESTAMPTZ NOT NULL, PRIMARY KEY (audience, profile_id));
+
+CREATE TABLE IF NOT EXISTS audience_changes (change_seq BIGINT NOT NULL, audience TEXT NOT NULL, profile_id TEXT NOT NULL, change TEXT NOT NULL, cause TEXT NOT NULL, happened_at TIMESTAMPTZ NOT NULL);
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
 
 CREATE UNIQUE INDEX IF NOT EXISTS raw_events_seq ON raw_events(seq);
