@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     load_interval_seconds: float = 0.2
     """How often the loader moves journalled messages into the engine's ``raw_events`` table."""
 
+    audience_refresh_minutes: float = Field(default=15.0, gt=0)
+    """How often audiences that can change with time alone ("in the last 30 days") are evaluated in full again
+    (every other audience changes only when a profile's data does, and is evaluated for it at once)."""
+
     max_unloaded_bytes: int = 2 * 1024 * 1024 * 1024
     """Collection answers 503 + Retry-After while the loader is this far behind (journalled, not yet in the engine):
     the disk does not fill up while the engine is down or slower than the traffic."""

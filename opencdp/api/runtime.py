@@ -33,6 +33,7 @@ from opencdp.profiles.inspect import profile_view, timeline_page
 from opencdp.profiles.serving import ProfileCache
 from opencdp.profiles.stage import NEW_ACTIVITY, Profiles
 from opencdp.profiles.traits import check
+from opencdp.segments.stage import Segments
 from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
 from opencdp.store.plans import MatchModelStore
@@ -79,6 +80,13 @@ def ensure_read_token(settings: Settings) -> str:
     return _ensure_token(settings.read_token, settings.data_dir / "read_token", "rd_")
 
 
+def _named(doc: object) -> object:
+    """A definition to count or preview may come without a name (it is not saved)."""
+    if isinstance(doc, dict) and "name" not in doc:
+        return {"name": "unsaved", **doc}
+    return doc
+
+
 class Runtime:
     """Everything one server process holds open."""
 
@@ -100,6 +108,8 @@ class Runtime:
         self.governance = Governance(self.engine, self.raw_log)
         self.identity = Identity(self.engine, self.raw_log)
         self.profiles = Profiles(self.engine, self.raw_log)
+        self.segments = Segments(self.engine, self.profiles.definitions,
+                                 refresh=timedelta(minutes=settings.audience_refresh_minutes))  # fmt: skip
         self.profile_cache = ProfileCache()
         self._cache_built = False
         self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
@@ -122,10 +132,13 @@ class Runtime:
                     took.append(time.monotonic())
                     computed = self.profiles.run()  # then profiles, on what identity resolved
                     took.append(time.monotonic())
+                    self.segments.run(computed.touched)  # then audiences, for the profiles computed again
+                    took.append(time.monotonic())
                     self._refresh_cache(computed.touched, frozenset(computed.reshaped))
                     took.append(time.monotonic())
                 if took[-1] - took[0] > SLOW_LOAD_SECONDS:
-                    steps = zip(("load", "govern", "identity", "profiles", "read model"), pairwise(took), strict=False)
+                    names = ("load", "govern", "identity", "profiles", "segments", "read model")
+                    steps = zip(names, pairwise(took), strict=False)
                     log.warning("slow load of %d lines: %s", result.lines,
                                 ", ".join(f"{name} {b - a:.2f} s" for name, (a, b) in steps))  # fmt: skip
             except Exception as exc:
@@ -380,6 +393,47 @@ class Runtime:
     def profile_settings(self) -> dict[str, Any]:
         settings, version = self.profiles.settings_store.get()
         return {"version": version, **settings.model_dump()}
+
+    # -------------------------------------------------------------------------------------------- audiences
+
+    def audiences(self) -> list[dict[str, Any]]:
+        """Every saved audience with its size and when it was last evaluated in full."""
+        return self.segments.summary()
+
+    def audience(self, name: str) -> dict[str, Any]:
+        found = next((a for a in self.segments.audiences() if a.name == name), None)
+        if found is None:
+            raise Rejected(f"there is no audience {name!r}", code="unknown_audience", status=404)
+        summary = next(s for s in self.segments.summary() if s["name"] == name)
+        return {**summary, "definition": found.model_dump(by_alias=True, exclude_defaults=True)}
+
+    def put_audience(self, doc: object) -> dict[str, Any]:
+        """Save an audience (checked first: nothing is saved when it is refused) and evaluate it in full."""
+        self.load()
+        with self._load_lock:
+            return self.segments.save(self.segments.checked(doc))
+
+    def delete_audience(self, name: str) -> dict[str, Any]:
+        with self._load_lock:
+            return self.segments.delete(name)
+
+    def count_audience(self, doc: object) -> dict[str, Any]:
+        """The size of a definition that need not be saved, and of each of its branches."""
+        definition = self.segments.checked(_named(doc))
+        return {"name": definition.name, **self.segments.count(definition)}
+
+    def preview_audience(self, doc: object, limit: int = 10) -> list[dict[str, Any]]:
+        return self.segments.preview(self.segments.checked(_named(doc)), limit)
+
+    def audience_members(self, name: str, limit: int = 100, after: str | None = None) -> list[dict[str, Any]]:
+        return self.segments.members(name, limit, after)
+
+    def evaluate_audiences(self, names: list[str] | None = None) -> dict[str, Any]:
+        """Evaluate audiences (all when no name is given) over every profile now."""
+        self.load()
+        with self._load_lock:
+            done = self.segments.evaluate(names or None, cause="batch")
+        return {"audiences": done.audiences, "entered": done.entered, "exited": done.exited}
 
     def put_pii_policy(self, doc: object) -> dict[str, Any]:
         """Save the PII policy (sources named by id or name); collection drops what it drops from now on."""

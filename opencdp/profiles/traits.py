@@ -136,7 +136,7 @@ def _literal(value: str | float | bool) -> str:
     return lit(value)
 
 
-def _condition(c_property: str, op: str, value: object) -> str:
+def property_condition(c_property: str, op: str, value: object) -> str:
     text = _text(c_property)
     if op == "exists":
         return f"{text} IS NOT NULL"
@@ -163,7 +163,7 @@ def _filter(t: TraitDefinition, now: datetime) -> str:
     parts = [f"grain = {lit(t.over or '')}"]
     if t.event:
         parts.append(f"name IN ({', '.join(lit(e) for e in t.event)})")
-    parts += [_condition(c.property, c.op, c.value) for c in t.where]
+    parts += [property_condition(c.property, c.op, c.value) for c in t.where]
     if t.window_days is not None:
         parts.append(f"ts >= {_at(now)} - INTERVAL {int(t.window_days)} DAY")
     return " AND ".join(parts)

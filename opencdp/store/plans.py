@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from opencdp.model.audiences import AudienceDefinition
 from opencdp.model.pii import PiiPolicy
 from opencdp.model.plans import TrackingPlan
 from opencdp.model.profiles import ProfileSettings, TraitDefinitions
@@ -135,3 +136,40 @@ class TraitStore(_WorkspaceDocument):
     def get(self) -> tuple[TraitDefinitions, int]:
         found = self._get()
         return (TraitDefinitions.model_validate(found[0]), found[1]) if found else (TraitDefinitions(), 0)
+
+
+class AudienceStore:
+    """Saved audience definitions, one row each, versioned per audience."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def put(self, definition: AudienceDefinition) -> int:
+        """Save (or replace) an audience; returns its new version (1 for a new one)."""
+        now = datetime.now(UTC)
+        doc = definition.model_dump_json(by_alias=True, exclude_defaults=True)
+        with self.engine.transaction():
+            row = self.engine.fetch_one("SELECT version, created_at FROM audiences WHERE name = ?", (definition.name,))
+            version, created = (int(row[0]) + 1, row[1]) if row else (1, now)
+            self.engine.execute("DELETE FROM audiences WHERE name = ?", (definition.name,))
+            self.engine.execute(
+                "INSERT INTO audiences (name, definition, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (definition.name, doc, version, created, now),
+            )
+        return version
+
+    def all(self) -> dict[str, tuple[AudienceDefinition, int]]:
+        rows = self.engine.fetch_all("SELECT name, definition, version FROM audiences")
+        return {str(r[0]): (AudienceDefinition.model_validate_json(r[1]), int(r[2])) for r in rows}
+
+    def stamp(self) -> tuple[int, object]:
+        """Changes whenever an audience is saved or deleted (to know when cached definitions are stale)."""
+        row = self.engine.fetch_one("SELECT count(*), max(updated_at) FROM audiences")
+        assert row is not None
+        return int(row[0]), row[1]
+
+    def delete(self, name: str) -> bool:
+        with self.engine.transaction():
+            found = self.engine.fetch_one("SELECT 1 FROM audiences WHERE name = ?", (name,)) is not None
+            self.engine.execute("DELETE FROM audiences WHERE name = ?", (name,))
+        return found

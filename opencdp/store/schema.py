@@ -336,7 +336,8 @@ TABLES: tuple[str, ...] = (
         definition VARCHAR NOT NULL,
         version BIGINT NOT NULL,
         created_at TIMESTAMPTZ NOT NULL,
-        updated_at TIMESTAMPTZ NOT NULL
+        updated_at TIMESTAMPTZ NOT NULL,
+        evaluated_at TIMESTAMPTZ
     )""",
     """CREATE TABLE IF NOT EXISTS audience_members (
         audience VARCHAR NOT NULL,

@@ -325,7 +325,8 @@ CREATE TABLE IF NOT EXISTS audiences (
         definition VARCHAR NOT NULL,
         version BIGINT NOT NULL,
         created_at TIMESTAMPTZ NOT NULL,
-        updated_at TIMESTAMPTZ NOT NULL
+        updated_at TIMESTAMPTZ NOT NULL,
+        evaluated_at TIMESTAMPTZ
     );
 
 CREATE TABLE IF NOT EXISTS audience_members (

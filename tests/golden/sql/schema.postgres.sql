@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS trait_definitions (traits TEXT NOT NULL, version BIGI
 
 CREATE TABLE IF NOT EXISTS _cdp_profile_shape (shape TEXT NOT NULL);
 
-CREATE TABLE IF NOT EXISTS audiences (name TEXT PRIMARY KEY, definition TEXT NOT NULL, version BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS audiences (name TEXT PRIMARY KEY, definition TEXT NOT NULL, version BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL, evaluated_at TIMESTAMPTZ);
 
 CREATE TABLE IF NOT EXISTS audience_members (audience TEXT NOT NULL, profile_id TEXT NOT NULL, since TIMESTAMPTZ NOT NULL, PRIMARY KEY (audience, profile_id));
 

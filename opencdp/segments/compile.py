@@ -1,0 +1,325 @@
+"""Audience definitions checked against the workspace and compiled to set-based SQL (pure functions, no
+connection).
+
+A definition compiles to one ``SELECT`` of *flags*: a row per candidate profile (from ``profile_computed``, which
+holds one row per live profile) with one boolean column per leaf condition (``l0``, ``l1``, ...), never NULL.
+Each inner node is then a boolean expression over those columns, so a member query is ``... WHERE <root>`` and
+a live count of every branch is one pass of ``count(*) FILTER (WHERE <node>)``: each leaf's work is done once.
+
+Leaves compile to:
+
+- a computed trait: a comparison on its column of ``profile_computed`` (typed: numbers with numbers, timestamps
+  with dates);
+- a golden or custom trait: a semi-join on ``profile_traits`` (its text value; numbers compared as numbers);
+- an activity condition: a semi-join (or, for "at most", an anti-join) on the profile's activity grouped by
+  profile, counting orders and returns once each (their ``item_key``);
+- an audience: a semi-join on that audience's members; an identity type: a semi-join on the identity graph.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from opencdp.errors import Rejected
+from opencdp.govern.plans import lit
+from opencdp.model.audiences import (
+    ActivityCondition,
+    AllOf,
+    AnyOf,
+    AudienceDefinition,
+    AudienceRef,
+    IdentityCondition,
+    Node,
+    NotOf,
+    Scalar,
+    TraitCondition,
+    children,
+    is_date,
+)
+from opencdp.model.profiles import GOLDEN_NAMES, TraitType
+from opencdp.profiles.observe import number
+from opencdp.profiles.traits import property_condition
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What a definition may refer to."""
+
+    computed: dict[str, TraitType]
+    """Computed traits (columns of ``profile_computed``) and their types."""
+    stored: frozenset[str]
+    """Golden and custom trait keys (rows of ``profile_traits``) that some profile has."""
+    identifier_types: frozenset[str]
+    audiences: dict[str, AudienceDefinition]
+    """Saved audiences by name."""
+    events: frozenset[str] | None = None
+    """Event names the data showed or a tracking plan declares (None: not checked, no activity yet)."""
+    kinds: frozenset[str] = field(default_factory=frozenset)
+    """Kinds of activity (``over``) the workspace has data of; conditions over others are not checked."""
+
+
+def _bad(where: str, why: str) -> Rejected:
+    return Rejected(f"{where}: {why}", code="bad_audience")
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, float | int) and not isinstance(v, bool)
+
+
+def _check_trait(where: str, leaf: TraitCondition, ws: Workspace) -> None:
+    values = leaf.values()
+    kind = ws.computed.get(leaf.trait)
+    if kind is None:
+        if leaf.trait not in ws.stored and leaf.trait not in GOLDEN_NAMES:
+            known = sorted({*ws.computed, *ws.stored, *GOLDEN_NAMES})
+            raise _bad(where, f"{leaf.trait!r} is not a trait{_suggest(leaf.trait, known)}")
+        if leaf.op in ("in_last_days", "before_last_days"):
+            raise _bad(where, f"{leaf.op} applies to timestamp traits; {leaf.trait!r} is text")
+        if leaf.trait in GOLDEN_NAMES and any(_is_number(v) or isinstance(v, bool) for v in values):
+            raise _bad(where, f"{leaf.trait!r} is text: compare it with text, not {values[0]!r} (type mismatch)")
+        return
+    if kind in ("integer", "number"):
+        if leaf.op in ("contains", "starts_with", "in_last_days", "before_last_days"):
+            raise _bad(where, f"{leaf.op} does not apply to {leaf.trait!r}, a number")
+        bad = [v for v in values if not _is_number(v)]
+        if bad:
+            raise _bad(where, f"{leaf.trait!r} is a number: {bad[0]!r} is not one (type mismatch)")
+    elif kind == "timestamp":
+        if leaf.op in ("=", "!=", "in", "not_in", "contains", "starts_with"):
+            raise _bad(where, f"{leaf.op} does not apply to {leaf.trait!r}, a timestamp: use <, >, between or "
+                              "in_last_days")  # fmt: skip
+        if leaf.op not in ("in_last_days", "before_last_days"):
+            bad = [v for v in values if not is_date(v)]
+            if bad:
+                raise _bad(where, f"{leaf.trait!r} is a timestamp: {bad[0]!r} is not an ISO date (type mismatch)")
+    else:
+        if leaf.op in ("in_last_days", "before_last_days"):
+            raise _bad(where, f"{leaf.op} applies to timestamp traits; {leaf.trait!r} is text")
+        bad = [v for v in values if not isinstance(v, str)]
+        if bad:
+            raise _bad(where, f"{leaf.trait!r} is text: {bad[0]!r} is not (type mismatch)")
+
+
+def _check_node(where: str, node: Node, ws: Workspace) -> None:
+    if isinstance(node, TraitCondition):
+        _check_trait(where, node, ws)
+    elif isinstance(node, ActivityCondition):
+        if node.event is not None and ws.events is not None and node.event not in ws.events:
+            raise _bad(where, f"no event named {node.event!r} was ever received (nor is it in a tracking plan)"
+                              f"{_suggest(node.event, sorted(ws.events))}")  # fmt: skip
+    elif isinstance(node, AudienceRef):
+        if node.audience not in ws.audiences:
+            raise _bad(where, f"there is no audience {node.audience!r}{_suggest(node.audience, sorted(ws.audiences))}")
+    elif isinstance(node, IdentityCondition) and node.identity not in ws.identifier_types:
+        raise _bad(where, f"{node.identity!r} is not an identifier type ({', '.join(sorted(ws.identifier_types))})")
+    key = "all" if isinstance(node, AllOf) else "any" if isinstance(node, AnyOf) else "not"
+    for i, child in enumerate(children(node)):
+        _check_node(f"{where}.{key}" + (f"[{i}]" if not isinstance(node, NotOf) else ""), child, ws)
+
+
+def check(definition: AudienceDefinition, ws: Workspace) -> None:
+    """Refuse a definition that names a missing trait, event, audience or identifier type, compares a trait with
+    a value of another type, or would make audiences depend on each other in a circle."""
+    _check_node("where", definition.where, ws)
+    graph = {name: a.audiences() for name, a in ws.audiences.items()}
+    graph[definition.name] = definition.audiences()
+    trail: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in trail:
+            cycle = " -> ".join([*trail[trail.index(name) :], name])
+            raise Rejected(f"audiences depend on each other in a circle: {cycle}", code="bad_audience")
+        trail.append(name)
+        for dep in sorted(graph.get(name, ())):
+            visit(dep)
+        trail.pop()
+
+    visit(definition.name)
+
+
+def ordered(audiences: dict[str, AudienceDefinition]) -> list[AudienceDefinition]:
+    """Saved audiences, each after those it is defined by (they were checked for cycles when saved)."""
+    done: dict[str, AudienceDefinition] = {}
+
+    def visit(a: AudienceDefinition) -> None:
+        if a.name in done:
+            return
+        for dep in sorted(a.audiences()):
+            if dep in audiences:
+                visit(audiences[dep])
+        done[a.name] = a
+
+    for name in sorted(audiences):
+        visit(audiences[name])
+    return list(done.values())
+
+
+# ------------------------------------------------------------------------------------------------- compiling
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a compiled definition reads from (relations; the candidate profiles are ``base``)."""
+
+    base: str = "profile_computed"
+    """One row per candidate profile, with ``profile_id`` and the computed trait columns."""
+    activity: str = (
+        "(SELECT m.profile_id, a.seq, a.grain, a.name, a.ts, a.item_key, a.props FROM activity AS a "
+        "JOIN identity_membership AS m ON m.node_id = a.node_id)"
+    )
+    """Activity rows with their ``profile_id``."""
+    members: Callable[[str], str] = lambda audience: (
+        f"(SELECT profile_id FROM audience_members WHERE audience = {lit(audience)})"
+    )
+    """The members of an audience (saved members, or those just evaluated in the same pass)."""
+
+
+def _at(now: datetime) -> str:
+    return f"CAST({lit(now.isoformat())} AS TIMESTAMPTZ)"
+
+
+def _literal(v: Scalar) -> str:
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if _is_number(v):
+        return repr(float(v))
+    return lit(str(v))
+
+
+def _compare(col: str, leaf: TraitCondition, kind: str, now: datetime) -> str:
+    """A comparison of ``col`` (of type ``kind``: number, text, timestamp, or ``value`` for a stored trait's
+    text that may be compared as a number) as the leaf says; NULL when the trait has no value."""
+    op, values = leaf.op, leaf.values()
+    if kind == "timestamp":
+        values_sql = [_at(datetime.fromisoformat(str(v))) if "T" in str(v) or " " in str(v)
+                      else f"CAST({lit(str(v))} AS TIMESTAMPTZ)" for v in values]  # fmt: skip
+    elif kind == "value":
+        if values and all(_is_number(v) for v in values):
+            col = number(col)
+        values_sql = [_literal(v) if not isinstance(v, bool) else lit("true" if v else "false") for v in values]
+    else:
+        values_sql = [_literal(v) for v in values]
+    if op == "exists":
+        return f"{col} IS NOT NULL"
+    if op == "in_last_days":
+        return f"{col} >= {_at(now)} - INTERVAL {int(float(str(values[0])))} DAY"
+    if op == "before_last_days":
+        return f"{col} < {_at(now)} - INTERVAL {int(float(str(values[0])))} DAY"
+    if op == "contains":
+        return f"strpos({col}, {lit(str(values[0]))}) > 0"
+    if op == "starts_with":
+        return f"substr({col}, 1, {len(str(values[0]))}) = {lit(str(values[0]))}"
+    if op == "in":
+        return f"{col} IN ({', '.join(values_sql)})"
+    if op == "not_in":
+        return f"{col} NOT IN ({', '.join(values_sql)})"
+    if op == "between":
+        return f"{col} BETWEEN {values_sql[0]} AND {values_sql[1]}"
+    sql_op = "<>" if op == "!=" else op
+    return f"{col} {sql_op} {values_sql[0]}"
+
+
+def _trait(leaf: TraitCondition, ws: Workspace, now: datetime) -> str:
+    kind = ws.computed.get(leaf.trait)
+    if kind is not None:
+        col = f"c.{leaf.trait}"
+        if leaf.op == "not_exists":
+            return f"{col} IS NULL"
+        typed = "number" if kind in ("integer", "number") else kind
+        return f"coalesce({_compare(col, leaf, typed, now)}, FALSE)"
+    stored = f"SELECT profile_id FROM profile_traits WHERE trait = {lit(leaf.trait)}"
+    if leaf.op == "not_exists":
+        return f"c.profile_id NOT IN ({stored})"
+    if leaf.op == "exists":
+        return f"c.profile_id IN ({stored})"
+    return f"c.profile_id IN ({stored} AND {_compare('value', leaf, 'value', now)})"
+
+
+def _activity(leaf: ActivityCondition, src: Sources, now: datetime) -> str:
+    parts = []
+    if leaf.over is not None:
+        parts.append(f"grain = {lit(leaf.over)}")
+    else:
+        parts.append("grain IS NOT NULL")
+    if leaf.event is not None:
+        parts.append(f"name = {lit(leaf.event)}")
+    parts += [property_condition(c.property, c.op, c.value) for c in leaf.where]
+    if leaf.within_days is not None:
+        parts.append(f"ts >= {_at(now)} - INTERVAL {int(leaf.within_days)} DAY")
+    times = "(count(DISTINCT item_key) + count(*) FILTER (WHERE item_key IS NULL))"
+    grouped = f"SELECT profile_id FROM {src.activity} AS act WHERE {' AND '.join(parts)} GROUP BY profile_id"
+    if leaf.low == 0:  # "at most N": everyone but those who did it more often
+        return f"c.profile_id NOT IN ({grouped} HAVING {times} > {int(leaf.at_most or 0)})"
+    having = f"{times} >= {int(leaf.low)}"
+    if leaf.at_most is not None:
+        having += f" AND {times} <= {int(leaf.at_most)}"
+    return f"c.profile_id IN ({grouped} HAVING {having})"
+
+
+def _leaf(leaf: Node, ws: Workspace, src: Sources, now: datetime) -> str:
+    if isinstance(leaf, TraitCondition):
+        return _trait(leaf, ws, now)
+    if isinstance(leaf, ActivityCondition):
+        return _activity(leaf, src, now)
+    if isinstance(leaf, AudienceRef):
+        return f"c.profile_id IN {src.members(leaf.audience)}"
+    assert isinstance(leaf, IdentityCondition)
+    return (
+        "c.profile_id IN (SELECT m.profile_id FROM identity_membership AS m JOIN identity_nodes AS n "
+        f"ON n.node_id = m.node_id WHERE n.id_type = {lit(leaf.identity)})"
+    )
+
+
+@dataclass(frozen=True)
+class Compiled:
+    flags: str
+    """``SELECT profile_id, l0, l1, ...`` over the candidate profiles."""
+    nodes: list[tuple[str, str]]
+    """Every node of the tree, root first: (its path, e.g. ``where.all[1]``; its boolean expression over the
+    flags)."""
+
+    @property
+    def root(self) -> str:
+        return self.nodes[0][1]
+
+    def members(self) -> str:
+        """The candidate profiles that are members."""
+        return f"SELECT profile_id FROM ({self.flags}) AS f WHERE {self.root}"
+
+    def counts(self) -> str:
+        """One row: how many candidate profiles match each node (in :attr:`nodes` order)."""
+        return "SELECT " + ", ".join(f"count(*) FILTER (WHERE {expr})" for _, expr in self.nodes) + \
+            f" FROM ({self.flags}) AS f"  # fmt: skip
+
+
+def compiled(definition: AudienceDefinition, ws: Workspace, src: Sources, now: datetime) -> Compiled:
+    """The definition as flags over ``src.base`` and an expression per node (checked definitions only)."""
+    leaf_sql: list[str] = []
+    nodes: list[tuple[str, str]] = []
+
+    def walk(path: str, node: Node) -> str:
+        slot = len(nodes)
+        nodes.append((path, ""))
+        if isinstance(node, AllOf | AnyOf):
+            key, joiner = ("all", " AND ") if isinstance(node, AllOf) else ("any", " OR ")
+            inner = [walk(f"{path}.{key}[{i}]", child) for i, child in enumerate(children(node))]
+            expr = "(" + joiner.join(inner) + ")"
+        elif isinstance(node, NotOf):
+            expr = f"(NOT {walk(f'{path}.not', node.not_)})"
+        else:
+            expr = f"l{len(leaf_sql)}"
+            leaf_sql.append(_leaf(node, ws, src, now))
+        nodes[slot] = (path, expr)
+        return expr
+
+    walk("where", definition.where)
+    columns = ", ".join(f"{sql} AS l{i}" for i, sql in enumerate(leaf_sql))
+    return Compiled(f"SELECT c.profile_id, {columns} FROM {src.base} AS c", nodes)
