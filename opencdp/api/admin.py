@@ -269,6 +269,47 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         """Compute every profile's golden and computed traits again."""
         return runtime.backfill_traits()
 
+    @app.get("/admin/v1/audiences", dependencies=admin)
+    def audiences() -> list[dict[str, Any]]:
+        """Every saved audience with its size and when it was last evaluated in full."""
+        return runtime.audiences()
+
+    @app.post("/admin/v1/audiences", dependencies=admin)
+    def put_audience(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
+        """Save (or replace) an audience: ``{"name", "description", "where": <condition tree>}``. It is checked
+        first (nothing is saved when refused), then evaluated over every profile."""
+        return runtime.put_audience(body)
+
+    @app.post("/admin/v1/audiences/count", dependencies=admin)
+    def count_audience(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
+        """The size of a definition (not saved) and of each branch of its tree, for a builder UI."""
+        return runtime.count_audience(body)
+
+    @app.post("/admin/v1/audiences/preview", dependencies=admin)
+    def preview_audience(body: Any = Body(...), limit: int = 10) -> list[dict[str, Any]]:  # noqa: B008
+        """A sample of a definition's members (not saved), with a few golden traits."""
+        return runtime.preview_audience(body, max(1, min(limit, 100)))
+
+    @app.post("/admin/v1/audiences/evaluate", dependencies=admin)
+    def evaluate_audiences(body: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """Evaluate audiences (``{"names": [...]}``, else all) over every profile now."""
+        return runtime.evaluate_audiences((body or {}).get("names"))
+
+    @app.get("/admin/v1/audiences/{name}", dependencies=admin)
+    def audience(name: str) -> dict[str, Any]:
+        """One audience: its definition, size and last evaluation."""
+        return runtime.audience(name)
+
+    @app.get("/admin/v1/audiences/{name}/members", dependencies=admin)
+    def audience_members(name: str, limit: int = 100, after: str | None = None) -> list[dict[str, Any]]:
+        """Members by profile id, ``limit`` at a time (``after``: the last profile id of the previous page)."""
+        return runtime.audience_members(name, max(1, min(limit, 10_000)), after)
+
+    @app.delete("/admin/v1/audiences/{name}", dependencies=admin)
+    def delete_audience(name: str) -> dict[str, Any]:
+        """Remove an audience (refused while another audience uses it); its members exit."""
+        return runtime.delete_audience(name)
+
     @app.get("/admin/v1/profiles-settings", dependencies=admin)
     def profile_settings() -> dict[str, Any]:
         """The workspace currency, conversion rates and survivorship rules."""

@@ -250,6 +250,37 @@ class Backend:
         request = ("POST", "/admin/v1/traits/backfill", {"timeout": None})
         return dict(self._either(request, lambda rt: rt.backfill_traits()))
 
+    def audiences(self) -> list[dict[str, Any]]:
+        return list(self._either(("GET", "/admin/v1/audiences", {}), lambda rt: rt.audiences()))
+
+    def audience(self, name: str) -> dict[str, Any]:
+        return dict(self._either(("GET", f"/admin/v1/audiences/{name}", {}), lambda rt: rt.audience(name)))
+
+    def put_audience(self, doc: object) -> dict[str, Any]:
+        request = ("POST", "/admin/v1/audiences", {"json": doc, "timeout": None})
+        return dict(self._either(request, lambda rt: rt.put_audience(doc)))
+
+    def count_audience(self, doc: object) -> dict[str, Any]:
+        request = ("POST", "/admin/v1/audiences/count", {"json": doc, "timeout": None})
+        return dict(self._either(request, lambda rt: rt.count_audience(doc)))
+
+    def preview_audience(self, doc: object, limit: int) -> list[dict[str, Any]]:
+        request = ("POST", "/admin/v1/audiences/preview", {"json": doc, "params": {"limit": limit}, "timeout": None})
+        return list(self._either(request, lambda rt: rt.preview_audience(doc, limit)))
+
+    def audience_members(self, name: str, limit: int, after: str | None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})
+        request = ("GET", f"/admin/v1/audiences/{name}/members", {"params": params})
+        return list(self._either(request, lambda rt: rt.audience_members(name, limit, after)))
+
+    def evaluate_audiences(self, names: list[str]) -> dict[str, Any]:
+        request = ("POST", "/admin/v1/audiences/evaluate", {"json": {"names": names}, "timeout": None})
+        return dict(self._either(request, lambda rt: rt.evaluate_audiences(names)))
+
+    def delete_audience(self, name: str) -> dict[str, Any]:
+        path = f"/admin/v1/audiences/{name}"
+        return dict(self._either(("DELETE", path, {}), lambda rt: rt.delete_audience(name)))
+
     def profile_settings(self) -> dict[str, Any]:
         return dict(self._either(("GET", "/admin/v1/profiles-settings", {}), lambda rt: rt.profile_settings()))
 

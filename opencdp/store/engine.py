@@ -20,6 +20,7 @@ from typing import Any, final
 
 import pyarrow as pa
 import sqlglot
+from sqlglot import exp
 
 from opencdp.errors import EngineError, UnreadableInput
 
@@ -39,11 +40,20 @@ class Capabilities:
     """Whether several OS processes may write at once (PostgreSQL yes, embedded DuckDB no)."""
 
 
+def _percent_escaped(node: exp.Expr) -> exp.Expr:
+    """A string literal with ``%`` doubled: psycopg reads ``%`` as the start of a placeholder in any statement
+    run with parameters (and the engine always passes them), so a literal ``%`` must reach it as ``%%``."""
+    if isinstance(node, exp.Literal) and node.is_string and "%" in node.this:
+        return exp.Literal.string(node.this.replace("%", "%%"))
+    return node
+
+
 @lru_cache(maxsize=4096)
 def _transpile(sql: str, dialect: str) -> str:
     if dialect == "duckdb":
         return sql
-    return ";\n".join(sqlglot.transpile(sql, read="duckdb", write=dialect))
+    trees = sqlglot.parse(sql, read="duckdb")
+    return ";\n".join(t.transform(_percent_escaped).sql(dialect=dialect) for t in trees if t is not None)
 
 
 class Engine(ABC):

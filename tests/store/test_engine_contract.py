@@ -26,6 +26,15 @@ def test_execute_and_fetch(engine: Engine) -> None:
     assert row[3] == at
 
 
+def test_a_percent_sign_in_a_literal_is_a_percent_sign(engine: Engine) -> None:
+    """psycopg reads ``%`` as a placeholder in statements with parameters: literals must reach it escaped."""
+    assert engine.fetch_one("SELECT '100%' LIKE '1%', strpos('a%b', '%'), '%s', ?", ("%",)) == (True, 2, "%s", "%")
+    assert engine.fetch_one("SELECT '%d%%'") == ("%d%%",)
+    engine.execute("CREATE TABLE pct (v VARCHAR)")
+    engine.execute("INSERT INTO pct VALUES ('50%'), (?)", ("%",))
+    assert engine.fetch_all("SELECT v FROM pct WHERE v LIKE '%\\%%' ESCAPE '\\' ORDER BY v") == [("%",), ("50%",)]
+
+
 def test_execute_changed_counts_the_rows_a_statement_changed(engine: Engine) -> None:
     engine.execute("CREATE TABLE t (id BIGINT, label BIGINT)")
     assert engine.execute_changed("INSERT INTO t VALUES (1, 10), (2, 20), (3, 30)") == 3
