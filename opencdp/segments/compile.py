@@ -11,16 +11,19 @@ Leaves compile to:
 - a computed trait: a comparison on its column of ``profile_computed`` (typed: numbers with numbers, timestamps
   with dates);
 - a golden or custom trait: a semi-join on ``profile_traits`` (its text value; numbers compared as numbers);
-- an activity condition: a semi-join (or, for "at most", an anti-join) on the profile's activity grouped by
-  profile, counting orders and returns once each (their ``item_key``);
+- an activity condition: a semi-join (or, for "at most", an anti-join) on ``_ac``, a CTE that counts every
+  activity condition of the definition in one scan of the activity (orders and returns once each);
 - an audience: a semi-join on that audience's members; an identity type: a semi-join on the identity graph.
+
+:class:`Sources` says which relations those are: the tables for a full evaluation or a count, per-batch slices
+for the real-time path.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from opencdp.errors import Rejected
@@ -57,8 +60,6 @@ class Workspace:
     """Saved audiences by name."""
     events: frozenset[str] | None = None
     """Event names the data showed or a tracking plan declares (None: not checked, no activity yet)."""
-    kinds: frozenset[str] = field(default_factory=frozenset)
-    """Kinds of activity (``over``) the workspace has data of; conditions over others are not checked."""
 
 
 def _bad(where: str, why: str) -> Rejected:
@@ -165,20 +166,29 @@ def ordered(audiences: dict[str, AudienceDefinition]) -> list[AudienceDefinition
 # ------------------------------------------------------------------------------------------------- compiling
 
 
+def saved_members(audience: str) -> str:
+    return f"(SELECT profile_id FROM audience_members WHERE audience = {lit(audience)})"
+
+
 @dataclass(frozen=True)
 class Sources:
-    """Where a compiled definition reads from (relations; the candidate profiles are ``base``)."""
+    """Where a compiled definition reads from: the tables themselves (a full evaluation, a count), or slices of
+    them holding only the candidate profiles' rows (the real-time path: each table is read once per batch)."""
 
     base: str = "profile_computed"
     """One row per candidate profile, with ``profile_id`` and the computed trait columns."""
-    activity: str = (
-        "(SELECT m.profile_id, a.seq, a.grain, a.name, a.ts, a.item_key, a.props FROM activity AS a "
-        "JOIN identity_membership AS m ON m.node_id = a.node_id)"
+    activity: str = "activity"
+    """Activity rows (``node_id``, ``grain``, ``name``, ``ts``, ``item_key``, ``props``)."""
+    nodes: str = "identity_membership"
+    """Which profile each identifier (``node_id``) belongs to."""
+    traits: str = "profile_traits"
+    """Golden and custom trait values (``profile_id``, ``trait``, ``value``)."""
+    identities: str = (
+        "(SELECT m.profile_id, n.id_type FROM identity_membership AS m JOIN identity_nodes AS n "
+        "ON n.node_id = m.node_id)"
     )
-    """Activity rows with their ``profile_id``."""
-    members: Callable[[str], str] = lambda audience: (
-        f"(SELECT profile_id FROM audience_members WHERE audience = {lit(audience)})"
-    )
+    """Each profile's identifier types (``profile_id``, ``id_type``)."""
+    members: Callable[[str], str] = saved_members
     """The members of an audience (saved members, or those just evaluated in the same pass)."""
 
 
@@ -227,55 +237,97 @@ def _compare(col: str, leaf: TraitCondition, kind: str, now: datetime) -> str:
     return f"{col} {sql_op} {values_sql[0]}"
 
 
-def _trait(leaf: TraitCondition, ws: Workspace, now: datetime) -> str:
+def _kind(leaf: ActivityCondition) -> list[str]:
+    parts = [f"grain = {lit(leaf.over)}" if leaf.over is not None else "grain IS NOT NULL"]
+    if leaf.event is not None:
+        parts.append(f"name = {lit(leaf.event)}")
+    return parts
+
+
+def activity_filter(leaves: list[ActivityCondition], now: datetime) -> str:
+    """What rows any of ``leaves`` can count: their kinds and events, within the widest window."""
+    kinds = sorted({" AND ".join(_kind(leaf)) for leaf in leaves})
+    where = "(" + " OR ".join(f"({k})" for k in kinds) + ")"
+    if all(leaf.within_days is not None for leaf in leaves):
+        widest = max(int(leaf.within_days or 0) for leaf in leaves)
+        where += f" AND ts >= {_at(now)} - INTERVAL {widest} DAY"
+    return where
+
+
+class _Reads:
+    """What a definition's leaves read besides ``profile_computed``: each golden or custom trait and identifier
+    type is a semi-join on its own small set; every activity condition is counted in one pass over the activity
+    (the ``_ac`` CTE, one row per profile that did any of it), which its leaf semi-joins."""
+
+    def __init__(self, src: Sources, now: datetime) -> None:
+        self.src, self.now = src, now
+        self.activity: list[ActivityCondition] = []
+
+    def times(self, leaf: ActivityCondition) -> str:
+        """The column of ``_ac`` that counts how many times the profile did what ``leaf`` counts."""
+        self.activity.append(leaf)
+        return f"a{len(self.activity) - 1}"
+
+    def prelude(self) -> str:
+        """The activity pass, as a CTE. One scan; counted by identifier first (the join to profiles then carries
+        one row per identifier, not per event). An order or return counts once however many versions of it
+        were imported: rows are grouped by ``item_key`` too, and a keyed group counts once if any of its
+        versions matches."""
+        if not self.activity:
+            return ""
+        flags = []
+        for leaf in self.activity:
+            parts = _kind(leaf) + [property_condition(c.property, c.op, c.value) for c in leaf.where]
+            if leaf.within_days is not None:
+                parts.append(f"ts >= {_at(self.now)} - INTERVAL {int(leaf.within_days)} DAY")
+            flags.append(" AND ".join(parts))
+        n = range(len(flags))
+        grouped = ", ".join(f"count(*) FILTER (WHERE {f}) AS c{i}" for i, f in enumerate(flags))
+        per_node = ", ".join(f"sum(CASE WHEN item_key IS NULL THEN c{i} WHEN c{i} > 0 THEN 1 ELSE 0 END) AS a{i}"
+                             for i in n)  # fmt: skip
+        summed = ", ".join(f"sum(x.a{i}) AS a{i}" for i in n)
+        return f"""WITH _ac AS MATERIALIZED (
+            SELECT m.profile_id, {summed} FROM (
+                SELECT node_id, {per_node} FROM (
+                    SELECT node_id, item_key, {grouped} FROM {self.src.activity} AS act
+                    WHERE {activity_filter(self.activity, self.now)} GROUP BY node_id, item_key) AS g
+                GROUP BY node_id) AS x
+            JOIN {self.src.nodes} AS m ON m.node_id = x.node_id GROUP BY m.profile_id) """
+
+
+def _trait(leaf: TraitCondition, ws: Workspace, reads: _Reads) -> str:
     kind = ws.computed.get(leaf.trait)
     if kind is not None:
         col = f"c.{leaf.trait}"
         if leaf.op == "not_exists":
             return f"{col} IS NULL"
         typed = "number" if kind in ("integer", "number") else kind
-        return f"coalesce({_compare(col, leaf, typed, now)}, FALSE)"
-    stored = f"SELECT profile_id FROM profile_traits WHERE trait = {lit(leaf.trait)}"
+        return f"coalesce({_compare(col, leaf, typed, reads.now)}, FALSE)"
+    stored = f"SELECT profile_id FROM {reads.src.traits} AS t WHERE trait = {lit(leaf.trait)}"
     if leaf.op == "not_exists":
         return f"c.profile_id NOT IN ({stored})"
     if leaf.op == "exists":
         return f"c.profile_id IN ({stored})"
-    return f"c.profile_id IN ({stored} AND {_compare('value', leaf, 'value', now)})"
+    return f"c.profile_id IN ({stored} AND {_compare('value', leaf, 'value', reads.now)})"
 
 
-def _activity(leaf: ActivityCondition, src: Sources, now: datetime) -> str:
-    parts = []
-    if leaf.over is not None:
-        parts.append(f"grain = {lit(leaf.over)}")
-    else:
-        parts.append("grain IS NOT NULL")
-    if leaf.event is not None:
-        parts.append(f"name = {lit(leaf.event)}")
-    parts += [property_condition(c.property, c.op, c.value) for c in leaf.where]
-    if leaf.within_days is not None:
-        parts.append(f"ts >= {_at(now)} - INTERVAL {int(leaf.within_days)} DAY")
-    times = "(count(DISTINCT item_key) + count(*) FILTER (WHERE item_key IS NULL))"
-    grouped = f"SELECT profile_id FROM {src.activity} AS act WHERE {' AND '.join(parts)} GROUP BY profile_id"
+def _activity(leaf: ActivityCondition, reads: _Reads) -> str:
+    n = reads.times(leaf)
     if leaf.low == 0:  # "at most N": everyone but those who did it more often
-        return f"c.profile_id NOT IN ({grouped} HAVING {times} > {int(leaf.at_most or 0)})"
-    having = f"{times} >= {int(leaf.low)}"
-    if leaf.at_most is not None:
-        having += f" AND {times} <= {int(leaf.at_most)}"
-    return f"c.profile_id IN ({grouped} HAVING {having})"
+        return f"c.profile_id NOT IN (SELECT profile_id FROM _ac WHERE {n} > {int(leaf.at_most or 0)})"
+    at_most = f" AND {n} <= {int(leaf.at_most)}" if leaf.at_most is not None else ""
+    return f"c.profile_id IN (SELECT profile_id FROM _ac WHERE {n} >= {int(leaf.low)}{at_most})"
 
 
-def _leaf(leaf: Node, ws: Workspace, src: Sources, now: datetime) -> str:
+def _leaf(leaf: Node, ws: Workspace, reads: _Reads) -> str:
     if isinstance(leaf, TraitCondition):
-        return _trait(leaf, ws, now)
+        return _trait(leaf, ws, reads)
     if isinstance(leaf, ActivityCondition):
-        return _activity(leaf, src, now)
+        return _activity(leaf, reads)
     if isinstance(leaf, AudienceRef):
-        return f"c.profile_id IN {src.members(leaf.audience)}"
+        return f"c.profile_id IN {reads.src.members(leaf.audience)}"
     assert isinstance(leaf, IdentityCondition)
-    return (
-        "c.profile_id IN (SELECT m.profile_id FROM identity_membership AS m JOIN identity_nodes AS n "
-        f"ON n.node_id = m.node_id WHERE n.id_type = {lit(leaf.identity)})"
-    )
+    return f"c.profile_id IN (SELECT profile_id FROM {reads.src.identities} AS i WHERE id_type = {lit(leaf.identity)})"
 
 
 @dataclass(frozen=True)
@@ -304,6 +356,7 @@ def compiled(definition: AudienceDefinition, ws: Workspace, src: Sources, now: d
     """The definition as flags over ``src.base`` and an expression per node (checked definitions only)."""
     leaf_sql: list[str] = []
     nodes: list[tuple[str, str]] = []
+    reads = _Reads(src, now)
 
     def walk(path: str, node: Node) -> str:
         slot = len(nodes)
@@ -316,10 +369,10 @@ def compiled(definition: AudienceDefinition, ws: Workspace, src: Sources, now: d
             expr = f"(NOT {walk(f'{path}.not', node.not_)})"
         else:
             expr = f"l{len(leaf_sql)}"
-            leaf_sql.append(_leaf(node, ws, src, now))
+            leaf_sql.append(_leaf(node, ws, reads))
         nodes[slot] = (path, expr)
         return expr
 
     walk("where", definition.where)
     columns = ", ".join(f"{sql} AS l{i}" for i, sql in enumerate(leaf_sql))
-    return Compiled(f"SELECT c.profile_id, {columns} FROM {src.base} AS c", nodes)
+    return Compiled(f"{reads.prelude()}SELECT c.profile_id, {columns} FROM {src.base} AS c", nodes)

@@ -16,6 +16,7 @@ in full at once. :meth:`Segments.evaluate` does the same on demand.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,21 +26,24 @@ import pyarrow as pa
 
 from opencdp.errors import Rejected
 from opencdp.govern.plans import lit
-from opencdp.model.audiences import ActivityCondition, AudienceDefinition, leaves
+from opencdp.model.audiences import ActivityCondition, AudienceDefinition, IdentityCondition, TraitCondition, leaves
 from opencdp.model.identity import IDENTIFIER_TYPES
 from opencdp.model.profiles import GOLDEN_TRAITS
 from opencdp.profiles.traits import Checked
-from opencdp.segments.compile import Sources, Workspace, check, compiled, ordered
+from opencdp.segments.compile import Sources, Workspace, activity_filter, check, compiled, ordered
 from opencdp.store.engine import Engine
 from opencdp.store.plans import AudienceStore, PlanStore
 
 Clock = Callable[[], datetime]
 _TEMP = {
     "_sg_candidates": "profile_id VARCHAR",
-    "_sg_activity": "profile_id VARCHAR, seq BIGINT, grain VARCHAR, name VARCHAR, ts TIMESTAMPTZ, "
-    "item_key VARCHAR, props JSON",
+    "_sg_activity": "node_id BIGINT, grain VARCHAR, name VARCHAR, ts TIMESTAMPTZ, item_key VARCHAR, props JSON",
     "_sg_eval": "audience VARCHAR, profile_id VARCHAR",
     "_sg_changes": "audience VARCHAR, profile_id VARCHAR, change VARCHAR",
+    "_sg_nodes": "node_id BIGINT, profile_id VARCHAR",
+    "_sg_current": "audience VARCHAR, profile_id VARCHAR",
+    "_sg_traits": "profile_id VARCHAR, trait VARCHAR, value VARCHAR",
+    "_sg_ids": "profile_id VARCHAR, id_type VARCHAR",
 }
 PREVIEW_TRAITS = ("email", "first_name", "last_name", "city", "country")
 
@@ -87,26 +91,27 @@ class Segments:
             self._cache = (stamp, ordered({name: a for name, (a, _) in self.store.all().items()}))
         return self._cache[1]
 
-    def workspace(self, *, data: bool = True) -> Workspace:
-        """What definitions may refer to (with ``data``: also the event names and kinds of activity seen)."""
+    def compiling(self) -> Workspace:
+        """What compiling a checked definition needs: the computed traits' types (no query)."""
+        return Workspace(computed=self.traits().types(), stored=frozenset(), identifier_types=frozenset(),
+                         audiences={})  # fmt: skip
+
+    def workspace(self) -> Workspace:
+        """What definitions may refer to: traits, identifier types, audiences, and the event names and kinds of
+        activity the data showed."""
         e = self.engine
         stored = {str(r[0]) for r in e.fetch_all("SELECT DISTINCT trait FROM profile_traits")}
         events: frozenset[str] | None = None
-        kinds: frozenset[str] = frozenset()
-        if data:
-            kinds = frozenset(str(r[0]) for r in e.fetch_all("SELECT DISTINCT grain FROM activity WHERE grain IS "
-                                                             "NOT NULL"))  # fmt: skip
-            if kinds:
-                seen = {str(r[0]) for r in e.fetch_all("SELECT DISTINCT name FROM activity WHERE name IS NOT NULL")}
-                planned = {ev for plan, _ in PlanStore(e).all().values() for ev in plan.events}
-                events = frozenset(seen | planned)
+        if e.fetch_one("SELECT 1 FROM activity WHERE grain IS NOT NULL LIMIT 1") is not None:
+            seen = {str(r[0]) for r in e.fetch_all("SELECT DISTINCT name FROM activity WHERE name IS NOT NULL")}
+            planned = {ev for plan, _ in PlanStore(e).all().values() for ev in plan.events}
+            events = frozenset(seen | planned)
         return Workspace(
             computed=self.traits().types(),
             stored=frozenset(stored | {t.name for t in GOLDEN_TRAITS}),
             identifier_types=frozenset(t.name for t in IDENTIFIER_TYPES),
             audiences={a.name: a for a in self.audiences()},
             events=events,
-            kinds=kinds,
         )
 
     def checked(self, doc: object) -> AudienceDefinition:
@@ -144,18 +149,45 @@ class Segments:
         with e.transaction():
             e.scratch(_TEMP)
             e.append("_sg_candidates", pa.table({"profile_id": pa.array(touched, pa.string())}))
-            if any(isinstance(leaf, ActivityCondition) for a in audiences for leaf in leaves(a.where)):
-                e.execute(
-                    """INSERT INTO _sg_activity
-                    SELECT m.profile_id, a.seq, a.grain, a.name, a.ts, a.item_key, a.props
-                    FROM activity AS a JOIN identity_membership AS m ON m.node_id = a.node_id
-                    WHERE m.profile_id IN (SELECT profile_id FROM _sg_candidates)"""
-                )
-            base = "(SELECT * FROM profile_computed WHERE profile_id IN (SELECT profile_id FROM _sg_candidates))"
-            changes = self._pass(audiences, base, "_sg_activity", now, "realtime",
-                                 scope="profile_id IN (SELECT profile_id FROM _sg_candidates)")  # fmt: skip
+            src = self._slices(audiences, now)
+            changes = self._pass(audiences, src, "_sg_current", now, "realtime")
         return Changes(done.audiences + changes.audiences, done.entered + changes.entered,
                        done.exited + changes.exited)  # fmt: skip
+
+    def _slices(self, audiences: list[AudienceDefinition], now: datetime) -> Sources:
+        """Copy the candidates' rows of every table the audiences read into working tables, each table read
+        once (DuckDB has no index to look rows up by profile: each read is a scan, so it is done once per batch
+        instead of once per audience and condition)."""
+        e = self.engine
+        found = [leaf for a in audiences for leaf in leaves(a.where)]
+        e.execute("""INSERT INTO _sg_nodes SELECT node_id, profile_id FROM identity_membership
+                     WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
+        e.execute("""INSERT INTO _sg_current SELECT audience, profile_id FROM audience_members
+                     WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
+        e.execute("DROP TABLE IF EXISTS _sg_base")
+        e.execute("CREATE TEMP TABLE _sg_base AS SELECT * FROM profile_computed "
+                  "WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)")  # fmt: skip
+        acts = [leaf for leaf in found if isinstance(leaf, ActivityCondition)]
+        if acts:
+            e.execute(
+                f"""INSERT INTO _sg_activity
+                SELECT a.node_id, a.grain, a.name, a.ts, a.item_key, a.props
+                FROM activity AS a WHERE a.node_id IN (SELECT node_id FROM _sg_nodes) AND
+                {activity_filter(acts, now)}"""
+            )
+        stored = sorted({leaf.trait for leaf in found if isinstance(leaf, TraitCondition)} - set(self.traits().types()))
+        if stored:
+            e.execute(
+                f"""INSERT INTO _sg_traits SELECT profile_id, trait, value FROM profile_traits
+                WHERE trait IN ({", ".join(lit(t) for t in stored)})
+                  AND profile_id IN (SELECT profile_id FROM _sg_candidates)"""
+            )
+        if any(isinstance(leaf, IdentityCondition) for leaf in found):
+            e.execute("""INSERT INTO _sg_ids SELECT DISTINCT n.profile_id, i.id_type
+                         FROM _sg_nodes AS n JOIN identity_nodes AS i ON i.node_id = n.node_id""")  # fmt: skip
+        return Sources(
+            base="_sg_base", activity="_sg_activity", nodes="_sg_nodes", traits="_sg_traits", identities="_sg_ids"
+        )
 
     def evaluate(self, names: list[str] | None, *, cause: str = "batch") -> Changes:
         """Evaluate audiences (None: all) over every profile, recording who entered and left."""
@@ -169,34 +201,38 @@ class Segments:
         e = self.engine
         with e.transaction():
             e.scratch(_TEMP)
-            return self._pass(chosen, "profile_computed", Sources.activity, self.clock(), cause, scope=None)
+            return self._pass(chosen, Sources(), "audience_members", self.clock(), cause)
 
-    def _pass(
-        self, audiences: list[AudienceDefinition], base: str, activity: str, now: datetime, cause: str, *,
-        scope: str | None,
-    ) -> Changes:  # fmt: skip
-        """Evaluate ``audiences`` (in order) for the profiles in ``base`` into ``_sg_eval``, then record and apply
-        the difference with the members in ``scope`` (a condition on ``profile_id``; None: every member)."""
+    def _pass(self, audiences: list[AudienceDefinition], src: Sources, current: str, now: datetime,
+              cause: str) -> Changes:  # fmt: skip
+        """Evaluate ``audiences`` (in order) for the profiles of ``src.base`` and record the difference with
+        ``current`` (the saved members of those profiles: all of them, or the candidates' slice) in
+        ``_sg_changes``, one outer join per audience; then apply it. Members are kept in ``_sg_eval`` only for
+        the audiences a later one in the pass is defined by."""
         e = self.engine
-        ws = self.workspace(data=False)
-        names = {a.name for a in audiences}
+        ws = self.compiling()
+        used = {dep for a in audiences for dep in a.audiences()}
         done: set[str] = set()
         for a in audiences:
-            src = Sources(base=base, activity=activity, members=_evaluated(done))
-            e.execute(f"INSERT INTO _sg_eval (audience, profile_id) SELECT {lit(a.name)}, profile_id "
-                      f"FROM ({compiled(a, ws, src, now).members()}) AS m")  # fmt: skip
-            done.add(a.name)
-        listed = ", ".join(lit(n) for n in sorted(names))
-        in_scope = f" AND m.{scope}" if scope else ""
-        e.execute(
-            f"""INSERT INTO _sg_changes (audience, profile_id, change)
-            SELECT audience, profile_id, 'entered' FROM _sg_eval AS v WHERE NOT EXISTS (
-                SELECT 1 FROM audience_members AS m WHERE m.audience = v.audience AND m.profile_id = v.profile_id)
-            UNION ALL
-            SELECT audience, profile_id, 'exited' FROM audience_members AS m
-            WHERE m.audience IN ({listed}){in_scope} AND NOT EXISTS (
-                SELECT 1 FROM _sg_eval AS v WHERE v.audience = m.audience AND v.profile_id = m.profile_id)"""
-        )
+            step = dataclasses.replace(src, members=_evaluated(done))
+            members = compiled(a, ws, step, now).members()
+            name = lit(a.name)
+            if a.name in used:
+                e.execute(
+                    f"INSERT INTO _sg_eval (audience, profile_id) SELECT {name}, profile_id FROM ({members}) AS m"
+                )
+                members = f"SELECT profile_id FROM _sg_eval WHERE audience = {name}"
+                done.add(a.name)
+            e.execute(
+                f"""INSERT INTO _sg_changes (audience, profile_id, change)
+                SELECT {name}, coalesce(v.profile_id, m.profile_id),
+                       CASE WHEN m.profile_id IS NULL THEN 'entered' ELSE 'exited' END
+                FROM ({members}) AS v
+                FULL JOIN (SELECT profile_id FROM {current} WHERE audience = {name}) AS m
+                       ON m.profile_id = v.profile_id
+                WHERE v.profile_id IS NULL OR m.profile_id IS NULL"""
+            )
+        listed = ", ".join(lit(a.name) for a in audiences)
         counted = e.fetch_one("SELECT count(*) FILTER (WHERE change = 'entered'), count(*) FILTER "
                               "(WHERE change = 'exited') FROM _sg_changes")  # fmt: skip
         entered, exited = (int(counted[0]), int(counted[1])) if counted else (0, 0)
@@ -219,7 +255,7 @@ class Segments:
                 "SELECT audience, profile_id, ? FROM _sg_changes WHERE change = 'entered'",
                 (now,),
             )
-        if scope is None:
+        if current == "audience_members":
             e.execute(f"UPDATE audiences SET evaluated_at = ? WHERE name IN ({listed})", (now,))
         return Changes(len(audiences), entered, exited)
 
@@ -227,7 +263,7 @@ class Segments:
 
     def count(self, definition: AudienceDefinition) -> dict[str, Any]:
         """How many live profiles a (checked, possibly unsaved) definition holds, and each of its branches."""
-        c = compiled(definition, self.workspace(data=False), Sources(), self.clock())
+        c = compiled(definition, self.compiling(), Sources(), self.clock())
         row = self.engine.fetch_one(c.counts())
         assert row is not None
         branches = [{"path": path, "count": int(n)} for (path, _), n in zip(c.nodes, row, strict=True)]
@@ -235,7 +271,7 @@ class Segments:
 
     def preview(self, definition: AudienceDefinition, limit: int = 10) -> list[dict[str, Any]]:
         """A sample of members (the first by profile id) with a few golden traits."""
-        c = compiled(definition, self.workspace(data=False), Sources(), self.clock())
+        c = compiled(definition, self.compiling(), Sources(), self.clock())
         ids = [str(r[0]) for r in self.engine.fetch_all(f"{c.members()} ORDER BY profile_id LIMIT {int(limit)}")]
         return self._describe(ids)
 
