@@ -310,6 +310,30 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         """Remove an audience (refused while another audience uses it); its members exit."""
         return runtime.delete_audience(name)
 
+    @app.get("/admin/v1/journeys", dependencies=admin)
+    def journeys() -> list[dict[str, Any]]:
+        """Every journey with how many profiles are in it, done, exited, and the messages sent."""
+        return runtime.journey_list()
+
+    @app.post("/admin/v1/journeys", dependencies=admin)
+    def put_journey(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
+        """Save (or replace) a journey: ``{"name", "trigger", "steps", "exit_on", "cap"}``, checked first."""
+        return runtime.put_journey(body)
+
+    @app.get("/admin/v1/journeys/{name}", dependencies=admin)
+    def journey(name: str) -> dict[str, Any]:
+        return runtime.journey(name)
+
+    @app.get("/admin/v1/journeys/{name}/entries", dependencies=admin)
+    def journey_states(name: str, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """A journey's entries, newest first (``status``: active, done, exited, merged)."""
+        return runtime.journey_states(name, status, max(1, min(limit, 10_000)))
+
+    @app.delete("/admin/v1/journeys/{name}", dependencies=admin)
+    def delete_journey(name: str) -> dict[str, Any]:
+        """Remove a journey; profiles in it leave it."""
+        return runtime.delete_journey(name)
+
     @app.get("/admin/v1/profiles-settings", dependencies=admin)
     def profile_settings() -> dict[str, Any]:
         """The workspace currency, conversion rates and survivorship rules."""

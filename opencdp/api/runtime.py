@@ -33,6 +33,7 @@ from opencdp.profiles.inspect import profile_view, timeline_page
 from opencdp.profiles.serving import ProfileCache
 from opencdp.profiles.stage import NEW_ACTIVITY, Profiles
 from opencdp.profiles.traits import check
+from opencdp.segments.journeys import Journeys
 from opencdp.segments.stage import Segments
 from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
@@ -110,6 +111,7 @@ class Runtime:
         self.profiles = Profiles(self.engine, self.raw_log)
         self.segments = Segments(self.engine, self.profiles.definitions,
                                  refresh=timedelta(minutes=settings.audience_refresh_minutes))  # fmt: skip
+        self.journeys = Journeys(self.engine, self.raw_log, self.segments)
         self.profile_cache = ProfileCache()
         self._cache_built = False
         self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
@@ -133,11 +135,12 @@ class Runtime:
                     computed = self.profiles.run()  # then profiles, on what identity resolved
                     took.append(time.monotonic())
                     self.segments.run(computed.touched)  # then audiences, for the profiles computed again
+                    self.journeys.run()  # then journeys: entries, exits and the steps that are due
                     took.append(time.monotonic())
                     self._refresh_cache(computed.touched, frozenset(computed.reshaped))
                     took.append(time.monotonic())
                 if took[-1] - took[0] > SLOW_LOAD_SECONDS:
-                    names = ("load", "govern", "identity", "profiles", "segments", "read model")
+                    names = ("load", "govern", "identity", "profiles", "segments and journeys", "read model")
                     steps = zip(names, pairwise(took), strict=False)
                     log.warning("slow load of %d lines: %s", result.lines,
                                 ", ".join(f"{name} {b - a:.2f} s" for name, (a, b) in steps))  # fmt: skip
@@ -434,6 +437,40 @@ class Runtime:
         with self._load_lock:
             done = self.segments.evaluate(names or None, cause="batch")
         return {"audiences": done.audiences, "entered": done.entered, "exited": done.exited}
+
+    # --------------------------------------------------------------------------------------------- journeys
+
+    def journey_list(self) -> list[dict[str, Any]]:
+        return self.journeys.summary()
+
+    def journey(self, name: str) -> dict[str, Any]:
+        found = self.journeys.definitions().get(name)
+        if found is None:
+            raise Rejected(f"there is no journey {name!r}", code="unknown_journey", status=404)
+        summary = next(s for s in self.journeys.summary() if s["name"] == name)
+        return {**summary, "definition": found[0].model_dump(by_alias=True, exclude_defaults=True)}
+
+    def put_journey(self, doc: object) -> dict[str, Any]:
+        """Save (or replace) a journey, checked first; it reacts to what arrives from now on."""
+        self.load()
+        with self._load_lock:
+            return self.journeys.save(self.journeys.checked(doc))
+
+    def delete_journey(self, name: str) -> dict[str, Any]:
+        with self._load_lock:
+            return self.journeys.delete(name)
+
+    def journey_states(self, name: str, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The entries of a journey (newest first): profile, step, when it is due, status."""
+        self.journey(name)
+        where, params = ("AND status = ?", (name, status)) if status else ("", (name,))
+        rows = self.engine.fetch_all(
+            f"SELECT entry, profile_id, step, due_at, status, entered_at, updated_at FROM journey_states "
+            f"WHERE journey = ? {where} ORDER BY entry DESC LIMIT {int(limit)}",
+            params,
+        )
+        keys = ("entry", "profile_id", "step", "due_at", "status", "entered_at", "updated_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def put_pii_policy(self, doc: object) -> dict[str, Any]:
         """Save the PII policy (sources named by id or name); collection drops what it drops from now on."""

@@ -281,6 +281,25 @@ class Backend:
         path = f"/admin/v1/audiences/{name}"
         return dict(self._either(("DELETE", path, {}), lambda rt: rt.delete_audience(name)))
 
+    def journeys(self) -> list[dict[str, Any]]:
+        return list(self._either(("GET", "/admin/v1/journeys", {}), lambda rt: rt.journey_list()))
+
+    def journey(self, name: str) -> dict[str, Any]:
+        return dict(self._either(("GET", f"/admin/v1/journeys/{name}", {}), lambda rt: rt.journey(name)))
+
+    def put_journey(self, doc: object) -> dict[str, Any]:
+        request = ("POST", "/admin/v1/journeys", {"json": doc, "timeout": None})
+        return dict(self._either(request, lambda rt: rt.put_journey(doc)))
+
+    def journey_states(self, name: str, status: str | None, limit: int) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
+        request = ("GET", f"/admin/v1/journeys/{name}/entries", {"params": params})
+        return list(self._either(request, lambda rt: rt.journey_states(name, status, limit)))
+
+    def delete_journey(self, name: str) -> dict[str, Any]:
+        path = f"/admin/v1/journeys/{name}"
+        return dict(self._either(("DELETE", path, {}), lambda rt: rt.delete_journey(name)))
+
     def profile_settings(self) -> dict[str, Any]:
         return dict(self._either(("GET", "/admin/v1/profiles-settings", {}), lambda rt: rt.profile_settings()))
 

@@ -14,7 +14,7 @@ from opencdp.cli.backend import Backend
 from opencdp.cli.common import AsJson, DataDir, console, fail, settings_for
 from opencdp.cli.identity import identity_app
 from opencdp.cli.profiles import profiles_app, traits_app
-from opencdp.cli.segments import audiences_app
+from opencdp.cli.segments import audiences_app, journeys_app
 from opencdp.errors import OpenCDPError
 from opencdp.model.sources import SourceKind, SourceLimits
 
@@ -28,6 +28,7 @@ app.add_typer(identity_app, name="identity")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(traits_app, name="traits")
 app.add_typer(audiences_app, name="audiences")
+app.add_typer(journeys_app, name="journeys")
 app.command("violations")(governing.violations)
 app.command("quality")(governing.quality)
 

@@ -1,4 +1,5 @@
-"""``opencdp audiences``: create, list, show, count, preview, members, evaluate, delete."""
+"""``opencdp audiences`` (create, list, show, count, preview, members, evaluate, delete) and ``opencdp journeys``
+(create, list, show, entries, delete)."""
 
 from __future__ import annotations
 
@@ -160,3 +161,65 @@ def audiences_delete(name: str, data_dir: DataDir = None) -> None:
     """Remove an audience (refused while another audience uses it); its members leave it."""
     result = call(data_dir, lambda b: b.delete_audience(name))
     console.print(f"audience {result['deleted']} removed ({result['exited']:,} members left it)")
+
+
+journeys_app = typer.Typer(no_args_is_help=True, help="Journeys and triggers: create, list, show, entries, delete.")
+
+
+@journeys_app.command("create")
+def journeys_create(
+    definition_file: Annotated[Path, typer.Argument(help="YAML or JSON: name, trigger, steps, exit_on, cap.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Save (or replace) a journey; it reacts to what arrives from now on."""
+    doc = read_document(definition_file, "bad_journey")
+    result = call(data_dir, lambda b: b.put_journey(doc))
+    console.print(f"journey {result['name']} saved (version {result['version']})")
+
+
+@journeys_app.command("list")
+def journeys_list(data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Every journey with how many profiles are in it, done, exited, and the messages sent."""
+    rows = call(data_dir, lambda b: b.journeys())
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "trigger", "active", "done", "exited", "sent", "description")
+    for r in rows:
+        trigger = r["trigger"].get("event") or f"enters {r['trigger'].get('audience')}"
+        table.add_row(r["name"], str(trigger), f"{r['active']:,}", f"{r['done']:,}", f"{r['exited']:,}",
+                      f"{r['sent']:,}", r["description"])  # fmt: skip
+    console.print(table)
+
+
+@journeys_app.command("show")
+def journeys_show(name: str, data_dir: DataDir = None) -> None:
+    """A journey's definition and its counts."""
+    print_json(call(data_dir, lambda b: b.journey(name)))
+
+
+@journeys_app.command("entries")
+def journeys_entries(
+    name: str,
+    status: Annotated[str | None, typer.Option(help="active, done, exited or merged.")] = None,
+    limit: Annotated[int, typer.Option(help="How many entries to show.")] = 20,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """A journey's entries, newest first: profile, step, when the step is due, status."""
+    rows = call(data_dir, lambda b: b.journey_states(name, status, limit))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("entry", "profile_id", "step", "due", "status", "entered")
+    for r in rows:
+        table.add_row(str(r["entry"]), r["profile_id"], str(r["step"]), str(r["due_at"])[:19], r["status"],
+                      str(r["entered_at"])[:19])  # fmt: skip
+    console.print(table)
+
+
+@journeys_app.command("delete")
+def journeys_delete(name: str, data_dir: DataDir = None) -> None:
+    """Remove a journey; profiles in it leave it."""
+    result = call(data_dir, lambda b: b.delete_journey(name))
+    console.print(f"journey {result['deleted']} removed ({result['ended']:,} entries ended)")

@@ -353,6 +353,43 @@ TABLES: tuple[str, ...] = (
         cause VARCHAR NOT NULL,
         happened_at TIMESTAMPTZ NOT NULL
     )""",
+    # Journeys (opencdp/segments/journeys.py): saved definitions, each profile's entries with the step they are at
+    # and when it is due, the events that triggered each entry, and the messages sends wrote (for activation).
+    """CREATE TABLE IF NOT EXISTS journeys (
+        name VARCHAR PRIMARY KEY,
+        definition VARCHAR NOT NULL,
+        version BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS journey_states (
+        journey VARCHAR NOT NULL,
+        profile_id VARCHAR NOT NULL,
+        entry BIGINT NOT NULL,
+        step INTEGER NOT NULL,
+        due_at TIMESTAMPTZ NOT NULL,
+        status VARCHAR NOT NULL,
+        entered_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS journey_events (
+        journey VARCHAR NOT NULL,
+        entry BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        name VARCHAR NOT NULL,
+        properties JSON,
+        happened_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS journey_sends (
+        send_seq BIGINT NOT NULL,
+        journey VARCHAR NOT NULL,
+        entry BIGINT NOT NULL,
+        step INTEGER NOT NULL,
+        profile_id VARCHAR NOT NULL,
+        destination VARCHAR NOT NULL,
+        payload JSON NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    )""",
     # Where each consumer of the raw log has got to.
     """CREATE TABLE IF NOT EXISTS consumer_offsets (
         consumer VARCHAR PRIMARY KEY,

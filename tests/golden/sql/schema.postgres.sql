@@ -92,6 +92,14 @@ CREATE TABLE IF NOT EXISTS audience_members (audience TEXT NOT NULL, profile_id 
 
 CREATE TABLE IF NOT EXISTS audience_changes (change_seq BIGINT NOT NULL, audience TEXT NOT NULL, profile_id TEXT NOT NULL, change TEXT NOT NULL, cause TEXT NOT NULL, happened_at TIMESTAMPTZ NOT NULL);
 
+CREATE TABLE IF NOT EXISTS journeys (name TEXT PRIMARY KEY, definition TEXT NOT NULL, version BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS journey_states (journey TEXT NOT NULL, profile_id TEXT NOT NULL, entry BIGINT NOT NULL, step INT NOT NULL, due_at TIMESTAMPTZ NOT NULL, status TEXT NOT NULL, entered_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS journey_events (journey TEXT NOT NULL, entry BIGINT NOT NULL, seq BIGINT NOT NULL, name TEXT NOT NULL, properties JSON, happened_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS journey_sends (send_seq BIGINT NOT NULL, journey TEXT NOT NULL, entry BIGINT NOT NULL, step INT NOT NULL, profile_id TEXT NOT NULL, destination TEXT NOT NULL, payload JSON NOT NULL, created_at TIMESTAMPTZ NOT NULL);
+
 CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
 
 CREATE UNIQUE INDEX IF NOT EXISTS raw_events_seq ON raw_events(seq);
