@@ -76,3 +76,38 @@ def test_admin_api_audience_endpoints(tmp_path: Path) -> None:
         assert httpx.get(f"{srv.url}/admin/v1/audiences", headers={"Authorization": f"Bearer {read}"}).status_code \
             == 401  # fmt: skip
         assert admin.delete("/admin/v1/audiences/repeat").json() == {"deleted": "repeat", "exited": 3}
+
+
+def test_journeys_from_the_command_line(tmp_path: Path) -> None:
+    data = _setup(tmp_path)
+    audience = tmp_path / "big.yaml"
+    audience.write_text(yaml.safe_dump({"name": "big", "where": {"trait": "gross_revenue", "op": ">", "value": 1000}}))
+    cli(data, "audiences", "create", str(audience))
+    spec = tmp_path / "welcome.yaml"
+    spec.write_text(yaml.safe_dump({"name": "welcome_big", "description": "thank big spenders", "trigger": {
+        "audience": "big"}, "steps": [{"wait": {"days": 1}}, {"send": {"destination": "crm"}}]}))  # fmt: skip
+    assert "journey welcome_big saved (version 1)" in cli(data, "journeys", "create", str(spec)).stdout
+    listed = json.loads(cli(data, "journeys", "list", "--json").stdout)
+    assert [(j["name"], j["active"], j["sent"]) for j in listed] == [("welcome_big", 0, 0)]
+    assert "thank big spenders" in cli(data, "journeys", "list").stdout
+    shown = json.loads(cli(data, "journeys", "show", "welcome_big").stdout)
+    assert shown["definition"]["trigger"] == {"audience": "big"}
+    # customer C3 (4 orders of 200) becomes big with one more order: the journey enters them
+    order = {
+        "order_id": "X1",
+        "customer_id": "C3",
+        "email": "c3@shop.example",
+        "amount": "300",
+        "currency": "USD",
+        "ordered_at": "2026-05-09T10:00:00",
+    }
+    more = write_csv(tmp_path / "more.csv", [order])
+    cli(data, "import", str(more), "--source", "pos", "--kind", "orders")
+    cli(data, "process")
+    entries = json.loads(cli(data, "journeys", "entries", "welcome_big", "--json").stdout)
+    assert [(e["step"], e["status"]) for e in entries] == [(1, "active")]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "trigger": {"audience": "nope"}, "steps": [{"wait": {"hours": 1}}]}))
+    refused = cli(data, "journeys", "create", str(bad), check=False)
+    assert refused.returncode == 1 and "bad_journey" in refused.stderr
+    assert "1 entries ended" in cli(data, "journeys", "delete", "welcome_big").stdout
