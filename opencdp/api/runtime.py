@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import SecretStr, ValidationError
 
+from opencdp.activation.stage import Activation
 from opencdp.collect.imports import Importer, ImportResult, Progress
 from opencdp.collect.ingest import Ingestor
 from opencdp.config import Settings
@@ -101,6 +102,7 @@ class Runtime:
         self.identity = Identity(self.engine, self.raw_log)
         self.profiles = Profiles(self.engine, self.raw_log)
         self.profile_cache = ProfileCache()
+        self.activation = Activation(self.engine)
         self._cache_built = False
         self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
         self._load_lock = threading.Lock()
@@ -122,10 +124,16 @@ class Runtime:
                     took.append(time.monotonic())
                     computed = self.profiles.run()  # then profiles, on what identity resolved
                     took.append(time.monotonic())
+                    self.activation.route()  # then activation, on the audience changes and events so far
+                    took.append(time.monotonic())
                     self._refresh_cache(computed.touched, frozenset(computed.reshaped))
                     took.append(time.monotonic())
                 if took[-1] - took[0] > SLOW_LOAD_SECONDS:
-                    steps = zip(("load", "govern", "identity", "profiles", "read model"), pairwise(took), strict=False)
+                    steps = zip(
+                        ("load", "govern", "identity", "profiles", "activation", "read model"),
+                        pairwise(took),
+                        strict=False,
+                    )
                     log.warning("slow load of %d lines: %s", result.lines,
                                 ", ".join(f"{name} {b - a:.2f} s" for name, (a, b) in steps))  # fmt: skip
             except Exception as exc:
@@ -409,5 +417,6 @@ class Runtime:
 
     def close(self) -> None:
         self.load()
+        self.activation.close()
         self.journal.close()
         self.engine.close()

@@ -1,0 +1,34 @@
+"""Outbound HTTP for plug-ins: every request goes to the SSRF guard's checked address, never follows a
+redirect, and sorts failures into the error taxonomy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from opencdp.activation.network import pin
+from opencdp.activation.plugins.base import DeliveryFailed, raise_for_status
+
+
+def client(timeout: float) -> httpx.Client:
+    """A client for one destination (thread-safe; its workers share it)."""
+    return httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False)
+
+
+def post(
+    http: httpx.Client, url: str, *, allow_private: bool, content: bytes, headers: dict[str, str], what: str
+) -> httpx.Response:
+    """POST ``content`` to ``url`` (resolved and checked first); returns a 2xx answer or raises."""
+    pinned = pin(url, allow_private=allow_private)
+    extensions: dict[str, Any] = {"sni_hostname": pinned.server_name} if pinned.server_name else {}
+    try:
+        response = http.post(
+            pinned.url, content=content, headers={**headers, "Host": pinned.host_header}, extensions=extensions
+        )
+    except httpx.TimeoutException as exc:
+        raise DeliveryFailed(f"{what} timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise DeliveryFailed(f"{what} could not be reached ({type(exc).__name__})") from exc
+    raise_for_status(response.status_code, response.headers, what)
+    return response
