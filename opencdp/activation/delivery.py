@@ -251,6 +251,8 @@ class Deliverer:
                 continue
             due = self._next_due()
             now = datetime.now(UTC)
+            if due is None and self._claimable():
+                continue  # a retry fell due between the two looks
             if due is None or due > now + timedelta(seconds=max(0.0, deadline - time.monotonic())):
                 break  # nothing left but held rows (and rows behind them), or retries due after the deadline
             time.sleep(min(max((due - now).total_seconds(), 0.0), 0.5))

@@ -15,7 +15,7 @@ from opencdp.activation.network import UnresolvableHost
 from opencdp.activation.plugins import build
 from opencdp.activation.plugins.base import Delivery, Outcome, classify
 from opencdp.activation.route import Routed, route
-from opencdp.errors import Rejected
+from opencdp.errors import Rejected, Terminal, Transient
 from opencdp.model.destinations import Destination
 from opencdp.store.engine import Engine
 
@@ -46,13 +46,14 @@ class Activation:
         """Check and save a destination; an unreachable host or a private address is a clear error here."""
         destination = checked(doc)
         self._check_traits(destination)
-        plugin = build(destination)
         try:
-            plugin.check()
-        except UnresolvableHost as exc:
+            plugin = build(destination)
+            try:
+                plugin.check()
+            finally:
+                plugin.close()
+        except (Transient, Terminal) as exc:  # unresolvable host, unusable directory, template that won't parse
             raise Rejected(exc.message, code=exc.code, status=422) from None
-        finally:
-            plugin.close()
         version = self.store.put(destination, replace=replace)
         self.deliverer.refresh_soon()
         return {"name": destination.name, "kind": destination.kind, "version": version}

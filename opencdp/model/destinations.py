@@ -121,7 +121,17 @@ class FilesDestination(DestinationBase):
     batch_size: int = Field(default=1000, ge=1, le=1_000_000)
 
 
-class PostgresDestination(DestinationBase):
+class AudienceOnly(DestinationBase):
+    """A destination that mirrors audience membership: events cannot be forwarded to it."""
+
+    @model_validator(mode="after")
+    def _no_events(self) -> AudienceOnly:
+        if self.events:
+            raise ValueError(f"a {getattr(self, 'kind', '')} destination syncs audiences; it cannot forward events")
+        return self
+
+
+class PostgresDestination(AudienceOnly):
     """Audience members and chosen traits in a PostgreSQL table: upserts on entry, deletes on exit."""
 
     kind: Literal["postgres"] = "postgres"
@@ -163,7 +173,7 @@ class EmailDestination(DestinationBase):
         return {**super().public(), "password": "**********" if self.password else None}
 
 
-class CustomerMatchDestination(DestinationBase):
+class CustomerMatchDestination(AudienceOnly):
     """An ad audience kept in step with an OpenCDP audience, in the wire format of Google Ads Customer Match
     (OfflineUserDataJobService over REST: create a job, add operations, run it), emails and phones normalised
     and SHA-256 hashed as Google documents."""

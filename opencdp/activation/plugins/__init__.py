@@ -13,4 +13,20 @@ def build(config: DestinationBase) -> Plugin:
         from opencdp.activation.plugins.webhook import Webhook
 
         return Webhook(config)  # type: ignore[arg-type]
+    if kind == "files":
+        from opencdp.activation.plugins.files import Files
+
+        return Files(config)  # type: ignore[arg-type]
+    if kind == "postgres":
+        from opencdp.activation.plugins.postgres import PostgresTable
+
+        return PostgresTable(config)  # type: ignore[arg-type]
+    if kind == "email":
+        from opencdp.activation.plugins.email import Email
+
+        return Email(config)  # type: ignore[arg-type]
+    if kind == "customer_match":
+        from opencdp.activation.plugins.customer_match import CustomerMatch
+
+        return CustomerMatch(config)  # type: ignore[arg-type]
     raise ValueError(f"no plug-in for destination kind {kind!r}")
