@@ -60,43 +60,59 @@ class Attempted:
     took_ms: float
 
 
-def settle(engine: Engine, done: Attempted, config: DestinationBase, rng: random.Random) -> str:
-    """Record an attempt: delivered rows are done; a transient failure waits its backoff, or goes to the dead
-    letters after ``max_attempts``; a permanent one goes there at once. Returns the state the batch moved to."""
+def settle(engine: Engine, finished: Sequence[tuple[Attempted, DestinationBase]], rng: random.Random) -> list[str]:
+    """Record attempts, in one transaction: delivered rows are done (one statement for all of them); after a
+    transient failure a row waits its backoff, or goes to the dead letters after ``max_attempts``; after a
+    permanent one it goes there at once. Every attempt is appended to ``delivery_attempts``. Returns the state
+    each attempt's rows moved to."""
     now = datetime.now(UTC)
-    error = None if done.outcome.error is None else done.outcome.error[:ERROR_CHARS]
-    ids = list(done.delivery_ids)
-    marks = ", ".join("?" * len(ids))
-    attempt = max(done.attempts) + 1
-    if done.outcome.status == "delivered":
-        state = "done"
-        engine.execute(f"""UPDATE outbox SET state = 'done', attempts = attempts + 1, delivered_at = ?,
-                           last_error = NULL WHERE delivery_id IN ({marks})""", (now, *ids))  # fmt: skip
-    elif done.outcome.status == "transient" and attempt < config.max_attempts:
-        state = "pending"
-        wait = backoff(attempt, config, done.outcome.retry_after, rng)
-        engine.execute(f"""UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?
-                           WHERE delivery_id IN ({marks})""", (now + timedelta(seconds=wait), error, *ids))  # fmt: skip
-    else:
-        state = "dead"
-        why = (
-            (error or "refused") if done.outcome.status == "permanent" else f"gave up after {attempt} attempts: {error}"
-        )
-        engine.execute(f"""UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?
-                           WHERE delivery_id IN ({marks})""", (why[:ERROR_CHARS], *ids))  # fmt: skip
-    engine.append(
-        "delivery_attempts",
-        pa.table({
-            "delivery_id": pa.array(ids, pa.int64()),
-            "destination": pa.array([done.destination] * len(ids), pa.string()),
-            "attempt": pa.array([a + 1 for a in done.attempts], pa.int32()),
-            "outcome": pa.array([done.outcome.status] * len(ids), pa.string()),
-            "error": pa.array([error] * len(ids), pa.string()),
-            "started_at": pa.array([done.started_at] * len(ids), pa.timestamp("us", tz="UTC")),
-            "took_ms": pa.array([done.took_ms] * len(ids), pa.float64()),
-        }),
-    )  # fmt: skip
-    return state
+    states: list[str] = []
+    delivered: list[int] = []
+    log: dict[str, list[Any]] = {k: [] for k in ("delivery_id", "destination", "attempt", "outcome", "error",
+                                                 "started_at", "took_ms")}  # fmt: skip
+    with engine.transaction():
+        for done, config in finished:
+            ids = list(done.delivery_ids)
+            error = None if done.outcome.error is None else done.outcome.error[:ERROR_CHARS]
+            attempt = max(done.attempts) + 1
+            if done.outcome.status == "delivered":
+                states.append("done")
+                delivered.extend(ids)
+            elif done.outcome.status == "transient" and attempt < config.max_attempts:
+                states.append("pending")
+                wait = backoff(attempt, config, done.outcome.retry_after, rng)
+                engine.execute(f"""UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?
+                                   WHERE delivery_id IN ({_marks(ids)})""",
+                               (now + timedelta(seconds=wait), error, *ids))  # fmt: skip
+            else:
+                states.append("dead")
+                why = (error or "refused") if done.outcome.status == "permanent" else (
+                    f"gave up after {attempt} attempts: {error}")  # fmt: skip
+                engine.execute(f"""UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?
+                                   WHERE delivery_id IN ({_marks(ids)})""", (why[:ERROR_CHARS], *ids))  # fmt: skip
+            for delivery_id, before in zip(ids, done.attempts, strict=True):
+                for key, value in (("delivery_id", delivery_id), ("destination", done.destination),
+                                   ("attempt", before + 1), ("outcome", done.outcome.status), ("error", error),
+                                   ("started_at", done.started_at), ("took_ms", done.took_ms)):  # fmt: skip
+                    log[key].append(value)
+        if delivered:
+            engine.execute(f"""UPDATE outbox SET state = 'done', attempts = attempts + 1, delivered_at = ?,
+                               last_error = NULL WHERE delivery_id IN ({_marks(delivered)})""",
+                           (now, *delivered))  # fmt: skip
+        engine.append("delivery_attempts", pa.table({
+            "delivery_id": pa.array(log["delivery_id"], pa.int64()),
+            "destination": pa.array(log["destination"], pa.string()),
+            "attempt": pa.array(log["attempt"], pa.int32()),
+            "outcome": pa.array(log["outcome"], pa.string()),
+            "error": pa.array(log["error"], pa.string()),
+            "started_at": pa.array(log["started_at"], pa.timestamp("us", tz="UTC")),
+            "took_ms": pa.array(log["took_ms"], pa.float64()),
+        }))  # fmt: skip
+    return states
+
+
+def _marks(ids: Sequence[int]) -> str:
+    return ", ".join("?" * len(ids))
 
 
 def replay(engine: Engine, destination: str, *, dead: bool, since: datetime | None, until: datetime | None) -> int:

@@ -37,14 +37,23 @@ def _in(n: int) -> str:
 
 
 def profile_traits(engine: Engine, profile_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Golden, custom and computed traits of a few profiles, read from their tables by id (not through the
+    ``profiles`` view, whose RFM scores rank every profile against all others on each read)."""
     if not profile_ids:
         return {}
-    table = engine.fetch_arrow(f"SELECT * FROM profiles WHERE profile_id IN ({_in(len(profile_ids))})",
-                               tuple(profile_ids))  # fmt: skip
-    return {
-        row.pop("profile_id"): {k: jsonable(v) for k, v in row.items() if k != "computed_at"}
-        for row in table.to_pylist()
-    }
+    marks, ids = _in(len(profile_ids)), tuple(profile_ids)
+    found: dict[str, dict[str, Any]] = {}
+    for profile_id, trait, value in engine.fetch_all(
+        f"SELECT profile_id, trait, max(value) FROM profile_traits WHERE profile_id IN ({marks}) "
+        "GROUP BY profile_id, trait ORDER BY profile_id, trait",
+        ids,
+    ):
+        found.setdefault(profile_id, {})[trait] = value
+    computed = engine.fetch_arrow(f"SELECT * FROM profile_computed WHERE profile_id IN ({marks})", ids)
+    for row in computed.to_pylist():
+        traits = found.setdefault(row.pop("profile_id"), {})
+        traits.update({k: jsonable(v) for k, v in row.items() if k != "computed_at"})
+    return found
 
 
 def identities(engine: Engine, profile_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:

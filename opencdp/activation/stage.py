@@ -61,11 +61,14 @@ class Activation:
     def _check_traits(self, destination: Destination) -> None:
         if not destination.traits:
             return
-        columns = set(self.engine.fetch_arrow("SELECT * FROM profiles LIMIT 0").column_names)
-        unknown = [t for t in destination.traits if t not in columns]
+        known = set(self.engine.fetch_arrow("SELECT * FROM profiles LIMIT 0").column_names)
+        marks = ", ".join("?" * len(destination.traits))
+        known |= {r[0] for r in self.engine.fetch_all(  # custom traits some profile has
+            f"SELECT DISTINCT trait FROM profile_traits WHERE trait IN ({marks})", destination.traits)}  # fmt: skip
+        unknown = [t for t in destination.traits if t not in known]
         if unknown:
-            raise Rejected(f"unknown traits: {', '.join(unknown)} (see the profiles view's columns)",
-                           code="unknown_trait", status=422)  # fmt: skip
+            raise Rejected(f"unknown traits: {', '.join(unknown)} (neither a column of the profiles view nor a "
+                           "custom trait of any profile)", code="unknown_trait", status=422)  # fmt: skip
 
     def listing(self) -> list[dict[str, Any]]:
         return [{**d.public(), "version": v} for d, v in self.store.all().values()]

@@ -92,3 +92,20 @@ def test_a_refused_connection_is_retried_and_recorded(rt: Runtime) -> None:
     rt.activation.drain(wait_seconds=5)
     row = outbox(rt, "gone")[0]
     assert row["state"] == "dead" and row["attempts"] == 2 and "could not be reached" in row["error"]
+
+
+def test_a_webhook_that_hangs_times_out_is_retried_and_dead_lettered(rt: Runtime) -> None:
+    import threading
+
+    ids = people(rt, 1)
+    hang = threading.Event()
+    hang.set()
+    with Receiver(hang=hang) as peer:
+        rt.activation.add(webhook("slow", peer.url, audiences=["a"], timeout_seconds=0.3, max_attempts=2))
+        change(rt, "a", ids[0], "entered")
+        rt.load()
+        rt.activation.drain(wait_seconds=5)
+        hang.clear()
+    row = outbox(rt, "slow")[0]
+    assert row["state"] == "dead" and row["attempts"] == 2 and "timed out" in row["error"]
+    assert len(peer.received) == 2
