@@ -14,6 +14,7 @@ A sync that would add or remove more than a destination's ``confirm_above`` prof
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -97,9 +98,10 @@ def _next_id(engine: Engine) -> int:
     return int(row[0]) if row else 0
 
 
-def route(engine: Engine, destinations: dict[str, Destination]) -> Routed:
+def route(engine: Engine, destinations: Callable[[], dict[str, Destination]]) -> Routed:
     """Route everything new to the outboxes of every destination (a disabled one's deliveries wait in its outbox
-    until it is enabled); ``destinations`` gives their hold thresholds. Returns what was routed."""
+    until it is enabled); ``destinations`` gives their hold thresholds (asked only when something is routed).
+    Returns what was routed."""
     done = Routed()
     e = engine
     marks = e.fetch_one(
@@ -129,7 +131,7 @@ def route(engine: Engine, destinations: dict[str, Destination]) -> Routed:
             done.events = e.execute_changed(events_sql(), (_next_id(e), now, now, gseq_upto))
             e.execute("UPDATE destination_offsets SET upto = ? WHERE starts_with(stream, 'event:') AND upto < ?",
                       (gseq_upto, gseq_upto))  # fmt: skip
-        _hold_broad_syncs(e, destinations, start, done)
+        _hold_broad_syncs(e, destinations(), start, done)
     return done
 
 

@@ -36,7 +36,7 @@ class Activation:
     def route(self) -> Routed:
         """Route audience changes and events into the outboxes (the processor calls this each cycle, after
         profiles and segments), and wake the deliverer when there is something to send."""
-        routed = route(self.engine, self._destinations())
+        routed = route(self.engine, self._destinations)
         if routed.total:
             self.deliverer.wake()
         return routed
