@@ -86,6 +86,10 @@ class Deliverer:
         self._lanes: dict[str, Lane] = {}
         self._in_flight: dict[str, set[int]] = {}
         self._busy: dict[str, int] = {}
+        self._failures: dict[str, int] = {}
+        """Batches failed transiently in a row, per destination."""
+        self._paused: dict[str, float] = {}
+        """Per destination, when (monotonic) it may be claimed from again after repeated failures."""
         self._results: queue.SimpleQueue[outbox.Attempted] = queue.SimpleQueue()
         self._commands: queue.SimpleQueue[tuple[Callable[[Engine], Any], Future[Any]]] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -173,10 +177,25 @@ class Deliverer:
         if not finished:
             return
         states = outbox.settle(self.engine, finished, self.rng)
-        for (done, _), state in zip(finished, states, strict=True):
+        for (done, config), state in zip(finished, states, strict=True):
             self._busy[done.destination] -= 1
             self._in_flight[done.destination].difference_update(done.delivery_ids)
             self.counters.add(done.destination, state, len(done.delivery_ids))
+            self._trip(done, config)
+
+    def _trip(self, done: outbox.Attempted, config: DestinationBase) -> None:
+        """A destination whose last ``concurrency`` batches all failed transiently (down, refusing connections)
+        is not claimed for a while (backoff, growing while it stays down); its rows keep their own schedule.
+        A delivered batch resets it. This keeps a dead peer from costing every turn a claim, payloads and
+        failure writes."""
+        name = done.destination
+        if done.outcome.status != "transient":
+            self._failures[name] = 0
+            return
+        self._failures[name] = failures = self._failures.get(name, 0) + 1
+        if failures >= config.concurrency:
+            rounds = failures // config.concurrency
+            self._paused[name] = time.monotonic() + outbox.backoff(rounds, config, done.outcome.retry_after, self.rng)
 
     def _refresh(self) -> None:
         self._refreshed = time.monotonic()
@@ -195,8 +214,9 @@ class Deliverer:
             self._busy.setdefault(name, 0)
 
     def _claim(self) -> int:
+        now = time.monotonic()
         free = {n: lane.config.concurrency * PREFETCH - self._busy[n] for n, lane in self._lanes.items()
-                if lane.config.enabled}  # fmt: skip
+                if lane.config.enabled and self._paused.get(n, 0.0) <= now}  # fmt: skip
         free = {n: f for n, f in free.items() if f > 0}
         if not free:
             return 0
@@ -263,6 +283,10 @@ class Deliverer:
                 continue
             due = self._next_due()
             now = datetime.now(UTC)
+            resume = [t for t in list(self._paused.values()) if t > time.monotonic()]
+            if resume:  # a paused destination's rows fall due when its pause ends
+                ends = now + timedelta(seconds=min(resume) - time.monotonic())
+                due = ends if due is None else min(due, ends)
             if due is None and self._claimable():
                 continue  # a retry fell due between the two looks
             if due is None or due > now + timedelta(seconds=max(0.0, deadline - time.monotonic())):
@@ -292,7 +316,10 @@ class Deliverer:
         return started
 
     def _enabled(self) -> list[str]:
-        return sorted(n for n, lane in list(self._lanes.items()) if lane.config.enabled)
+        """Destinations that may be claimed from now (enabled, not paused after repeated failures)."""
+        now = time.monotonic()
+        return sorted(n for n, lane in list(self._lanes.items())
+                      if lane.config.enabled and self._paused.get(n, 0.0) <= now)  # fmt: skip
 
     def _claimable(self) -> bool:
         """Whether a row could be claimed now (a coordinator thread, if one runs, is about to)."""

@@ -183,3 +183,24 @@ def test_replay_of_a_time_range_sends_what_happened_then_once_more(rt: Runtime) 
     assert peer.keys()[2] == peer.keys()[1]
     with pytest.raises(Exception, match="since < until"):
         rt.activation.replay("hook", dead=False, since=later, until=middle)
+
+
+def test_a_destination_that_refuses_every_connection_is_paused_not_hammered(rt: Runtime) -> None:
+    ids = people(rt, 12)
+    with Receiver() as peer:
+        url = peer.url  # closed on leaving: nothing listens there any more
+    rt.activation.add(webhook("down", url, audiences=["a"], concurrency=2, max_attempts=50,
+                              backoff_base_seconds=5, backoff_cap_seconds=5))  # fmt: skip
+    rt.activation.route()
+    for pid in ids:
+        change(rt, "a", pid, "entered")
+    rt.load()
+    rt.activation.drain()
+    attempts = rt.engine.fetch_all("SELECT count(*), count(DISTINCT delivery_id) FROM delivery_attempts")
+    rows = outbox(rt, "down")
+    # about one round of claims (2 workers x 4 queued batches) failed, then the destination was paused: the
+    # other rows were not tried, none twice, and none of them is lost
+    [(tried, distinct)] = attempts
+    assert 8 <= tried <= 9 and tried == distinct
+    assert sum(r["attempts"] == 0 for r in rows) == 12 - tried and max(r["attempts"] for r in rows) == 1
+    assert {r["state"] for r in rows} == {"pending"}
