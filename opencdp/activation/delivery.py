@@ -51,13 +51,32 @@ class Lane:
     version: int
     plugin: Plugin
     pool: ThreadPoolExecutor
+    queued: dict[Future[None], tuple[int, ...]] = field(default_factory=dict)
+    """Submitted batches not finished yet, with their delivery ids."""
+
+    def submit(self, fn: Callable[..., None], *args: Any, ids: tuple[int, ...]) -> None:
+        future = self.pool.submit(fn, *args)
+        self.queued[future] = ids
+        future.add_done_callback(lambda f: self.queued.pop(f, None))
+
+    def withdraw(self) -> list[tuple[int, ...]]:
+        """Cancel the batches no worker has started; returns their delivery ids (they go back to the outbox's
+        due rows: nothing was sent)."""
+        return [ids for future, ids in list(self.queued.items()) if future.cancel()]
 
     def close(self) -> None:
+        """Stop taking batches; the plug-in is closed once the batches already being sent have finished (closing
+        it under them would fail, and so resend, what the peer may be about to acknowledge)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
-        try:
-            self.plugin.close()
-        except Exception:  # closing is best effort; a send still running finishes on its own
-            log.debug("closing destination %s failed", self.config.name, exc_info=True)
+
+        def finish() -> None:
+            self.pool.shutdown(wait=True)
+            try:
+                self.plugin.close()
+            except Exception:  # closing is best effort
+                log.debug("closing destination %s failed", self.config.name, exc_info=True)
+
+        threading.Thread(target=finish, name=f"opencdp-close-{self.config.name}", daemon=True).start()
 
 
 @dataclass
@@ -201,7 +220,11 @@ class Deliverer:
         self._refreshed = time.monotonic()
         versions = self.store.versions()
         for name in [n for n, lane in self._lanes.items() if versions.get(n) != lane.version]:
-            self._lanes.pop(name).close()
+            lane = self._lanes.pop(name)
+            for ids in lane.withdraw():  # queued under the old configuration: claimed again under the new one
+                self._busy[name] -= 1
+                self._in_flight[name].difference_update(ids)
+            lane.close()
         changed = [n for n in versions if n not in self._lanes]
         if not changed:
             return
@@ -249,7 +272,8 @@ class Deliverer:
                 attempts = tuple(int(r["attempts"]) for r in batch)
                 self._in_flight[name].update(d.delivery_id for d in deliveries)
                 self._busy[name] += 1
-                lane.pool.submit(self._attempt, name, lane.plugin, deliveries, attempts)
+                lane.submit(self._attempt, name, lane.plugin, deliveries, attempts,
+                            ids=tuple(d.delivery_id for d in deliveries))  # fmt: skip
                 started += 1
         return started
 

@@ -204,3 +204,27 @@ def test_a_destination_that_refuses_every_connection_is_paused_not_hammered(rt: 
     assert 8 <= tried <= 9 and tried == distinct
     assert sum(r["attempts"] == 0 for r in rows) == 12 - tried and max(r["attempts"] for r in rows) == 1
     assert {r["state"] for r in rows} == {"pending"}
+
+
+def test_changing_a_destination_moves_its_queued_batches_to_the_new_configuration(rt: Runtime) -> None:
+    ids = people(rt, 4)
+    hang = threading.Event()
+    hang.set()
+    with Receiver(hang=hang) as old, Receiver() as new:
+        rt.activation.add(webhook("hook", old.url, audiences=["a"], concurrency=1, timeout_seconds=20))
+        rt.activation.route()
+        for pid in ids:
+            change(rt, "a", pid, "entered")
+        rt.load()
+        deliverer = rt.activation.deliverer
+        assert deliverer.step() == 4  # one batch sent (it hangs), three queued behind it
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        while not old.received and datetime.now(UTC) < deadline:
+            threading.Event().wait(0.01)
+        rt.activation.add(webhook("hook", new.url, audiences=["a"]), replace=True)
+        deliverer.step()  # picks up the new version: the three queued batches are withdrawn and claimed again
+        hang.clear()  # the one already sent gets its answer from the old peer
+        assert rt.activation.drain(wait_seconds=5)["left"] == {}
+    assert len(old.received) == 1 and len(new.received) == 3
+    assert {r["state"] for r in outbox(rt, "hook")} == {"done"}
+    assert sorted(old.keys() + new.keys()) == sorted(r["key"] for r in outbox(rt, "hook"))
