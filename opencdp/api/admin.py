@@ -20,6 +20,7 @@ from fastapi import Body, Depends, FastAPI, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
+from opencdp.api.destinations import destinations_router
 from opencdp.api.runtime import Runtime
 from opencdp.collect.imports import decode_mapping
 from opencdp.errors import OpenCDPError, Rejected, Transient
@@ -93,6 +94,7 @@ def build_admin_app(runtime: Runtime) -> FastAPI:
         return JSONResponse({"code": exc.code, "message": exc.message}, status_code=500)
 
     admin = [Depends(require_admin)]
+    app.include_router(destinations_router(runtime, admin))
 
     @app.get("/admin/v1/sources", dependencies=admin)
     def list_sources() -> list[Source]:

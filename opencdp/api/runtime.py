@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import SecretStr, ValidationError
 
+from opencdp.activation.stage import Activation
 from opencdp.collect.imports import Importer, ImportResult, Progress
 from opencdp.collect.ingest import Ingestor
 from opencdp.config import Settings
@@ -113,6 +114,7 @@ class Runtime:
                                  refresh=timedelta(minutes=settings.audience_refresh_minutes))  # fmt: skip
         self.journeys = Journeys(self.engine, self.raw_log, self.segments)
         self.profile_cache = ProfileCache()
+        self.activation = Activation(self.engine)
         self._cache_built = False
         self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
         self._load_lock = threading.Lock()
@@ -136,11 +138,12 @@ class Runtime:
                     took.append(time.monotonic())
                     self.segments.run(computed.touched)  # then audiences, for the profiles computed again
                     self.journeys.run()  # then journeys: entries, exits and the steps that are due
+                    self.activation.route()  # then activation, on the audience changes and events so far
                     took.append(time.monotonic())
                     self._refresh_cache(computed.touched, frozenset(computed.reshaped))
                     took.append(time.monotonic())
                 if took[-1] - took[0] > SLOW_LOAD_SECONDS:
-                    names = ("load", "govern", "identity", "profiles", "segments and journeys", "read model")
+                    names = ("load", "govern", "identity", "profiles", "audiences", "read model")
                     steps = zip(names, pairwise(took), strict=False)
                     log.warning("slow load of %d lines: %s", result.lines,
                                 ", ".join(f"{name} {b - a:.2f} s" for name, (a, b) in steps))  # fmt: skip
@@ -500,5 +503,6 @@ class Runtime:
 
     def close(self) -> None:
         self.load()
+        self.activation.close()
         self.journal.close()
         self.engine.close()

@@ -69,6 +69,7 @@ class Server:
                 self._loader = asyncio.create_task(
                     run_loader(runtime.load, self.settings.load_interval_seconds, self._stop)
                 )
+                runtime.activation.deliverer.start()  # destinations are delivered to in the background
                 self._write_server_file()
                 _freeze_startup_heap()
                 await send({"type": "lifespan.startup.complete"})

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -376,6 +376,42 @@ class Backend:
         with self._runtime() as rt:
             source_id = rt.registry.get(source).source_id if source else None
             return [q.as_dict() for q in quality(rt.engine, days=days, source_id=source_id)]
+
+    # -- destinations -----------------------------------------------------------------------------------------
+    def add_destination(self, doc: object, replace: bool) -> dict[str, Any]:
+        request = ("POST", "/admin/v1/destinations", {"json": doc, "params": {"replace": replace}})
+        return dict(self._either(request, lambda rt: rt.activation.add(doc, replace=replace)))
+
+    def destinations(self) -> list[dict[str, Any]]:
+        return list(self._either(("GET", "/admin/v1/destinations", {}), lambda rt: rt.activation.listing()))
+
+    def test_destination(self, name: str) -> dict[str, Any]:
+        path = f"/admin/v1/destinations/{name}/test"
+        return dict(self._either(("POST", path, {}), lambda rt: rt.activation.test(name)))
+
+    def destinations_status(self) -> list[dict[str, Any]]:
+        return list(self._either(("GET", "/admin/v1/destinations/status", {}), lambda rt: rt.activation.status()))
+
+    def deliveries(self, name: str, state: str | None, limit: int) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, **({"state": state} if state else {})}
+        request = ("GET", f"/admin/v1/destinations/{name}/deliveries", {"params": params})
+        return list(self._either(request, lambda rt: rt.activation.deliveries(name, state, limit)))
+
+    def replay(self, name: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+        dead = since is None and until is None
+        params = {"dead": dead, **{k: v.isoformat() for k, v in (("since", since), ("until", until)) if v}}
+        request = ("POST", f"/admin/v1/destinations/{name}/replay", {"params": params})
+        return dict(self._either(request, lambda rt: rt.activation.replay(name, dead=dead, since=since, until=until)))
+
+    def confirm_sync(self, name: str, discard: bool) -> dict[str, Any]:
+        request = ("POST", f"/admin/v1/destinations/{name}/confirm", {"params": {"discard": discard}})
+        return dict(self._either(request, lambda rt: rt.activation.confirm(name, discard=discard)))
+
+    def drain(self, wait_seconds: float) -> dict[str, Any]:
+        """Deliver what is due (through the server when one runs: its deliverer does the work)."""
+        params = {"params": {"wait_seconds": wait_seconds}, "timeout": None}
+        request: tuple[str, str, dict[str, Any]] = ("POST", "/admin/v1/destinations/drain", params)
+        return dict(self._either(request, lambda rt: rt.activation.drain(wait_seconds)))
 
     def _catch_up(self, engine: Engine) -> None:
         """Load what a server acknowledged but had not loaded when it stopped (e.g. after ``kill -9``)."""

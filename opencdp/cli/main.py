@@ -12,6 +12,7 @@ import typer
 from opencdp.cli import governing, output
 from opencdp.cli.backend import Backend
 from opencdp.cli.common import AsJson, DataDir, console, fail, settings_for
+from opencdp.cli.destinations import destinations_app
 from opencdp.cli.identity import identity_app
 from opencdp.cli.profiles import profiles_app, traits_app
 from opencdp.cli.segments import audiences_app, journeys_app
@@ -29,6 +30,7 @@ app.add_typer(profiles_app, name="profiles")
 app.add_typer(traits_app, name="traits")
 app.add_typer(audiences_app, name="audiences")
 app.add_typer(journeys_app, name="journeys")
+app.add_typer(destinations_app, name="destinations")
 app.command("violations")(governing.violations)
 app.command("quality")(governing.quality)
 

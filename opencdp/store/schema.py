@@ -396,6 +396,53 @@ TABLES: tuple[str, ...] = (
         seq BIGINT NOT NULL,
         updated_at TIMESTAMPTZ NOT NULL
     )""",
+    # Activation (opencdp/activation/): destinations (one JSON document each), how far each has read the
+    # audience changes and the governed stream, its outbox (one row per delivery, ``state`` pending, held, done
+    # or dead) and every delivery attempt.
+    """CREATE TABLE IF NOT EXISTS destinations (
+        name VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        config VARCHAR NOT NULL,
+        version BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS destination_offsets (
+        destination VARCHAR NOT NULL,
+        stream VARCHAR NOT NULL,
+        upto BIGINT,
+        PRIMARY KEY (destination, stream)
+    )""",
+    """CREATE TABLE IF NOT EXISTS outbox (
+        delivery_id BIGINT PRIMARY KEY,
+        destination VARCHAR NOT NULL,
+        idempotency_key VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        audience VARCHAR,
+        change VARCHAR,
+        cause VARCHAR,
+        profile_id VARCHAR,
+        gseq BIGINT,
+        payload VARCHAR,
+        happened_at TIMESTAMPTZ NOT NULL,
+        state VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at TIMESTAMPTZ NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        delivered_at TIMESTAMPTZ,
+        last_error VARCHAR,
+        replays INTEGER NOT NULL,
+        UNIQUE (destination, idempotency_key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS delivery_attempts (
+        delivery_id BIGINT NOT NULL,
+        destination VARCHAR NOT NULL,
+        attempt INTEGER NOT NULL,
+        outcome VARCHAR NOT NULL,
+        error VARCHAR,
+        started_at TIMESTAMPTZ NOT NULL,
+        took_ms DOUBLE NOT NULL
+    )""",
 )
 
 INDEXES: tuple[str, ...] = (
@@ -410,6 +457,8 @@ INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes (cluster)",
     "CREATE UNIQUE INDEX IF NOT EXISTS identity_match_records_key ON identity_match_records (match_key)",
     "CREATE INDEX IF NOT EXISTS governance_blocked ON governance (status) WHERE status = 'blocked'",
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at)",
+    "CREATE INDEX IF NOT EXISTS outbox_profile ON outbox (destination, profile_id)",
 )
 
 VIEWS: tuple[str, ...] = (

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from opencdp.activation import outbox, route
 from opencdp.govern.plans import violations_query
 from opencdp.model.plans import TrackingPlan
 from opencdp.model.profiles import SHIPPED_TRAITS, ProfileSettings
@@ -54,7 +55,11 @@ PROFILES = [
     ),
 ]
 
+ACTIVATION = [route.first_sync_sql(), route.changes_sql(), route.events_sql(), route.routed_sizes_sql(),
+              outbox.claim_sql(2)]  # fmt: skip
+
 STAGES = {
+    "activation_route_and_claim": {"duckdb": ACTIVATION, "postgres": ACTIVATION},
     "profiles_shipped_traits": {"duckdb": PROFILES, "postgres": PROFILES},
     "govern_sample_plan": {"duckdb": [GOVERN], "postgres": [GOVERN]},
     "schema": {"duckdb": [*schema.TABLES, *schema.VIEWS], "postgres": [*schema.TABLES, *schema.INDEXES, *schema.VIEWS]},

@@ -390,6 +390,54 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
         updated_at TIMESTAMPTZ NOT NULL
     );
 
+CREATE TABLE IF NOT EXISTS destinations (
+        name VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        config VARCHAR NOT NULL,
+        version BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS destination_offsets (
+        destination VARCHAR NOT NULL,
+        stream VARCHAR NOT NULL,
+        upto BIGINT,
+        PRIMARY KEY (destination, stream)
+    );
+
+CREATE TABLE IF NOT EXISTS outbox (
+        delivery_id BIGINT PRIMARY KEY,
+        destination VARCHAR NOT NULL,
+        idempotency_key VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        audience VARCHAR,
+        change VARCHAR,
+        cause VARCHAR,
+        profile_id VARCHAR,
+        gseq BIGINT,
+        payload VARCHAR,
+        happened_at TIMESTAMPTZ NOT NULL,
+        state VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at TIMESTAMPTZ NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        delivered_at TIMESTAMPTZ,
+        last_error VARCHAR,
+        replays INTEGER NOT NULL,
+        UNIQUE (destination, idempotency_key)
+    );
+
+CREATE TABLE IF NOT EXISTS delivery_attempts (
+        delivery_id BIGINT NOT NULL,
+        destination VARCHAR NOT NULL,
+        attempt INTEGER NOT NULL,
+        outcome VARCHAR NOT NULL,
+        error VARCHAR,
+        started_at TIMESTAMPTZ NOT NULL,
+        took_ms DOUBLE NOT NULL
+    );
+
 CREATE OR REPLACE VIEW events AS
     SELECT seq, message_id, source_id, type, event, user_id, anonymous_id, timestamp, original_timestamp,
            sent_at, received_at,

@@ -102,6 +102,14 @@ CREATE TABLE IF NOT EXISTS journey_sends (send_seq BIGINT NOT NULL, journey TEXT
 
 CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
 
+CREATE TABLE IF NOT EXISTS destinations (name TEXT PRIMARY KEY, kind TEXT NOT NULL, config TEXT NOT NULL, version BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS destination_offsets (destination TEXT NOT NULL, stream TEXT NOT NULL, upto BIGINT, PRIMARY KEY (destination, stream));
+
+CREATE TABLE IF NOT EXISTS outbox (delivery_id BIGINT PRIMARY KEY, destination TEXT NOT NULL, idempotency_key TEXT NOT NULL, kind TEXT NOT NULL, audience TEXT, change TEXT, cause TEXT, profile_id TEXT, gseq BIGINT, payload TEXT, happened_at TIMESTAMPTZ NOT NULL, state TEXT NOT NULL, attempts INT NOT NULL, next_at TIMESTAMPTZ NOT NULL, created_at TIMESTAMPTZ NOT NULL, delivered_at TIMESTAMPTZ, last_error TEXT, replays INT NOT NULL, UNIQUE (destination, idempotency_key));
+
+CREATE TABLE IF NOT EXISTS delivery_attempts (delivery_id BIGINT NOT NULL, destination TEXT NOT NULL, attempt INT NOT NULL, outcome TEXT NOT NULL, error TEXT, started_at TIMESTAMPTZ NOT NULL, took_ms DOUBLE PRECISION NOT NULL);
+
 CREATE UNIQUE INDEX IF NOT EXISTS raw_events_seq ON raw_events(seq);
 
 CREATE INDEX IF NOT EXISTS raw_events_message ON raw_events(source_id, message_id);
@@ -123,6 +131,10 @@ CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes(cluster);
 CREATE UNIQUE INDEX IF NOT EXISTS identity_match_records_key ON identity_match_records(match_key);
 
 CREATE INDEX IF NOT EXISTS governance_blocked ON governance(status) WHERE status = 'blocked';
+
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
+
+CREATE INDEX IF NOT EXISTS outbox_profile ON outbox(destination, profile_id);
 
 CREATE OR REPLACE VIEW events AS SELECT seq, message_id, source_id, type, event, user_id, anonymous_id, timestamp, original_timestamp, sent_at, received_at, JSON_EXTRACT_PATH(message, 'properties') AS properties, JSON_EXTRACT_PATH(message, 'traits') AS traits, JSON_EXTRACT_PATH(message, 'context') AS context, message FROM raw_events WHERE type <> 'record';
 
