@@ -143,7 +143,7 @@ class Runtime:
                     self._refresh_cache(computed.touched, frozenset(computed.reshaped))
                     took.append(time.monotonic())
                 if took[-1] - took[0] > SLOW_LOAD_SECONDS:
-                    names = ("load", "govern", "identity", "profiles", "audiences", "read model")
+                    names = ("load", "govern", "identity", "profiles", "segments and activation", "read model")
                     steps = zip(names, pairwise(took), strict=False)
                     log.warning("slow load of %d lines: %s", result.lines,
                                 ", ".join(f"{name} {b - a:.2f} s" for name, (a, b) in steps))  # fmt: skip
