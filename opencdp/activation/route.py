@@ -25,6 +25,8 @@ COLUMNS = (
     "delivery_id, destination, idempotency_key, kind, audience, change, cause, profile_id, gseq, payload, "
     "happened_at, state, attempts, next_at, created_at, delivered_at, last_error, replays"
 )
+JOURNEYS = "activation:journeys"
+"""The consumer offset of journeys' messages (``journey_sends.send_seq``)."""
 SHARE_FROM_PROFILES = 100
 """The share threshold applies once the workspace has this many profiles (a tiny one would hold every sync)."""
 
@@ -69,6 +71,20 @@ def events_sql() -> str:
     WHERE g.type = 'track' AND o.upto IS NOT NULL AND g.gseq > o.upto AND g.gseq <= ?"""
 
 
+def journey_messages_sql() -> str:
+    """Messages journeys sent after the offset, each to the destination it names (one that does not exist is
+    dead-lettered with the reason: replayed once the destination is added). Params: base id, now, now, from,
+    upto."""
+    return f"""INSERT INTO outbox ({COLUMNS})
+    SELECT ? + row_number() OVER (ORDER BY s.send_seq), s.destination,
+           s.destination || ':journey:' || CAST(s.send_seq AS VARCHAR),
+           'message', NULL, NULL, NULL, s.profile_id, NULL, s.payload, s.created_at,
+           CASE WHEN d.name IS NULL THEN 'dead' ELSE 'pending' END, 0, ?, ?, NULL,
+           CASE WHEN d.name IS NULL THEN 'no destination is named ' || s.destination END, 0
+    FROM journey_sends AS s LEFT JOIN destinations AS d ON d.name = s.destination
+    WHERE s.send_seq > ? AND s.send_seq <= ?"""
+
+
 def routed_sizes_sql() -> str:
     """What this cycle routed per destination and audience (rows above a base id), and whether that destination
     and audience already has a held sync (later changes wait behind it)."""
@@ -85,12 +101,14 @@ class Routed:
     first_sync: int = 0
     changes: int = 0
     events: int = 0
+    messages: int = 0
+    """Journeys' messages."""
     held: dict[str, int] = field(default_factory=dict)
     """Held syncs by ``destination/audience``, with their sizes."""
 
     @property
     def total(self) -> int:
-        return self.first_sync + self.changes + self.events
+        return self.first_sync + self.changes + self.events + self.messages
 
 
 def _next_id(engine: Engine) -> int:
@@ -110,15 +128,27 @@ def route(engine: Engine, destinations: Callable[[], dict[str, Destination]]) ->
                   (SELECT coalesce(min(coalesce(upto, -1)), 0) FROM destination_offsets
                    WHERE starts_with(stream, 'audience:')),
                   (SELECT coalesce(min(upto), 0) FROM destination_offsets WHERE starts_with(stream, 'event:')),
-                  (SELECT count(*) FROM destination_offsets)"""
+                  (SELECT count(*) FROM destination_offsets),
+                  (SELECT coalesce(max(send_seq), 0) FROM journey_sends),
+                  (SELECT coalesce(max(seq), 0) FROM consumer_offsets WHERE consumer = ?)""",
+        (JOURNEYS,),
     )
     assert marks is not None
-    changes_upto, gseq_upto, audience_from, events_from, streams = (int(v) for v in marks)
-    if not streams or (audience_from >= changes_upto and events_from >= gseq_upto):
+    changes_upto, gseq_upto, audience_from, events_from, streams, sends_upto, sends_from = (int(v) for v in marks)
+    streams_due = streams and (audience_from < changes_upto or events_from < gseq_upto)
+    if not streams_due and sends_from >= sends_upto:
         return done
     now = datetime.now(UTC)
     with e.transaction():
         start = _next_id(e)
+        if sends_from < sends_upto:
+            done.messages = e.execute_changed(journey_messages_sql(), (start, now, now, sends_from, sends_upto))
+            e.execute("INSERT INTO consumer_offsets (consumer, seq, updated_at) VALUES (?, ?, ?) ON CONFLICT "
+                      "(consumer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+                      (JOURNEYS, sends_upto, now))  # fmt: skip
+            start = _next_id(e)
+        if not streams_due:
+            return done
         if audience_from < 0:
             done.first_sync = e.execute_changed(first_sync_sql(), (start, changes_upto, now, now))
             e.execute("UPDATE destination_offsets SET upto = ? WHERE upto IS NULL AND starts_with(stream, 'audience:')",

@@ -80,7 +80,7 @@ class Journeys:
         return self._cache[1]
 
     def checked(self, doc: object) -> JourneyDefinition:
-        """A definition from a document, checked: its audiences, traits and events must exist."""
+        """A definition from a document, checked: its audiences, traits, events and destinations must exist."""
         try:
             journey = JourneyDefinition.model_validate(doc)
         except ValidationError as exc:
@@ -94,7 +94,11 @@ class Journeys:
             if name is not None and ws.events is not None and name not in ws.events:
                 raise Rejected(f"no event named {name!r} was ever received (nor is it in a tracking plan)",
                                code="bad_journey")  # fmt: skip
+        known = {str(r[0]) for r in self.engine.fetch_all("SELECT name FROM destinations")}
         for i, (step, _, _) in enumerate(flatten(journey.steps)):
+            if isinstance(step, Send) and step.send.destination not in known:
+                raise Rejected(f"step {i}: there is no destination named {step.send.destination!r} "
+                               "(add it first: opencdp destinations add)", code="bad_journey")  # fmt: skip
             if isinstance(step, Branch):
                 try:
                     self.segments.checked({"name": journey.name, "where": step.if_})
