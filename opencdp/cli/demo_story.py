@@ -7,7 +7,8 @@ tickets; a PII policy (card numbers dropped before the raw log, IP addresses mas
 blocks the events nobody planned (``Coupon Applied``, and ``Product Add``, an old app's misnamed event); the
 quarantine holding them; the plan fixed for one and a transformation renaming the other; the held events
 released once; then the 360 view of a customer who returned most of what they bought (golden traits with their
-sources, LTV net of returns, ticket sentiment), ranked against a loyal one.
+sources, LTV net of returns, ticket sentiment), ranked against a loyal one; last, an audience synced to a webhook
+and to files, and an abandoned-cart journey (:mod:`opencdp.cli.demo_activation`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import httpx
 from rich.console import Console
 
 from opencdp.cli import output
+from opencdp.cli.demo_activation import activation_story
 from opencdp.cli.demo_traffic import FIRST, LAST, PRODUCTS
 
 CRM_SOURCE = "demo-crm"
@@ -217,6 +219,7 @@ def _story(base_url: str, admin_token: str, data_dir: Path, console: Console, st
         _matching_story(admin, console)
         _plan_story(admin, console, stop)
         _profile_story(admin, console, stop)
+        activation_story(admin, base_url, data_dir, console, stop)
 
 
 def _plan_story(admin: httpx.Client, console: Console, stop: threading.Event) -> None:

@@ -46,20 +46,21 @@ class Trigger(_Strict):
 
 
 class Duration(_Strict):
+    seconds: int = 0
     minutes: int = 0
     hours: int = 0
     days: int = 0
 
     @model_validator(mode="after")
     def _positive(self) -> Duration:
-        seconds = self.seconds
-        if seconds <= 0 or seconds > MAX_WAIT_DAYS * 86_400 or min(self.minutes, self.hours, self.days) < 0:
+        total = self.total_seconds
+        if total <= 0 or total > MAX_WAIT_DAYS * 86_400 or min(self.seconds, self.minutes, self.hours, self.days) < 0:
             raise ValueError(f"a wait is more than nothing and at most {MAX_WAIT_DAYS} days")
         return self
 
     @property
-    def seconds(self) -> int:
-        return self.minutes * 60 + self.hours * 3600 + self.days * 86_400
+    def total_seconds(self) -> int:
+        return self.seconds + self.minutes * 60 + self.hours * 3600 + self.days * 86_400
 
 
 class Wait(_Strict):

@@ -283,7 +283,7 @@ class Journeys:
                 if isinstance(step, Wait):
                     e.execute(
                         f"""UPDATE journey_states SET step = ?, updated_at = ?,
-                                   due_at = due_at + INTERVAL {step.wait.seconds} SECOND
+                                   due_at = due_at + INTERVAL {step.wait.total_seconds} SECOND
                         WHERE entry IN (SELECT entry FROM _jr_due)""",
                         (follow if follow is not None else -1, now),
                     )
