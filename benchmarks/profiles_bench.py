@@ -157,7 +157,9 @@ def main() -> None:
             rt.governance.run()
             t_id, _ = timed(rt.identity.run)
             t_pf, computed = timed(rt.profiles.run)
-            t_rm, _ = timed(lambda c=computed: rt._refresh_cache(c.touched))
+            t_rm, _ = timed(
+                lambda c=computed: rt._refresh_cache(c.touched, frozenset(c.reshaped), frozenset(c.recomputed))
+            )
             identity_ms.append(t_id * 1000)
             stage_ms.append(t_pf * 1000)
             cache_ms.append(t_rm * 1000)

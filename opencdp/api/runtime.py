@@ -16,7 +16,7 @@ import pyarrow as pa
 from pydantic import SecretStr, ValidationError
 
 from opencdp.collect.imports import Importer, ImportResult, Progress
-from opencdp.collect.ingest import Ingestor
+from opencdp.collect.ingest import HEAVY_LOAD_LINES, Ingestor
 from opencdp.config import Settings
 from opencdp.errors import Rejected, Terminal, Transient
 from opencdp.govern.stage import Governance
@@ -122,10 +122,14 @@ class Runtime:
                     took.append(time.monotonic())
                     computed = self.profiles.run()  # then profiles, on what identity resolved
                     took.append(time.monotonic())
-                    self._refresh_cache(computed.touched, frozenset(computed.reshaped))
+                    self._refresh_cache(computed.touched, frozenset(computed.reshaped), frozenset(computed.recomputed))
                     took.append(time.monotonic())
+                    if result.lines < HEAVY_LOAD_LINES:  # between loads, not in one's commit (heavy: DuckDB's)
+                        self.engine.checkpoint(self.settings.checkpoint_log_bytes)
+                        took.append(time.monotonic())
                 if took[-1] - took[0] > SLOW_LOAD_SECONDS:
-                    steps = zip(("load", "govern", "identity", "profiles", "read model"), pairwise(took), strict=False)
+                    names = ("load", "govern", "identity", "profiles", "read model", "checkpoint")
+                    steps = zip(names, pairwise(took), strict=False)
                     log.warning("slow load of %d lines: %s", result.lines,
                                 ", ".join(f"{name} {b - a:.2f} s" for name, (a, b) in steps))  # fmt: skip
             except Exception as exc:
@@ -136,14 +140,15 @@ class Runtime:
             self.journal.mark_loaded(result.position, self.settings.journal_retention_segments)
             return result
 
-    def _refresh_cache(self, touched: list[str] | None, reshaped: frozenset[str] = frozenset()) -> None:
+    def _refresh_cache(self, touched: list[str] | None, reshaped: frozenset[str] = frozenset(),
+                       recomputed: frozenset[str] | None = None) -> None:  # fmt: skip
         """Swap the profiles just computed into the profile API's read model (all of them the first time)."""
         if not self._cache_built or touched is None:
             self.profile_cache.refresh(self.engine, None, self.profiles.definitions())
             self._cache_built = True
         elif touched:
             self.profile_cache.refresh(self.engine, touched, self.profiles.definitions(), reshaped=reshaped,
-                                       new_activity=NEW_ACTIVITY)  # fmt: skip
+                                       new_activity=NEW_ACTIVITY, recomputed=recomputed)  # fmt: skip
 
     def import_files(
         self,

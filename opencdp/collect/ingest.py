@@ -167,8 +167,9 @@ async def run_loader(load: Callable[[], LoadResult | None], interval: float, sto
 
     Under heavy traffic (a load of at least :data:`HEAVY_LOAD_LINES` lines) the pause grows to twice the last
     load's duration, up to a second: collection keeps at least two thirds of the core, and each load gets
-    larger and cheaper per row. Under light traffic the pause stays at ``interval``, so that what was just
-    collected reaches profiles (and the profile API) quickly; the loader's thread is niced either way.
+    larger and cheaper per row. Under light traffic a load starts ``interval`` after the previous one started,
+    at once if that one took longer: what was just collected reaches profiles (and the profile API) within
+    about two loads, not two loads and a pause. The loader's thread is niced either way.
     """
     pause = interval
     loop = asyncio.get_running_loop()
@@ -180,4 +181,4 @@ async def run_loader(load: Callable[[], LoadResult | None], interval: float, sto
             result = await loop.run_in_executor(executor, load)
             heavy = result is None or result.lines >= HEAVY_LOAD_LINES
             took = time.monotonic() - started
-            pause = min(max(interval, 2 * took), MAX_LOAD_PAUSE_SECONDS) if heavy else interval
+            pause = min(max(interval, 2 * took), MAX_LOAD_PAUSE_SECONDS) if heavy else max(0.0, interval - took)
