@@ -184,7 +184,8 @@ def main() -> None:
         cpu_paced = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
         ceiling = run_wrk(base, refs, f"Bearer {read_token}", 10, 0)
         baseline = run_wrk(base, admin_refs, f"Bearer {admin_token}", 10, 0)
-        fresh = sorted(freshness(base, write_key, read_token, users, args.probes))
+        in_order = freshness(base, write_key, read_token, users, args.probes)
+        fresh = sorted(in_order)
         rss = rss_mb(proc.pid)
         slow = [line.split("slow load ", 1)[1] for line in log.read_text().splitlines() if "slow load " in line]
         ingest.stop.set()
@@ -226,8 +227,8 @@ def main() -> None:
         print(
             f"2. event accepted -> order_count updated in the profile API, {len(fresh)} probes under "
             f"{args.ingest:,} events/s: p50 {statistics.median(fresh) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
-            f"max {fresh[-1] * 1000:.0f} ms (target p95 < 1 s: {'met' if p95 < 1 else 'MISSED'}); all: "
-            f"{', '.join(f'{x * 1000:.0f}' for x in fresh)} ms"
+            f"max {fresh[-1] * 1000:.0f} ms (target p95 < 1 s: {'met' if p95 < 1 else 'MISSED'}); all, in the "
+            f"order sent: {', '.join(f'{x * 1000:.0f}' for x in in_order)} ms"
         )
     for line in slow[-10:]:
         print(f"   server: slow {line}")
