@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     """Collection answers 503 + Retry-After while the loader is this far behind (journalled, not yet in the engine):
     the disk does not fill up while the engine is down or slower than the traffic."""
 
+    checkpoint_log_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    """Under light traffic, the loader has the engine write its log into the database file (a DuckDB
+    checkpoint) between two loads once the log holds this much, instead of DuckDB doing it inside a load's
+    commit at 256 MB (which stalled a load for seconds). Heavy traffic still leaves it to DuckDB."""
+
     journal_retention_segments: int = 2
     """Fully loaded journal segments kept on disk (older ones are deleted)."""
 

@@ -17,7 +17,7 @@ from pydantic import SecretStr, ValidationError
 
 from opencdp.activation.stage import Activation
 from opencdp.collect.imports import Importer, ImportResult, Progress
-from opencdp.collect.ingest import Ingestor
+from opencdp.collect.ingest import HEAVY_LOAD_LINES, Ingestor
 from opencdp.config import Settings
 from opencdp.errors import Rejected, Terminal, Transient
 from opencdp.govern.stage import Governance
@@ -140,10 +140,13 @@ class Runtime:
                     self.journeys.run()  # then journeys: entries, exits and the steps that are due
                     self.activation.route()  # then activation, on the audience changes and events so far
                     took.append(time.monotonic())
-                    self._refresh_cache(computed.touched, frozenset(computed.reshaped))
+                    self._refresh_cache(computed.touched, frozenset(computed.reshaped), frozenset(computed.recomputed))
                     took.append(time.monotonic())
+                    if result.lines < HEAVY_LOAD_LINES:  # between loads, not in one's commit (heavy: DuckDB's)
+                        self.engine.checkpoint(self.settings.checkpoint_log_bytes)
+                        took.append(time.monotonic())
                 if took[-1] - took[0] > SLOW_LOAD_SECONDS:
-                    names = ("load", "govern", "identity", "profiles", "segments and activation", "read model")
+                    names = ("load", "govern", "identity", "profiles", "segments", "read model", "checkpoint")
                     steps = zip(names, pairwise(took), strict=False)
                     log.warning("slow load of %d lines: %s", result.lines,
                                 ", ".join(f"{name} {b - a:.2f} s" for name, (a, b) in steps))  # fmt: skip
@@ -155,14 +158,15 @@ class Runtime:
             self.journal.mark_loaded(result.position, self.settings.journal_retention_segments)
             return result
 
-    def _refresh_cache(self, touched: list[str] | None, reshaped: frozenset[str] = frozenset()) -> None:
+    def _refresh_cache(self, touched: list[str] | None, reshaped: frozenset[str] = frozenset(),
+                       recomputed: frozenset[str] | None = None) -> None:  # fmt: skip
         """Swap the profiles just computed into the profile API's read model (all of them the first time)."""
         if not self._cache_built or touched is None:
             self.profile_cache.refresh(self.engine, None, self.profiles.definitions())
             self._cache_built = True
         elif touched:
             self.profile_cache.refresh(self.engine, touched, self.profiles.definitions(), reshaped=reshaped,
-                                       new_activity=NEW_ACTIVITY)  # fmt: skip
+                                       new_activity=NEW_ACTIVITY, recomputed=recomputed)  # fmt: skip
 
     def import_files(
         self,

@@ -152,7 +152,10 @@ class Ingestor:
 
 MAX_LOAD_PAUSE_SECONDS = 1.0
 HEAVY_LOAD_LINES = 5_000
-"""A load of this many journal lines or more means heavy traffic: the loader then pauses longer (run_loader)."""
+"""A load of this many journal lines or more means heavy traffic (run_loader), if they came in fast enough."""
+HEAVY_LOAD_RATE = 5_000.0
+"""Journal lines per second, since the previous load started, below which even a large load is light traffic:
+the backlog of a stall (the engine busy with other work), to be cleared without the pauses of heavy traffic."""
 LOADER_NICE = 10
 
 
@@ -162,22 +165,32 @@ def _background_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICE)
 
 
+def next_pause(lines: int | None, took: float, period: float, interval: float) -> float:
+    """How long the loader waits after a load of ``lines`` journal lines (None: it failed) that took ``took``
+    seconds and started ``period`` seconds after the previous one (see :func:`run_loader`)."""
+    heavy = lines is None or (lines >= HEAVY_LOAD_LINES and lines >= HEAVY_LOAD_RATE * period)
+    return min(max(interval, 2 * took), MAX_LOAD_PAUSE_SECONDS) if heavy else interval
+
+
 async def run_loader(load: Callable[[], LoadResult | None], interval: float, stop: asyncio.Event) -> None:
     """Call ``load`` (in a thread) every ``interval`` seconds until ``stop`` is set, then once more.
 
-    Under heavy traffic (a load of at least :data:`HEAVY_LOAD_LINES` lines) the pause grows to twice the last
-    load's duration, up to a second: collection keeps at least two thirds of the core, and each load gets
-    larger and cheaper per row. Under light traffic the pause stays at ``interval``, so that what was just
-    collected reaches profiles (and the profile API) quickly; the loader's thread is niced either way.
+    Under heavy traffic (a load of at least :data:`HEAVY_LOAD_LINES` lines, which came in at
+    :data:`HEAVY_LOAD_RATE` lines/s or faster) the pause grows to twice the last load's duration, up to a
+    second: collection keeps at least two thirds of the core, and each load gets larger and cheaper per row.
+    Under light traffic, and while a backlog that a stall left is cleared, the pause stays at ``interval``, so
+    that what was just collected reaches profiles (and the profile API) quickly; the loader's thread is niced
+    either way.
     """
     pause = interval
     loop = asyncio.get_running_loop()
+    previous = time.monotonic()
     with ThreadPoolExecutor(1, thread_name_prefix="opencdp-loader", initializer=_background_priority) as executor:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=pause)
             started = time.monotonic()
             result = await loop.run_in_executor(executor, load)
-            heavy = result is None or result.lines >= HEAVY_LOAD_LINES
             took = time.monotonic() - started
-            pause = min(max(interval, 2 * took), MAX_LOAD_PAUSE_SECONDS) if heavy else interval
+            pause = next_pause(None if result is None else result.lines, took, started - previous, interval)
+            previous = started

@@ -42,6 +42,15 @@ class Entry:
         doc: dict[str, Any] = _decode(self.lineage if lineage else self.plain)
         return doc
 
+    def with_rows(self, rows: list[dict[str, Any]]) -> Entry:
+        """This entry with newer timeline rows (latest first) in front, nothing else changed."""
+        plain, lineage = self.document(lineage=False), self.document(lineage=True)
+        timeline = (rows + plain["timeline"])[:CACHED_TIMELINE]
+        after = timeline[-1]["seq"] if len(timeline) == CACHED_TIMELINE else None
+        for doc in (plain, lineage):
+            doc["timeline"], doc["timeline_next"] = timeline, after
+        return Entry(_encode(plain), _encode(lineage))
+
 
 def entry(doc: dict[str, Any]) -> Entry:
     return Entry(_encode(shaped(doc, lineage=False, limit=CACHED_TIMELINE)),
@@ -74,13 +83,20 @@ class ProfileCache:
         *,
         reshaped: frozenset[str] = frozenset(),
         new_activity: str | None = None,
+        recomputed: frozenset[str] | None = None,
     ) -> int:
         """Read the documents of ``profile_ids`` (every live profile for None) again; ids that are no longer
         live are dropped and, when a merge absorbed them, resolve to the survivor. A cached profile whose
         identifiers did not change (not in ``reshaped``) keeps its timeline with the rows of ``new_activity``
-        (a table of this run's activity) put in front; the others read theirs from the engine. Returns how many
-        documents were read."""
-        fresh = documents(engine, profile_ids, checked, timeline=0)
+        (a table of this run's activity) put in front; the others read theirs from the engine. When
+        ``recomputed`` says which profiles had their traits computed again, a cached one that was not (nor
+        reshaped) only gains those rows: its document is not read again. Returns how many documents were
+        read."""
+        light: set[str] = set()
+        if profile_ids is not None and new_activity is not None and recomputed is not None:
+            light = {p for p in profile_ids if p in self.docs and p not in reshaped and p not in recomputed}
+            profile_ids = [p for p in profile_ids if p not in light]
+        fresh = documents(engine, profile_ids, checked, timeline=0) if profile_ids != [] else {}
         gone = set(self.docs) - set(fresh) if profile_ids is None else {p for p in profile_ids if p not in fresh}
         if profile_ids is None:
             self.aliases = dict(engine.fetch_all("SELECT alias, profile_id FROM profile_aliases"))
@@ -92,7 +108,8 @@ class ProfileCache:
         from_engine = (
             timelines(engine, None if profile_ids is None else sorted(whole), CACHED_TIMELINE) if whole else {}
         )
-        added = new_rows(engine, new_activity) if new_activity is not None and len(whole) < len(fresh) else {}
+        some_kept = light or len(whole) < len(fresh)
+        added = new_rows(engine, new_activity) if new_activity is not None and some_kept else {}
         for pid, doc in fresh.items():
             if pid in whole:
                 doc["timeline"] = from_engine.get(pid, [])
@@ -102,6 +119,10 @@ class ProfileCache:
             self.docs[pid] = entry(doc)
             for i in doc["identities"]:
                 self.by_identifier[f"{i['type']}:{i['value']}"] = pid
+        for pid in light:
+            rows = added.get(pid)
+            if rows:
+                self.docs[pid] = self.docs[pid].with_rows(rows)
         for pid in gone:
             self.docs.pop(pid, None)
         return len(fresh)

@@ -30,7 +30,7 @@ from opencdp.model.profiles import (
 )
 from opencdp.profiles.golden import golden
 from opencdp.profiles.observe import activity, observations
-from opencdp.profiles.traits import SQL_TYPES, Checked, check, compiled
+from opencdp.profiles.traits import SQL_TYPES, Checked, affecting, check, compiled
 from opencdp.store.engine import Engine
 from opencdp.store.plans import PlanStore, ProfileSettingsStore, TraitStore
 from opencdp.store.raw_log import RawLog
@@ -57,7 +57,10 @@ _TEMP = {
     "_pf_moved": "node_id BIGINT",
     "_pf_touched": "profile_id VARCHAR",
 }
-_MEMBERS = {"_pf_members": "node_id BIGINT, profile_id VARCHAR", "_pf_recompute": "profile_id VARCHAR"}
+_MEMBERS = {
+    "_pf_members": "node_id BIGINT, profile_id VARCHAR, golden BOOLEAN, computed BOOLEAN",
+    "_pf_recompute": "profile_id VARCHAR, golden BOOLEAN, computed BOOLEAN",
+}
 _BATCH = """SELECT g.seq, mi.node_id, g.source_id,
        CASE WHEN g.type = 'record' THEN json_extract_string(g.message, '$.key') ELSE g.message_id END,
        g.type, g.event, g.timestamp, g.message
@@ -76,6 +79,9 @@ class Computed:
     reshaped: list[str]
     """Those of them whose identifiers changed (a merge, a split, a return moving to its order's buyer): their
     activity is not just the old plus the new rows (:data:`NEW_ACTIVITY`)."""
+    recomputed: list[str]
+    """Those of them whose golden or computed traits were computed again; the others (not reshaped either) only
+    gained the rows of :data:`NEW_ACTIVITY`."""
 
 
 def _is_time_relative(t: TraitDefinition) -> bool:
@@ -158,7 +164,7 @@ class Profiles:
             e.execute(_profiles_view(checked))
             e.execute("DELETE FROM _cdp_profile_shape")
             e.execute("INSERT INTO _cdp_profile_shape (shape) VALUES (?)", ("\n".join(shape),))
-            self._compute("SELECT profile_id FROM profiles_index", golden_too=False)
+            self._compute("SELECT profile_id, FALSE, TRUE FROM profiles_index")
         self._shape = shape
         return True
 
@@ -172,27 +178,31 @@ class Profiles:
         messages = 0
         touched: set[str] = set()
         reshaped: set[str] = set()
+        recomputed: set[str] = set()
         while True:
             last = self.raw_log.offset(CONSUMER)
             end = self.raw_log.offset(AFTER)
             dirty = self.engine.fetch_one("SELECT count(*) FROM profiles_dirty")
             if end <= last and not (dirty and dirty[0]):
-                return Computed(messages, len(touched), None if everyone else sorted(touched), sorted(reshaped))
+                return Computed(messages, len(touched), None if everyone else sorted(touched), sorted(reshaped),
+                                sorted(recomputed))  # fmt: skip
             upto = max(last, min(end, last + BATCH_ROWS))
-            step_touched, step_reshaped = self._step(last, upto)
+            step_touched, step_reshaped, step_recomputed = self._step(last, upto)
             touched |= step_touched
             reshaped |= step_reshaped
+            recomputed |= step_recomputed
             messages += upto - last
 
     def backfill(self) -> Computed:
         """Compute every live profile's golden and computed traits again (after a definition changed)."""
         self.run()
         with self.engine.transaction():
-            n = self._compute("SELECT profile_id FROM profiles_index", golden_too=True)
-        return Computed(0, n, None, [])
+            n = self._compute("SELECT profile_id, TRUE, TRUE FROM profiles_index")
+        return Computed(0, n, None, [], [])
 
-    def _step(self, last: int, upto: int) -> tuple[set[str], set[str]]:
-        """One micro-batch; returns the profiles computed again and those of them whose identifiers changed."""
+    def _step(self, last: int, upto: int) -> tuple[set[str], set[str], set[str]]:
+        """One micro-batch; returns the profiles it touched, those of them whose identifiers changed and those
+        whose golden or computed traits were computed again."""
         e = self.engine
         with e.transaction():
             e.scratch(_TEMP)
@@ -207,7 +217,7 @@ class Profiles:
                 WHERE m.node_id IN (SELECT node_id FROM _pf_activity UNION SELECT node_id FROM _pf_moved)
                 UNION SELECT profile_id FROM profiles_dirty"""
             )
-            self._compute("SELECT DISTINCT profile_id FROM _pf_touched", golden_too=True)
+            self._compute(self._recompute())
             moved = e.fetch_one("SELECT count(*) FROM _pf_moved")
             reshaped = {str(r[0]) for r in e.fetch_all("SELECT profile_id FROM profiles_dirty")}
             if moved and moved[0]:
@@ -217,7 +227,27 @@ class Profiles:
             e.execute("DELETE FROM profiles_dirty")
             e.execute(f"INSERT INTO {NEW_ACTIVITY} SELECT * FROM _pf_activity")
             self.raw_log.commit(CONSUMER, upto)
-        return {str(r[0]) for r in e.fetch_all("SELECT profile_id FROM _pf_recompute")}, reshaped
+            touched = {str(r[0]) for r in e.fetch_all(
+                "SELECT profile_id FROM _pf_touched UNION SELECT profile_id FROM _pf_recompute"
+            )}  # fmt: skip
+            recomputed = {str(r[0]) for r in e.fetch_all("SELECT profile_id FROM _pf_recompute")}
+        return touched, reshaped, recomputed
+
+    def _recompute(self) -> str:
+        """The batch's profiles whose golden traits (``golden``) or computed traits (``computed``) may have
+        changed: golden for those whose messages reported traits, computed for those with activity that some
+        trait counts and those a return moved between, both for those with new identifiers (an email survives
+        only as the profile's own identifier; a new profile has no traits yet) and those whose identifiers
+        changed (``profiles_dirty``, absorbed ones included: their rows go). The others only gained timeline
+        rows."""
+        return f"""SELECT profile_id, bool_or(golden), bool_or(computed) FROM (
+            SELECT m.profile_id, x.golden, x.computed FROM identity_membership AS m JOIN (
+                SELECT node_id, TRUE AS golden, FALSE AS computed FROM _pf_keyed
+                UNION ALL SELECT node_id, TRUE, TRUE FROM identity_nodes WHERE first_seq IN (SELECT seq FROM _pf_batch)
+                UNION ALL SELECT node_id, FALSE, TRUE FROM _pf_activity WHERE {affecting(self.definitions())}
+                UNION ALL SELECT node_id, FALSE, TRUE FROM _pf_moved) AS x ON x.node_id = m.node_id
+            UNION ALL SELECT profile_id, TRUE, TRUE FROM profiles_dirty) AS r
+        GROUP BY profile_id"""
 
     def _returns_follow_orders(self) -> None:
         """Each return of an order in this batch (as the order or the return) belongs to the identifier of the
@@ -240,34 +270,47 @@ class Profiles:
               AND activity.node_id IS DISTINCT FROM o.node_id"""
         )
 
-    def _compute(self, profiles: str, *, golden_too: bool) -> int:
-        """Golden (unless not ``golden_too``) and computed traits again for ``profiles`` (a query of
-        ``profile_id``); rows of profiles that are no longer live go. Returns how many profiles were computed."""
+    def _compute(self, profiles: str) -> int:
+        """Golden and computed traits again for ``profiles`` (a query of ``profile_id, golden, computed``: which
+        of the two each needs); rows of profiles that are no longer live go. Returns how many profiles were
+        computed. Nothing runs for a part no profile needs."""
         e = self.engine
         e.scratch(_MEMBERS)
-        e.execute(f"INSERT INTO _pf_recompute (profile_id) {profiles}")
+        e.execute(f"INSERT INTO _pf_recompute (profile_id, golden, computed) {profiles}")
+        row = e.fetch_one("SELECT count(*) FILTER (WHERE golden), count(*) FILTER (WHERE computed) FROM _pf_recompute")
+        goldens, computeds = (int(row[0]), int(row[1])) if row else (0, 0)
+        if not goldens and not computeds:
+            return 0
         e.execute(
-            """INSERT INTO _pf_members (node_id, profile_id) SELECT m.node_id, m.profile_id
-            FROM identity_membership AS m WHERE m.profile_id IN (SELECT profile_id FROM _pf_recompute)"""
+            """INSERT INTO _pf_members (node_id, profile_id, golden, computed)
+            SELECT m.node_id, m.profile_id, r.golden, r.computed
+            FROM identity_membership AS m JOIN _pf_recompute AS r ON r.profile_id = m.profile_id"""
         )
         settings = self.settings()
-        if golden_too:
-            e.execute("DELETE FROM profile_traits WHERE profile_id IN (SELECT profile_id FROM _pf_recompute)")
+        if goldens:
+            e.execute(
+                "DELETE FROM profile_traits WHERE profile_id IN (SELECT profile_id FROM _pf_recompute WHERE golden)"
+            )
             e.execute(
                 "INSERT INTO profile_traits (profile_id, trait, value, source_id, origin, from_record, seq, "
-                "observed_at, rule) " + golden(settings, "_pf_members", self._sources())
+                "observed_at, rule) "
+                + golden(settings, "(SELECT node_id, profile_id FROM _pf_members WHERE golden)", self._sources())
             )
-        checked = self.definitions()
-        names = ", ".join(t.name for t in checked.traits)
-        e.execute("DELETE FROM profile_computed WHERE profile_id IN (SELECT profile_id FROM _pf_recompute)")
-        live = "(SELECT DISTINCT profile_id FROM _pf_members)"
-        now = self.clock()
-        select = compiled(checked, settings, live, "_pf_members", now)
-        e.execute(
-            f"INSERT INTO profile_computed (profile_id, computed_at, {names}) "
-            f"SELECT profile_id, ?, {names} FROM ({select}) AS c",
-            (now,),
-        )
+        if computeds:
+            checked = self.definitions()
+            names = ", ".join(t.name for t in checked.traits)
+            e.execute(
+                "DELETE FROM profile_computed WHERE profile_id IN (SELECT profile_id FROM _pf_recompute WHERE computed)"
+            )
+            members = "(SELECT node_id, profile_id FROM _pf_members WHERE computed)"
+            live = f"(SELECT DISTINCT profile_id FROM {members} AS l)"
+            now = self.clock()
+            select = compiled(checked, settings, live, members, now)
+            e.execute(
+                f"INSERT INTO profile_computed (profile_id, computed_at, {names}) "
+                f"SELECT profile_id, ?, {names} FROM ({select}) AS c",
+                (now,),
+            )
         row = e.fetch_one("SELECT count(DISTINCT profile_id) FROM _pf_members")
         return int(row[0]) if row else 0
 
@@ -281,7 +324,7 @@ class Profiles:
         if row is None or row[0] is None or row[0] >= midnight:
             return False
         with self.engine.transaction():
-            self._compute("SELECT profile_id FROM profiles_index", golden_too=False)
+            self._compute("SELECT profile_id, FALSE, TRUE FROM profiles_index")
         return True
 
 

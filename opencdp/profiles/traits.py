@@ -267,6 +267,23 @@ def compiled(checked: Checked, settings: ProfileSettings, profiles: str, members
     return f"WITH _pf_rows AS MATERIALIZED ({rows}) SELECT profile_id, {names} FROM ({base}) AS traits"
 
 
+def affecting(checked: Checked) -> str:
+    """SQL: a condition on an activity row (``grain``, ``name``) that holds when the row can change some computed
+    trait, so that a profile whose new rows all fail it keeps the traits it has (expressions only combine
+    aggregates; a new version of an order or return has the grain of the one it replaces)."""
+    grains: dict[str, set[str] | None] = {}
+    for t in checked.traits:
+        if t.over is None:
+            continue
+        names = grains.get(t.over, set())
+        grains[t.over] = None if names is None or not t.event else names | set(t.event)
+    parts = []
+    for grain, names in sorted(grains.items()):
+        listed = "" if names is None else f" AND name IN ({', '.join(lit(n) for n in sorted(names))})"
+        parts.append(f"(grain = {lit(grain)}{listed})")
+    return " OR ".join(parts) or "FALSE"
+
+
 def _zero(t: TraitDefinition) -> str:
     """A profile without any activity still has its counts (0) and sums (0, unless they cannot be computed)."""
     if t.aggregate in ("count", "distinct_count"):

@@ -235,6 +235,12 @@ class Engine(ABC):
         except Exception as exc:
             raise EngineError(f"{type(exc).__name__}: {exc}", sql="COMMIT") from exc
 
+    def checkpoint(self, min_log_bytes: int) -> bool:
+        """Write what the engine's log holds into the database file, if the log holds at least
+        ``min_log_bytes``; on the calling thread, outside any transaction. Returns whether it did (not when
+        another transaction is running, nor on an engine that manages this itself)."""
+        return False
+
     def close(self) -> None:
         with self._conns_lock:
             conns, self._conns = self._conns, []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from opencdp.errors import EngineError, Rejected
 from opencdp.store import Engine
+from opencdp.store.duckdb_engine import DuckDBEngine
 from opencdp.store.query import check_read_only, run_read_only
 
 
@@ -188,3 +190,33 @@ def test_string_similarity_is_the_same_on_every_engine(engine: Engine) -> None:
         got = engine.fetch_one("SELECT jaro_winkler_similarity(?, ?), levenshtein(?, ?)", (a, b, a, b))
         assert expected is not None and got is not None
         assert abs(got[0] - expected[0]) < 1e-12 and got[1] == expected[1], (a, b)
+
+
+def test_a_checkpoint_waits_for_its_threshold_and_keeps_what_others_are_writing(engine: Engine) -> None:
+    engine.execute("CREATE TABLE t (id BIGINT)")
+    engine.execute("INSERT INTO t SELECT * FROM range(50000)")
+    if not isinstance(engine, DuckDBEngine):  # PostgreSQL checkpoints on its own
+        assert engine.checkpoint(0) is False
+        return
+    wal = Path(engine.path + ".wal")
+    assert wal.stat().st_size > 0
+    assert engine.checkpoint(1 << 40) is False and wal.stat().st_size > 0  # below the threshold: nothing
+    done, opened = threading.Event(), threading.Event()
+
+    def writer() -> None:  # another connection in the middle of a transaction
+        with engine.transaction():
+            engine.execute("INSERT INTO t VALUES (-1)")
+            opened.set()
+            done.wait(10)
+
+    other = threading.Thread(target=writer)
+    other.start()
+    try:
+        assert opened.wait(10)
+        engine.checkpoint(0)  # runs (what is committed) or is skipped: either way the other commits intact
+    finally:
+        done.set()
+        other.join()
+    assert engine.checkpoint(0) is True
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert engine.fetch_all("SELECT count(*), min(id) FROM t") == [(50001, -1)]
