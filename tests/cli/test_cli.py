@@ -191,9 +191,20 @@ def test_demo_imports_exports_blocks_an_unplanned_event_and_releases_it_after_th
         assert count("SELECT count(*) AS n FROM pii_fields WHERE class = 'ip_address' AND action = 'mask'") > 0
         masked = "SELECT count(*) AS n FROM governed WHERE json_extract_string(message, '$.context.ip') = '127.0.0.1'"
         assert count(masked) == 0
-        deadline = time.monotonic() + 90  # the profile story comes last
-        while "opencdp profiles show" not in "".join(printed) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 180  # the activation story comes last
+        while "opencdp journeys entries abandoned_cart" not in "".join(printed) and time.monotonic() < deadline:
             time.sleep(0.5)
+        story = " ".join("".join(printed).split())  # the console wraps long lines
+        assert "opencdp profiles show" in story
+        # the audience reached the webhook (every request signed) and a CSV file, a row per member synced
+        synced = re.search(r"to a webhook \((\d+) entries, (\d+) of (\d+) requests signed and verified\)", story)
+        assert synced, story
+        entries = int(synced[1])
+        assert entries > 0 and int(synced[2]) == int(synced[3]) >= entries
+        assert entries <= count("SELECT count(*) AS n FROM audience_members WHERE audience = 'repeat_buyers'")
+        written = sorted((data / "demo-exports" / "audiences").glob("*.csv"))
+        assert sum(len(f.read_text().splitlines()) - 1 for f in written) >= entries
+        assert "the webhook got the cart (Cordless drill, Drill bit set); Ben ordered in time: nothing sent" in story
     finally:
         proc.terminate()
         proc.wait(timeout=30)
