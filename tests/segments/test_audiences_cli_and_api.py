@@ -83,6 +83,10 @@ def test_journeys_from_the_command_line(tmp_path: Path) -> None:
     audience = tmp_path / "big.yaml"
     audience.write_text(yaml.safe_dump({"name": "big", "where": {"trait": "gross_revenue", "op": ">", "value": 1000}}))
     cli(data, "audiences", "create", str(audience))
+    hook = tmp_path / "hook.yaml"
+    hook.write_text(yaml.safe_dump({"name": "crm", "kind": "webhook", "url": "http://127.0.0.1:9/hook",
+                                    "secret": "0123456789abcdef", "allow_private": True}))  # fmt: skip
+    cli(data, "destinations", "add", str(hook))
     spec = tmp_path / "welcome.yaml"
     spec.write_text(yaml.safe_dump({"name": "welcome_big", "description": "thank big spenders", "trigger": {
         "audience": "big"}, "steps": [{"wait": {"days": 1}}, {"send": {"destination": "crm"}}]}))  # fmt: skip

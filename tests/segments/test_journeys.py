@@ -41,6 +41,13 @@ def _added(mid: str, user: str, sku: str, at: datetime) -> dict[str, Any]:
             "properties": {"sku": sku, "name": f"Drill {sku}", "price": 99.5}, "_at": at}  # fmt: skip
 
 
+def _destinations(rt: Runtime, *names: str) -> None:
+    """Webhook destinations the journeys may name (nothing is delivered here: the tests read journey_sends)."""
+    for name in names:
+        rt.activation.add({"name": name, "kind": "webhook", "url": "http://127.0.0.1:9/hook",
+                           "secret": "0123456789abcdef", "allow_private": True})  # fmt: skip
+
+
 def _at(rt: Runtime, when: datetime) -> None:
     """Run the processor as if it were ``when``."""
     rt.journeys.clock = lambda: when
@@ -58,6 +65,7 @@ def test_abandoned_cart(settings: Settings) -> None:
     send(rt, web, [_added("warm-up", "u0", "s0", NOW - timedelta(days=3)),
                    {"type": "track", "messageId": "warm-up-2", "userId": "u0", "event": "Order Completed",
                     "properties": {"order_id": "O0", "total": 5}, "_at": NOW - timedelta(days=3)}])  # fmt: skip
+    _destinations(rt, "shop_email")
     assert rt.put_journey(CART) == {"name": "abandoned_cart", "version": 1}
     t0 = NOW - timedelta(minutes=10)
     send(rt, web, [
@@ -105,6 +113,7 @@ def test_audience_trigger_with_a_branch(rt: Runtime) -> None:
     web = rt.registry.create("web", "web", None).source_id
     send(rt, web, [{"type": "identify", "messageId": "i0", "userId": "u0", "traits": {"city": "Lyon", "plan": "free"}}])
     rt.put_audience({"name": "parisians", "where": {"trait": "city", "op": "=", "value": "Paris"}})
+    _destinations(rt, "vip_hook", "crm")
     rt.put_journey({"name": "welcome", "trigger": {"audience": "parisians"}, "steps": [
         {"if": {"trait": "plan", "op": "=", "value": "gold"},
          "then": [{"send": {"destination": "vip_hook"}}],
@@ -144,6 +153,7 @@ def test_a_bad_journey_is_refused(rt: Runtime, doc: dict[str, Any], message: str
     web = rt.registry.create("web", "web", None).source_id
     send(rt, web, [_added("a1", "ann", "1", NOW), {"type": "track", "messageId": "o", "userId": "ann",
                    "event": "Order Completed", "properties": {"order_id": "O", "total": 1}}])  # fmt: skip
+    _destinations(rt, "shop_email")
     with pytest.raises(Rejected) as caught:
         rt.put_journey(doc)
     assert caught.value.code == "bad_journey" and message in caught.value.message, caught.value.message
