@@ -158,3 +158,31 @@ def test_a_bad_journey_is_refused(rt: Runtime, doc: dict[str, Any], message: str
         rt.put_journey(doc)
     assert caught.value.code == "bad_journey" and message in caught.value.message, caught.value.message
     assert rt.journey_list() == []
+
+
+def test_an_anonymous_cart_follows_the_visitor_into_their_account(rt: Runtime) -> None:
+    """The usual abandoned cart: products added before logging in; the login merges the anonymous profile
+    into the known one, and the message goes to the known profile (with its email) once."""
+    web = rt.registry.create("web", "web", None).source_id
+    send(rt, web, [_added("w", "u0", "0", NOW - timedelta(days=1)),
+                   {"type": "track", "messageId": "w2", "userId": "u0", "event": "Order Completed",
+                    "properties": {"order_id": "O0", "total": 5}, "_at": NOW - timedelta(days=1)}])  # fmt: skip
+    _destinations(rt, "shop_email")
+    rt.put_journey(CART)
+    t0 = NOW - timedelta(minutes=30)
+    send(rt, web, [
+        {"type": "identify", "messageId": "i1", "userId": "kim", "traits": {"email": "kim@shop.example"},
+         "_at": t0 - timedelta(days=3)},
+        {"type": "track", "messageId": "a1", "anonymousId": "visitor-7", "event": "Product Added",
+         "properties": {"sku": "777", "name": "Ladder"}, "_at": t0},
+    ])  # fmt: skip
+    anonymous = rt.profile("anonymous_id:visitor-7")["profile_id"]
+    assert [(r["profile_id"], r["status"]) for r in rt.journey_states("abandoned_cart")] == [(anonymous, "active")]
+    send(rt, web, [{"type": "identify", "messageId": "i2", "userId": "kim", "anonymousId": "visitor-7",
+                    "_at": t0 + timedelta(minutes=5)}])  # fmt: skip
+    kim = rt.profile("user_id:kim")["profile_id"]
+    assert rt.profile("anonymous_id:visitor-7")["profile_id"] == kim != anonymous
+    _at(rt, t0 + timedelta(minutes=61))
+    (message,) = _sends(rt)
+    assert message["profile_id"] == kim and message["traits"]["email"] == "kim@shop.example"
+    assert [e["properties"]["sku"] for e in message["events"]] == ["777"]
