@@ -87,7 +87,7 @@ class Journeys:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
             raise Rejected(f"{where or 'journey'}: {err['msg']}", code="bad_journey") from None
-        ws = self.segments.workspace()
+        ws = self.segments.workspace(fresh=True)  # saved rarely: against the data as it is now
         if journey.trigger.audience is not None and journey.trigger.audience not in ws.audiences:
             raise Rejected(f"trigger: there is no audience {journey.trigger.audience!r}", code="bad_journey")
         for name in [journey.trigger.event, *journey.exit_on]:

@@ -17,12 +17,14 @@ in full at once. :meth:`Segments.evaluate` does the same on demand.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+from pydantic import ValidationError
 
 from opencdp.errors import Rejected
 from opencdp.govern.plans import lit
@@ -45,6 +47,8 @@ _TEMP = {
     "_sg_traits": "profile_id VARCHAR, trait VARCHAR, value VARCHAR",
     "_sg_ids": "profile_id VARCHAR, id_type VARCHAR",
 }
+FACTS_SECONDS = 60.0
+"""How long the trait keys and event names read from the data serve checks (a refusal reads them again)."""
 PREVIEW_TRAITS = ("email", "first_name", "last_name", "city", "country")
 
 
@@ -81,6 +85,7 @@ class Segments:
         self.refresh = refresh
         """How often audiences that can change with time alone are evaluated in full again."""
         self._cache: tuple[tuple[int, object], list[AudienceDefinition]] | None = None
+        self._facts: tuple[float, frozenset[str], frozenset[str] | None] | None = None
 
     # ------------------------------------------------------------------------------------------- definitions
 
@@ -96,35 +101,45 @@ class Segments:
         return Workspace(computed=self.traits().types(), stored=frozenset(), identifier_types=frozenset(),
                          audiences={})  # fmt: skip
 
-    def workspace(self) -> Workspace:
-        """What definitions may refer to: traits, identifier types, audiences, and the event names and kinds of
-        activity the data showed."""
+    def workspace(self, *, fresh: bool = False) -> Workspace:
+        """What definitions may refer to: traits, identifier types, audiences, and the event names the data
+        showed or a tracking plan declares. The trait keys and event names are read from the data at most once
+        every :data:`FACTS_SECONDS` (each is a scan of a large table, and a builder UI counts as it is edited);
+        ``fresh`` reads them now."""
         e = self.engine
-        stored = {str(r[0]) for r in e.fetch_all("SELECT DISTINCT trait FROM profile_traits")}
-        events: frozenset[str] | None = None
-        if e.fetch_one("SELECT 1 FROM activity WHERE grain IS NOT NULL LIMIT 1") is not None:
-            seen = {str(r[0]) for r in e.fetch_all("SELECT DISTINCT name FROM activity WHERE name IS NOT NULL")}
-            planned = {ev for plan, _ in PlanStore(e).all().values() for ev in plan.events}
-            events = frozenset(seen | planned)
+        now = time.monotonic()
+        if fresh or self._facts is None or now - self._facts[0] > FACTS_SECONDS:
+            stored = frozenset(str(r[0]) for r in e.fetch_all("SELECT DISTINCT trait FROM profile_traits"))
+            seen: frozenset[str] | None = None
+            if e.fetch_one("SELECT 1 FROM activity WHERE grain IS NOT NULL LIMIT 1") is not None:
+                seen = frozenset(str(r[0]) for r in e.fetch_all(
+                    "SELECT DISTINCT name FROM activity WHERE name IS NOT NULL"))  # fmt: skip
+            self._facts = (now, stored, seen)
+        _, stored, seen = self._facts
+        events = None
+        if seen is not None:
+            events = seen | {ev for plan, _ in PlanStore(e).all().values() for ev in plan.events}
         return Workspace(
             computed=self.traits().types(),
-            stored=frozenset(stored | {t.name for t in GOLDEN_TRAITS}),
+            stored=stored | {t.name for t in GOLDEN_TRAITS},
             identifier_types=frozenset(t.name for t in IDENTIFIER_TYPES),
             audiences={a.name: a for a in self.audiences()},
             events=events,
         )
 
     def checked(self, doc: object) -> AudienceDefinition:
-        """A definition from a document (a dict, or YAML/JSON already parsed), checked against the workspace."""
-        from pydantic import ValidationError
-
+        """A definition from a document (a dict, or YAML/JSON already parsed), checked against the workspace
+        (against the data as it is now before a definition is refused for naming a trait or event)."""
         try:
             definition = AudienceDefinition.model_validate(doc)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
             raise Rejected(f"{where or 'audience'}: {err['msg']}", code="bad_audience") from None
-        check(definition, self.workspace())
+        try:
+            check(definition, self.workspace())
+        except Rejected:
+            check(definition, self.workspace(fresh=True))  # the cached names may predate the data it names
         return definition
 
     # ----------------------------------------------------------------------------------------------- running

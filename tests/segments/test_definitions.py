@@ -116,3 +116,16 @@ def test_time_relative_audiences_are_evaluated_again_on_the_schedule(rt: Runtime
     assert sorted(causes) == [("entered", "batch"), ("exited", "schedule")]
     assert rt.segments.run([]).audiences == 0  # and not again until the next one is due
     assert [m["profile_id"] for m in rt.audience_members("base")] == [u1]  # the others are not re-evaluated
+
+
+def test_names_the_data_just_showed_are_known_at_once(rt: Runtime) -> None:
+    """Trait keys and event names are cached for checks; a refusal reads them again, so a name the data has
+    just shown is never refused."""
+    assert rt.count_audience({"where": {"event": "Order Completed"}})["count"] == 1  # fills the cache
+    with pytest.raises(Rejected, match="no event named 'Wishlist Added'"):
+        rt.count_audience({"where": {"event": "Wishlist Added"}})
+    web = rt.registry.get("web").source_id
+    send(rt, web, [{"type": "track", "messageId": "w1", "userId": "u2", "event": "Wishlist Added"},
+                   {"type": "identify", "messageId": "i3", "userId": "u2", "traits": {"shoe_size": "44"}}])  # fmt: skip
+    assert rt.count_audience({"where": {"event": "Wishlist Added"}})["count"] == 1
+    assert rt.count_audience({"where": {"trait": "shoe_size", "op": "=", "value": "44"}})["count"] == 1
