@@ -136,7 +136,11 @@ class Runtime:
                     took.append(time.monotonic())
                     computed = self.profiles.run()  # then profiles, on what identity resolved
                     took.append(time.monotonic())
-                    self.segments.run(computed.touched)  # then audiences, for the profiles computed again
+                    self.segments.run(
+                        computed.touched,
+                        changed=sorted({*computed.recomputed, *computed.reshaped}),
+                        new_activity=NEW_ACTIVITY,
+                    )  # then audiences, for the profiles touched
                     self.journeys.run()  # then journeys: entries, exits and the steps that are due
                     self.activation.route()  # then activation, on the audience changes and events so far
                     took.append(time.monotonic())

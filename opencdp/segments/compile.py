@@ -244,10 +244,15 @@ def _kind(leaf: ActivityCondition) -> list[str]:
     return parts
 
 
+def activity_kinds(leaves: list[ActivityCondition]) -> str:
+    """A condition on an activity row: it is of a kind (and event) one of ``leaves`` counts."""
+    kinds = sorted({" AND ".join(_kind(leaf)) for leaf in leaves})
+    return "(" + " OR ".join(f"({k})" for k in kinds) + ")"
+
+
 def activity_filter(leaves: list[ActivityCondition], now: datetime) -> str:
     """What rows any of ``leaves`` can count: their kinds and events, within the widest window."""
-    kinds = sorted({" AND ".join(_kind(leaf)) for leaf in leaves})
-    where = "(" + " OR ".join(f"({k})" for k in kinds) + ")"
+    where = activity_kinds(leaves)
     if all(leaf.within_days is not None for leaf in leaves):
         widest = max(int(leaf.within_days or 0) for leaf in leaves)
         where += f" AND ts >= {_at(now)} - INTERVAL {widest} DAY"

@@ -32,7 +32,7 @@ from opencdp.model.audiences import ActivityCondition, AudienceDefinition, Ident
 from opencdp.model.identity import IDENTIFIER_TYPES
 from opencdp.model.profiles import GOLDEN_TRAITS
 from opencdp.profiles.traits import Checked
-from opencdp.segments.compile import Sources, Workspace, activity_filter, check, compiled, ordered
+from opencdp.segments.compile import Sources, Workspace, activity_filter, activity_kinds, check, compiled, ordered
 from opencdp.store.engine import Engine
 from opencdp.store.plans import AudienceStore, PlanStore
 
@@ -144,14 +144,28 @@ class Segments:
 
     # ----------------------------------------------------------------------------------------------- running
 
-    def run(self, touched: list[str] | None) -> Changes:
+    def run(
+        self, touched: list[str] | None, *, changed: list[str] | None = None, new_activity: str | None = None
+    ) -> Changes:
         """Evaluate the audiences for the profiles a micro-batch touched (None: every profile), after the full
-        evaluation of any audience that is new, changed or due on the schedule."""
+        evaluation of any audience that is new, changed or due on the schedule.
+
+        With ``changed`` (the touched profiles whose traits were computed again or whose identifiers changed)
+        and ``new_activity`` (a relation of the batch's activity rows): when none of those rows is of a kind an
+        audience counts, only the ``changed`` profiles can have entered or left one (a page view changes no
+        membership unless an audience counts page views), so only they are evaluated."""
         audiences = self.audiences()
         if not audiences:
             return Changes(0, 0, 0)
         if touched is None:
             return self.evaluate(None, cause="batch")
+        if touched and changed is not None and new_activity is not None:
+            acts = [leaf for a in audiences for leaf in leaves(a.where) if isinstance(leaf, ActivityCondition)]
+            counted = acts and self.engine.fetch_one(
+                f"SELECT 1 FROM {new_activity} WHERE {activity_kinds(acts)} LIMIT 1"
+            )  # fmt: skip
+            if not counted:
+                touched = changed
         now = self.clock()
         cutoff = now - self.refresh
         state = {str(r[0]): (r[1], r[2]) for r in self.engine.fetch_all(

@@ -291,6 +291,17 @@ def test_audiences_match_an_independent_evaluation(rt: Runtime) -> None:
     changed = rt.engine.fetch_one("SELECT count(*) FROM audience_changes WHERE cause = 'realtime'")
     assert changed is not None and changed[0] > 0
 
+    # page views (which no audience counts) and trait changes: only the profiles whose traits changed are
+    # evaluated, and every audience is still current
+    world.messages.clear()
+    for p in rng.sample(list(world.people.values()), 15):
+        world.messages.append({"type": "page", "messageId": world._mid(), "userId": p.user, "name": "Home",
+                               "_at": NOW - timedelta(minutes=5)})  # fmt: skip
+        if rng.random() < 0.5:
+            world.identify(p, NOW - timedelta(minutes=2), city=rng.choice(CITIES))
+    send(rt, web, world.messages)
+    _assert_agree(rt, world, saved)
+
     # a full evaluation finds nothing the real-time path missed
     assert rt.evaluate_audiences() == {"audiences": len(saved), "entered": 0, "exited": 0}
 
