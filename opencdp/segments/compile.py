@@ -274,10 +274,10 @@ class _Reads:
         return f"a{len(self.activity) - 1}"
 
     def prelude(self) -> str:
-        """The activity pass, as a CTE. One scan; counted by identifier first (the join to profiles then carries
-        one row per identifier, not per event). An order or return counts once however many versions of it
-        were imported: rows are grouped by ``item_key`` too, and a keyed group counts once if any of its
-        versions matches."""
+        """The activity pass, as a CTE. One scan; each row's match of every condition is computed once (a JSON
+        property filter is the expensive part), rows that match none are dropped, the rest are counted by
+        identifier and ``item_key`` and then summed per profile. An order or return counts once however many
+        versions of it were imported: a keyed group counts once if any of its versions matches."""
         if not self.activity:
             return ""
         flags = []
@@ -287,17 +287,18 @@ class _Reads:
                 parts.append(f"ts >= {_at(self.now)} - INTERVAL {int(leaf.within_days)} DAY")
             flags.append(" AND ".join(parts))
         n = range(len(flags))
-        grouped = ", ".join(f"count(*) FILTER (WHERE {f}) AS c{i}" for i, f in enumerate(flags))
-        per_node = ", ".join(f"sum(CASE WHEN item_key IS NULL THEN c{i} WHEN c{i} > 0 THEN 1 ELSE 0 END) AS a{i}"
-                             for i in n)  # fmt: skip
-        summed = ", ".join(f"sum(x.a{i}) AS a{i}" for i in n)
+        matched = ", ".join(f"{f} AS m{i}" for i, f in enumerate(flags))
+        grouped = ", ".join(f"count(*) FILTER (WHERE m{i}) AS c{i}" for i in n)
+        per_profile = ", ".join(f"sum(CASE WHEN g.item_key IS NULL THEN g.c{i} WHEN g.c{i} > 0 THEN 1 ELSE 0 END) "
+                                f"AS a{i}" for i in n)  # fmt: skip
         return f"""WITH _ac AS MATERIALIZED (
-            SELECT m.profile_id, {summed} FROM (
-                SELECT node_id, {per_node} FROM (
-                    SELECT node_id, item_key, {grouped} FROM {self.src.activity} AS act
-                    WHERE {activity_filter(self.activity, self.now)} GROUP BY node_id, item_key) AS g
-                GROUP BY node_id) AS x
-            JOIN {self.src.nodes} AS m ON m.node_id = x.node_id GROUP BY m.profile_id) """
+            SELECT m.profile_id, {per_profile} FROM (
+                SELECT node_id, item_key, {grouped} FROM (
+                    SELECT node_id, item_key, {matched} FROM {self.src.activity} AS act
+                    WHERE {activity_filter(self.activity, self.now)}) AS f
+                WHERE {" OR ".join(f"m{i}" for i in n)}
+                GROUP BY node_id, item_key) AS g
+            JOIN {self.src.nodes} AS m ON m.node_id = g.node_id GROUP BY m.profile_id) """
 
 
 def _trait(leaf: TraitCondition, ws: Workspace, reads: _Reads) -> str:
