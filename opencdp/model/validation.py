@@ -16,5 +16,10 @@ def parse_document(model: type[M], doc: object, what: str, code: str) -> M:
     try:
         return model.model_validate(doc)
     except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or what}: {e['msg']}" for e in exc.errors())
+        reasons = "; ".join(f"{_where(e['loc']) or what}: {e['msg']}" for e in exc.errors())
         raise Rejected(f"invalid {what}: {reasons}", code=code) from exc
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A field's path, without the parts pydantic adds for a union's member (``function-after[...]``)."""
+    return ".".join(str(p) for p in loc if not str(p).startswith(("function-", "tagged-union")))

@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from pydantic import ValidationError
 
 from opencdp.errors import Rejected
 from opencdp.govern.plans import lit
 from opencdp.model.audiences import AudienceDefinition
 from opencdp.model.journeys import Branch, JourneyDefinition, Send, SetTrait, Wait, flatten
+from opencdp.model.validation import parse_document
 from opencdp.profiles.traits import property_condition
 from opencdp.segments.compile import Sources, compiled
 from opencdp.segments.stage import Segments
@@ -81,12 +81,7 @@ class Journeys:
 
     def checked(self, doc: object) -> JourneyDefinition:
         """A definition from a document, checked: its audiences, traits, events and destinations must exist."""
-        try:
-            journey = JourneyDefinition.model_validate(doc)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
-            raise Rejected(f"{where or 'journey'}: {err['msg']}", code="bad_journey") from None
+        journey = parse_document(JourneyDefinition, doc, "journey", "bad_journey")
         ws = self.segments.workspace(fresh=True)  # saved rarely: against the data as it is now
         if journey.trigger.audience is not None and journey.trigger.audience not in ws.audiences:
             raise Rejected(f"trigger: there is no audience {journey.trigger.audience!r}", code="bad_journey")

@@ -24,13 +24,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
-from pydantic import ValidationError
 
 from opencdp.errors import Rejected
 from opencdp.govern.plans import lit
 from opencdp.model.audiences import ActivityCondition, AudienceDefinition, IdentityCondition, TraitCondition, leaves
 from opencdp.model.identity import IDENTIFIER_TYPES
 from opencdp.model.profiles import GOLDEN_TRAITS
+from opencdp.model.validation import parse_document
 from opencdp.profiles.traits import Checked
 from opencdp.segments.compile import Sources, Workspace, activity_filter, activity_kinds, check, compiled, ordered
 from opencdp.store.engine import Engine
@@ -130,12 +130,7 @@ class Segments:
     def checked(self, doc: object) -> AudienceDefinition:
         """A definition from a document (a dict, or YAML/JSON already parsed), checked against the workspace
         (against the data as it is now before a definition is refused for naming a trait or event)."""
-        try:
-            definition = AudienceDefinition.model_validate(doc)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
-            raise Rejected(f"{where or 'audience'}: {err['msg']}", code="bad_audience") from None
+        definition = parse_document(AudienceDefinition, doc, "audience", "bad_audience")
         try:
             check(definition, self.workspace())
         except Rejected:
