@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from opencdp.model.destinations import Destination
 from opencdp.store.engine import Engine
+from opencdp.store.raw_log import RawLog
 
 COLUMNS = (
     "delivery_id, destination, idempotency_key, kind, audience, change, cause, profile_id, gseq, payload, "
@@ -143,9 +144,7 @@ def route(engine: Engine, destinations: Callable[[], dict[str, Destination]]) ->
         start = _next_id(e)
         if sends_from < sends_upto:
             done.messages = e.execute_changed(journey_messages_sql(), (start, now, now, sends_from, sends_upto))
-            e.execute("INSERT INTO consumer_offsets (consumer, seq, updated_at) VALUES (?, ?, ?) ON CONFLICT "
-                      "(consumer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
-                      (JOURNEYS, sends_upto, now))  # fmt: skip
+            RawLog(e).commit(JOURNEYS, sends_upto)
             start = _next_id(e)
         if not streams_due:
             return done

@@ -9,7 +9,6 @@ happened and the command that shows it.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -21,6 +20,8 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+
+from opencdp.activation.plugins.webhook import SIGNATURE_HEADER, signature
 
 AUDIENCE = {
     "name": "repeat_buyers",
@@ -44,9 +45,9 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                stamp, _, mac = (self.headers.get("X-OpenCDP-Signature") or "").partition(",v1=")
-                expected = hmac.new(outer.secret.encode(), f"{stamp[2:]}.".encode() + body, hashlib.sha256)
-                if hmac.compare_digest(mac, expected.hexdigest()):
+                sent = self.headers.get(SIGNATURE_HEADER) or ""
+                stamp = sent.partition(",")[0].removeprefix("t=")
+                if stamp.isdigit() and hmac.compare_digest(sent, signature(outer.secret, int(stamp), body)):
                     outer.signed += 1
                 outer.received.append(json.loads(body))
                 self.send_response(200)

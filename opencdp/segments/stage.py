@@ -257,6 +257,15 @@ class Segments:
                 WHERE v.profile_id IS NULL OR m.profile_id IS NULL"""
             )
         listed = ", ".join(lit(a.name) for a in audiences)
+        entered, exited = self._apply(cause, now)
+        if current == "audience_members":
+            e.execute(f"UPDATE audiences SET evaluated_at = ? WHERE name IN ({listed})", (now,))
+        return Changes(len(audiences), entered, exited)
+
+    def _apply(self, cause: str, now: datetime) -> tuple[int, int]:
+        """Record the differences in ``_sg_changes`` in the change log (each with the next ``change_seq``) and
+        apply them to ``audience_members``; returns how many entered and exited."""
+        e = self.engine
         counted = e.fetch_one("SELECT count(*) FILTER (WHERE change = 'entered'), count(*) FILTER "
                               "(WHERE change = 'exited') FROM _sg_changes")  # fmt: skip
         entered, exited = (int(counted[0]), int(counted[1])) if counted else (0, 0)
@@ -279,9 +288,7 @@ class Segments:
                 "SELECT audience, profile_id, ? FROM _sg_changes WHERE change = 'entered'",
                 (now,),
             )
-        if current == "audience_members":
-            e.execute(f"UPDATE audiences SET evaluated_at = ? WHERE name IN ({listed})", (now,))
-        return Changes(len(audiences), entered, exited)
+        return entered, exited
 
     # ------------------------------------------------------------------------------------ counts and previews
 
@@ -357,16 +364,14 @@ class Segments:
         with e.transaction():
             if not self.store.delete(name):
                 raise Rejected(f"there is no audience {name!r}", code="unknown_audience", status=404)
+            e.scratch(_TEMP)
             e.execute(
-                """INSERT INTO audience_changes (change_seq, audience, profile_id, change, cause, happened_at)
-                SELECT (SELECT coalesce(max(change_seq), 0) FROM audience_changes)
-                           + row_number() OVER (ORDER BY profile_id), audience, profile_id, 'exited', 'deleted', ?
-                FROM audience_members WHERE audience = ?""",
-                (now, name),
+                "INSERT INTO _sg_changes (audience, profile_id, change) "
+                "SELECT audience, profile_id, 'exited' FROM audience_members WHERE audience = ?",
+                (name,),
             )
-            row = e.fetch_one("SELECT count(*) FROM audience_members WHERE audience = ?", (name,))
-            e.execute("DELETE FROM audience_members WHERE audience = ?", (name,))
-        return {"deleted": name, "exited": int(row[0]) if row else 0}
+            _, exited = self._apply("deleted", now)
+        return {"deleted": name, "exited": exited}
 
 
 def _closure(a: AudienceDefinition, by_name: dict[str, AudienceDefinition]) -> set[str]:
