@@ -37,6 +37,7 @@ from opencdp.profiles.traits import property_condition
 from opencdp.segments.compile import Sources, compiled
 from opencdp.segments.stage import Segments
 from opencdp.store.engine import Engine
+from opencdp.store.plans import JourneyStore
 from opencdp.store.raw_log import RawLog
 
 EVENTS_CONSUMER = "journeys"
@@ -66,17 +67,16 @@ class Journeys:
         self.raw_log = raw_log
         self.segments = segments
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
+        self.store = JourneyStore(engine)
         self._cache: tuple[tuple[int, object], dict[str, tuple[JourneyDefinition, int]]] | None = None
 
     # ------------------------------------------------------------------------------------------- definitions
 
     def definitions(self) -> dict[str, tuple[JourneyDefinition, int]]:
         """Saved journeys and their versions (read again only when one was saved or deleted)."""
-        row = self.engine.fetch_one("SELECT count(*), max(updated_at) FROM journeys")
-        stamp = (int(row[0]), row[1]) if row else (0, None)
+        stamp = self.store.stamp()
         if self._cache is None or self._cache[0] != stamp:
-            rows = self.engine.fetch_all("SELECT name, definition, version FROM journeys")
-            self._cache = (stamp, {str(r[0]): (JourneyDefinition.model_validate_json(r[1]), int(r[2])) for r in rows})
+            self._cache = (stamp, self.store.all())
         return self._cache[1]
 
     def checked(self, doc: object) -> JourneyDefinition:
@@ -105,27 +105,20 @@ class Journeys:
         """Save (or replace) a journey. Profiles in it stay at their step (a step that no longer exists ends
         their entry). A journey reacts to what arrives after it is first saved."""
         e = self.engine
-        now = self.clock()
-        doc = journey.model_dump_json(by_alias=True, exclude_defaults=True)
         with e.transaction():
             if e.fetch_one("SELECT 1 FROM journeys LIMIT 1") is None:  # start from now, not from the history
                 self.raw_log.commit(EVENTS_CONSUMER, self.raw_log.offset(AFTER))
                 top = e.fetch_one("SELECT coalesce(max(change_seq), 0) FROM audience_changes")
                 self.raw_log.commit(CHANGES_CONSUMER, int(top[0]) if top else 0)
-            row = e.fetch_one("SELECT version, created_at FROM journeys WHERE name = ?", (journey.name,))
-            version, created = (int(row[0]) + 1, row[1]) if row else (1, now)
-            e.execute("DELETE FROM journeys WHERE name = ?", (journey.name,))
-            e.execute("INSERT INTO journeys (name, definition, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                      (journey.name, doc, version, created, now))  # fmt: skip
+            version = self.store.put(journey)
         return {"name": journey.name, "version": version}
 
     def delete(self, name: str) -> dict[str, Any]:
         """Remove a journey; its active entries end (``exited``)."""
         e = self.engine
         with e.transaction():
-            if e.fetch_one("SELECT 1 FROM journeys WHERE name = ?", (name,)) is None:
+            if not self.store.delete(name):
                 raise Rejected(f"there is no journey {name!r}", code="unknown_journey", status=404)
-            e.execute("DELETE FROM journeys WHERE name = ?", (name,))
             ended = e.execute_changed("UPDATE journey_states SET status = 'exited', updated_at = ? "
                                       "WHERE journey = ? AND status = 'active'", (self.clock(), name))  # fmt: skip
         return {"deleted": name, "ended": ended}

@@ -1,18 +1,24 @@
-"""Governance documents in the engine, each versioned (every save is a new version): tracking plans (one
-per source), the transformation rules and the PII policy (one each for the workspace)."""
+"""Documents in the engine, each versioned (every save is a new version): tracking plans (one per source), the
+transformation rules, the PII policy, profile settings, trait definitions and the match model (one each for the
+workspace), and audiences and journeys (one per name)."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
 
 from opencdp.model.audiences import AudienceDefinition
+from opencdp.model.journeys import JourneyDefinition
 from opencdp.model.pii import PiiPolicy
 from opencdp.model.plans import TrackingPlan
 from opencdp.model.profiles import ProfileSettings, TraitDefinitions
 from opencdp.model.transforms import Transformations
 from opencdp.store.engine import Engine
+
+N = TypeVar("N", bound=BaseModel)
 
 
 class PlanStore:
@@ -138,38 +144,55 @@ class TraitStore(_WorkspaceDocument):
         return (TraitDefinitions.model_validate(found[0]), found[1]) if found else (TraitDefinitions(), 0)
 
 
-class AudienceStore:
-    """Saved audience definitions, one row each, versioned per audience."""
+class _NamedDocuments(Generic[N]):
+    """Documents saved by name in ``table`` (``name``, ``definition``, ``version``, ``created_at``, ``updated_at``),
+    each versioned on its own."""
+
+    table = ""
+    model: type[N]
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def put(self, definition: AudienceDefinition) -> int:
-        """Save (or replace) an audience; returns its new version (1 for a new one)."""
+    def put(self, document: N) -> int:
+        """Save (or replace) a document; returns its new version (1 for a new one)."""
         now = datetime.now(UTC)
-        doc = definition.model_dump_json(by_alias=True, exclude_defaults=True)
+        doc = document.model_dump_json(by_alias=True, exclude_defaults=True)
+        name = str(getattr(document, "name"))  # noqa: B009 - every named document has one
         with self.engine.transaction():
-            row = self.engine.fetch_one("SELECT version, created_at FROM audiences WHERE name = ?", (definition.name,))
+            row = self.engine.fetch_one(f"SELECT version, created_at FROM {self.table} WHERE name = ?", (name,))
             version, created = (int(row[0]) + 1, row[1]) if row else (1, now)
-            self.engine.execute("DELETE FROM audiences WHERE name = ?", (definition.name,))
+            self.engine.execute(f"DELETE FROM {self.table} WHERE name = ?", (name,))
             self.engine.execute(
-                "INSERT INTO audiences (name, definition, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                (definition.name, doc, version, created, now),
+                f"INSERT INTO {self.table} (name, definition, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (name, doc, version, created, now),
             )
         return version
 
-    def all(self) -> dict[str, tuple[AudienceDefinition, int]]:
-        rows = self.engine.fetch_all("SELECT name, definition, version FROM audiences")
-        return {str(r[0]): (AudienceDefinition.model_validate_json(r[1]), int(r[2])) for r in rows}
+    def all(self) -> dict[str, tuple[N, int]]:
+        rows = self.engine.fetch_all(f"SELECT name, definition, version FROM {self.table}")
+        return {str(r[0]): (self.model.model_validate_json(r[1]), int(r[2])) for r in rows}
 
     def stamp(self) -> tuple[int, object]:
-        """Changes whenever an audience is saved or deleted (to know when cached definitions are stale)."""
-        row = self.engine.fetch_one("SELECT count(*), max(updated_at) FROM audiences")
+        """Changes whenever a document is saved or deleted (to know when cached documents are stale)."""
+        row = self.engine.fetch_one(f"SELECT count(*), max(updated_at) FROM {self.table}")
         assert row is not None
         return int(row[0]), row[1]
 
     def delete(self, name: str) -> bool:
         with self.engine.transaction():
-            found = self.engine.fetch_one("SELECT 1 FROM audiences WHERE name = ?", (name,)) is not None
-            self.engine.execute("DELETE FROM audiences WHERE name = ?", (name,))
+            found = self.engine.fetch_one(f"SELECT 1 FROM {self.table} WHERE name = ?", (name,)) is not None
+            self.engine.execute(f"DELETE FROM {self.table} WHERE name = ?", (name,))
         return found
+
+
+class AudienceStore(_NamedDocuments[AudienceDefinition]):
+    """Saved audience definitions, one row each (with when each was last evaluated in full)."""
+
+    table, model = "audiences", AudienceDefinition
+
+
+class JourneyStore(_NamedDocuments[JourneyDefinition]):
+    """Saved journeys, one row each."""
+
+    table, model = "journeys", JourneyDefinition
