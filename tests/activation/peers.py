@@ -1,4 +1,5 @@
-"""Real peers on loopback for activation tests: an HTTP receiver whose answers a test scripts."""
+"""Real peers on loopback for activation tests: an HTTP receiver whose answers a test scripts, and an SMTP
+mailbox (an aiosmtpd handler)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 
 @dataclass
@@ -85,3 +90,25 @@ class Receiver:
 
     def keys(self) -> list[str]:
         return [r.headers.get("idempotency-key", "") for r in self.received]
+
+
+class Mailbox:
+    """An aiosmtpd handler: keeps what it accepts; ``refuse`` answers RCPT with that reply instead."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        self.refuse = refuse
+        self.messages: list[Message] = []
+        self.rcpt_attempts = 0
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:  # fmt: skip
+        self.rcpt_attempts += 1
+        if self.refuse:
+            return self.refuse
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        assert isinstance(envelope.content, bytes)
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 Message accepted"

@@ -5,40 +5,20 @@ with the reason, not lost."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from opencdp.api.runtime import Runtime
-from opencdp.config import Settings
 from opencdp.errors import Rejected
+from tests.activation.peers import Mailbox
 from tests.activation.support import outbox
-from tests.activation.test_plugins import FAST, Mailbox
-from tests.helpers import free_port
+from tests.activation.test_plugins import FAST
 from tests.identity.test_stitching import journal as send
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 BODY = "{% for e in message.events %}- {{ e.properties.name }} ({{ e.properties.sku }})\n{% endfor %}"
-
-
-@pytest.fixture
-def rt(settings: Settings) -> Iterator[Runtime]:
-    runtime = Runtime(settings)
-    yield runtime
-    runtime.close()
-
-
-@pytest.fixture
-def box() -> Iterator[tuple[Mailbox, int]]:
-    mailbox = Mailbox()
-    port = free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield mailbox, port
-    controller.stop()
 
 
 def _added(mid: str, user: str, sku: str, name: str, at: datetime) -> dict[str, Any]:
@@ -51,8 +31,8 @@ def _ordered(mid: str, user: str, at: datetime) -> dict[str, Any]:
             "properties": {"order_id": mid, "total": 10}, "_at": at}  # fmt: skip
 
 
-def test_abandoned_cart_email_reaches_the_smtp_server(rt: Runtime, box: tuple[Mailbox, int]) -> None:
-    mailbox, port = box
+def test_abandoned_cart_email_reaches_the_smtp_server(rt: Runtime, smtp: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp
     web = rt.registry.create("web", "web", None).source_id
     send(rt, web, [_added("w1", "u0", "0", "Warm-up", NOW - timedelta(days=2)), _ordered("w2", "u0", NOW)])
     rt.activation.add({"name": "shop_email", "kind": "email", "smtp_host": "127.0.0.1", "smtp_port": port,

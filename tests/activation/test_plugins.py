@@ -9,8 +9,6 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator
-from email import message_from_bytes
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +17,16 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from opencdp.api.runtime import Runtime
 from opencdp.config import Settings
 from opencdp.errors import Rejected
-from tests.activation.peers import Answer, Received, Receiver
+from tests.activation.peers import Answer, Mailbox, Received, Receiver
 from tests.activation.support import change, members, outbox, people
 from tests.conftest import PG_DSN
 from tests.helpers import free_port
 
 FAST = {"allow_private": True, "backoff_base_seconds": 0.01, "backoff_cap_seconds": 0.05}
-
-
-@pytest.fixture
-def rt(settings: Settings) -> Iterator[Runtime]:
-    runtime = Runtime(settings)
-    yield runtime
-    runtime.close()
 
 
 @pytest.fixture
@@ -121,38 +111,6 @@ def test_postgres_target_that_refuses_is_a_dead_letter(duck_rt: Runtime) -> None
     assert row["state"] == "dead" and row["attempts"] == 1 and "SQLSTATE" in row["error"]
     with pytest.raises(Rejected, match="cannot forward events"):
         rt.activation.add({"name": "x", "kind": "postgres", "dsn": PG_DSN, "table": "t", "events": ["E"]})
-
-
-class Mailbox:
-    """An aiosmtpd handler: keeps what it accepts; ``refuse`` answers RCPT with that reply instead."""
-
-    def __init__(self, refuse: str | None = None) -> None:
-        self.refuse = refuse
-        self.messages: list[Message] = []
-        self.rcpt_attempts = 0
-
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:  # fmt: skip
-        self.rcpt_attempts += 1
-        if self.refuse:
-            return self.refuse
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        assert isinstance(envelope.content, bytes)
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 Message accepted"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield box, port
-    controller.stop()
 
 
 def email_destination(name: str, port: int, **extra: Any) -> dict[str, Any]:

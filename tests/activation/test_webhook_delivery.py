@@ -7,23 +7,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from opencdp.activation.delivery import Deliverer
 from opencdp.api.runtime import Runtime
-from opencdp.config import Settings
 from tests.activation.peers import Answer, Received, Receiver
 from tests.activation.support import change, members, outbox, people, webhook
-
-
-@pytest.fixture
-def rt(settings: Settings) -> Iterator[Runtime]:
-    runtime = Runtime(settings)
-    yield runtime
-    runtime.close()
 
 
 def test_first_sync_then_diffs_signed_and_keyed(rt: Runtime) -> None:
