@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,8 +34,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))
 
-from benchmarks.bench import free_port, wait_ready  # noqa: E402
-from benchmarks.profile_api_bench import Ingest, prepare  # noqa: E402
+from benchmarks.profile_api_bench import Ingest, prepare, serve_pinned  # noqa: E402
 
 
 class Receiver:
@@ -77,15 +75,8 @@ def main() -> None:
     try:
         data_dir = work / "data"
         write_key, users = prepare(data_dir, args.events, args.people)
-        port = free_port()
-        env = {**os.environ, "OPENCDP_DATA_DIR": str(data_dir)}
         log = work / "server.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "opencdp", "serve", "--port",
-                                     str(port), "--log-level", "warning"], env=env, stdout=out,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(f"{base}/health", proc, log, timeout=600)
+        proc, base = serve_pinned(data_dir, log)
         admin_token = (data_dir / "admin_token").read_text().strip()
         auth = {"Authorization": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()}
         receiver = Receiver()

@@ -72,6 +72,19 @@ def prepare(data_dir: Path, events: int, people: int) -> tuple[str, list[str]]:
     return web.write_key, users
 
 
+def serve_pinned(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``opencdp serve`` on ``data_dir``, pinned to core 0, logging to ``log``; returns it once it is ready, with
+    its base URL."""
+    port = free_port()
+    env = {**os.environ, "OPENCDP_DATA_DIR": str(data_dir)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "opencdp", "serve", "--port", str(port),
+                                 "--log-level", "warning"], env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(f"{base}/health", proc, log, timeout=600)
+    return proc, base
+
+
 def run_wrk(url: str, refs: Path, auth: str, seconds: int, rate: float) -> dict[str, Any]:
     per_thread = rate / 2 if rate else 0
     cmd = ["taskset", "-c", "1", "wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{seconds}s", "--timeout", "10s",
@@ -159,15 +172,8 @@ def main() -> None:
         started = time.perf_counter()
         write_key, users = prepare(data_dir, args.events, args.people)
         prepared = time.perf_counter() - started
-        port = free_port()
-        env = {**os.environ, "OPENCDP_DATA_DIR": str(data_dir)}
         log = work / "server.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "opencdp", "serve", "--port",
-                                     str(port), "--log-level", "warning"], env=env, stdout=out,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(f"{base}/health", proc, log, timeout=600)
+        proc, base = serve_pinned(data_dir, log)
         read_token = (data_dir / "read_token").read_text().strip()
         admin_token = (data_dir / "admin_token").read_text().strip()
         refs = work / "profiles.refs"
