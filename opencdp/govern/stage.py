@@ -68,7 +68,7 @@ class Governance:
         batch = transformed(rules, f"{_RAW} WHERE seq > {int(last)} AND seq <= {int(upto)}")
         found = f"(SELECT seq, rule FROM violations WHERE seq > {int(last)} AND seq <= {int(upto)})"
         now = datetime.now(UTC)
-        with self.engine.transaction():
+        with self.engine.transaction(serial="governed"):
             if rules.rules:  # the transformed rows are read three times: compute them once
                 self.engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS _cdp_batch AS {_RAW} WHERE FALSE")
                 self.engine.execute("DELETE FROM _cdp_batch")
@@ -150,7 +150,7 @@ class Governance:
         )
         still_held = "(SELECT seq FROM _cdp_held WHERE status = 'blocked')"
         now = datetime.now(UTC)
-        with self.engine.transaction():
+        with self.engine.transaction(serial="governed"):
             self.engine.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _cdp_held "
                 "(seq BIGINT, source_id VARCHAR, status VARCHAR, t_type VARCHAR, t_event VARCHAR, t_message JSON)"

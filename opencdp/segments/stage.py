@@ -170,7 +170,7 @@ class Segments:
         if not touched:
             return done
         e = self.engine
-        with e.transaction():
+        with e.transaction(serial="audience_changes"):
             e.scratch(_TEMP)
             e.append("_sg_candidates", pa.table({"profile_id": pa.array(touched, pa.string())}))
             src = self._slices(audiences, now)
@@ -223,7 +223,7 @@ class Segments:
         if not chosen:
             return Changes(0, 0, 0)
         e = self.engine
-        with e.transaction():
+        with e.transaction(serial="audience_changes"):
             e.scratch(_TEMP)
             return self._pass(chosen, Sources(), "audience_members", self.clock(), cause)
 
@@ -361,7 +361,7 @@ class Segments:
             raise Rejected(f"audience {name!r} is used by {', '.join(users)}", code="audience_in_use")
         e = self.engine
         now = self.clock()
-        with e.transaction():
+        with e.transaction(serial="audience_changes"):
             if not self.store.delete(name):
                 raise Rejected(f"there is no audience {name!r}", code="unknown_audience", status=404)
             e.scratch(_TEMP)

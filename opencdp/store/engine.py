@@ -67,6 +67,7 @@ class Engine(ABC):
         self._local = threading.local()
         self._conns: list[Any] = []
         self._conns_lock = threading.Lock()
+        self._serial_locks: dict[str, threading.Lock] = {}
 
     # -- what a backend supplies ------------------------------------------------------------------------------
     @abstractmethod
@@ -97,6 +98,11 @@ class Engine(ABC):
     def _rollback(self, conn: Any) -> None:
         conn.execute("ROLLBACK")
 
+    @abstractmethod
+    def _serialize(self, conn: Any, serial: str) -> None:
+        """In a transaction that just began: wait for other processes' transactions on ``serial``, and hold the
+        turn until this one ends (the turn among this process's threads is already taken)."""
+
     # -- the shared flow ----------------------------------------------------------------------------------------
     @final
     def render(self, sql: str) -> str:
@@ -111,6 +117,7 @@ class Engine(ABC):
             self._local.conn = conn
             self._local.depth = 0
             self._local.scratch = set()
+            self._local.serials = frozenset()
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
@@ -207,33 +214,58 @@ class Engine(ABC):
 
     @final
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """All statements of this thread inside the block commit together or not at all (nesting joins)."""
+    def transaction(self, *, serial: str | None = None) -> Iterator[None]:
+        """All statements of this thread inside the block commit together or not at all (nesting joins).
+
+        ``serial`` names a stream the transaction numbers rows of (``max(n) + 1``, e.g. the governed stream's
+        ``gseq``): transactions naming the same stream take turns, across threads and, on an engine several
+        processes write to, across processes. Snapshot isolation alone would let two of them read the same
+        maximum and commit the same numbers (a consumer past those numbers would never see the second set). The
+        turn is taken before the transaction begins, so it must be named on the outermost one."""
         conn = self._conn()
         if self._local.depth:
+            if serial is not None and serial not in self._local.serials:
+                raise RuntimeError(f"the turn on {serial!r} must be taken by the outermost transaction")
             self._local.depth += 1
             try:
                 yield
             finally:
                 self._local.depth -= 1
             return
-        try:
-            self._begin(conn)
-        except Exception as exc:
-            raise EngineError(f"{type(exc).__name__}: {exc}", sql="BEGIN") from exc
-        self._local.depth = 1
-        try:
-            yield
-        except BaseException:
+        with self._turn(serial):
+            try:
+                self._begin(conn)
+                if serial is not None:
+                    self._serialize(conn, serial)
+            except Exception as exc:
+                raise EngineError(f"{type(exc).__name__}: {exc}", sql="BEGIN") from exc
+            self._local.depth = 1
+            self._local.serials = frozenset(() if serial is None else (serial,))
+            try:
+                yield
+            except BaseException:
+                self._local.depth = 0
+                self._local.scratch = set()  # temporary tables created in the transaction may be gone with it
+                self._rollback(conn)
+                raise
+            finally:
+                self._local.serials = frozenset()
             self._local.depth = 0
-            self._local.scratch = set()  # temporary tables created in the transaction may be gone with it
-            self._rollback(conn)
-            raise
-        self._local.depth = 0
-        try:
-            self._commit(conn)
-        except Exception as exc:
-            raise EngineError(f"{type(exc).__name__}: {exc}", sql="COMMIT") from exc
+            try:
+                self._commit(conn)
+            except Exception as exc:
+                raise EngineError(f"{type(exc).__name__}: {exc}", sql="COMMIT") from exc
+
+    @contextmanager
+    def _turn(self, serial: str | None) -> Iterator[None]:
+        """This process's turn on ``serial`` (nothing to wait for without one)."""
+        if serial is None:
+            yield
+            return
+        with self._conns_lock:
+            lock = self._serial_locks.setdefault(serial, threading.Lock())
+        with lock:
+            yield
 
     def checkpoint(self, min_log_bytes: int) -> bool:
         """Write what the engine's log holds into the database file, if the log holds at least

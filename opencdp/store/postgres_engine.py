@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +71,12 @@ class PostgresEngine(Engine):
         conn.commit()
         conn.autocommit = True
         return conn
+
+    def _serialize(self, conn: Any, serial: str) -> None:
+        # A transaction-level advisory lock: released by COMMIT or ROLLBACK. Under READ COMMITTED every
+        # statement after it sees what the previous holder committed.
+        key = int.from_bytes(hashlib.sha256(f"opencdp:{serial}".encode()).digest()[:8], "big", signed=True)
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
     def _changed(self, cursor: Any) -> int:
         return int(cursor.rowcount)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,3 +153,39 @@ def test_invalid_plans_are_refused_with_the_reason(plan: dict[str, Any], message
     with pytest.raises(ValidationError) as info:
         TrackingPlan.model_validate(plan)
     assert message in str(info.value)
+
+
+def test_a_release_while_the_processor_runs_numbers_the_stream_once_and_loses_nothing(rt: Runtime) -> None:
+    """The loader governs new messages while an operator releases held ones (the admin API runs on its own
+    threads): both number the governed stream, and no number may be given twice (identity, reading past a
+    number, would never see the second message that had it)."""
+    src = rt.registry.create("web", "web", None).source_id
+    held = 8
+    rt.governance.plans.put(src, TrackingPlan(events={"ok": {"type": "object"}}, unplanned="block"))
+    send(rt, src, *(track(f"h{i}", f"held{i}") for i in range(held)))
+    failures: list[BaseException] = []
+
+    def traffic() -> None:
+        try:
+            for k in range(30):
+                send(rt, src, *(track(f"m{k}.{j}", "ok") for j in range(10)))
+        except BaseException as exc:
+            failures.append(exc)
+
+    loader = threading.Thread(target=traffic)
+    loader.start()
+    try:
+        for i in range(held):
+            planned = {"ok": {"type": "object"}, **{f"held{j}": {"type": "object"} for j in range(i + 1)}}
+            rt.governance.plans.put(src, TrackingPlan(events=planned, unplanned="block"))
+            assert rt.governance.release().released == 1
+    finally:
+        loader.join()
+    assert not failures, failures
+    rt.load()
+    twice = "SELECT gseq FROM governance WHERE gseq IS NOT NULL GROUP BY gseq HAVING count(*) > 1"
+    assert rt.engine.fetch_all(twice) == []
+    assert dict(rt.engine.fetch_all("SELECT status, count(*) FROM governance GROUP BY status")) == {
+        "passed": 300, "released": held}  # fmt: skip
+    resolved = rt.engine.fetch_one("SELECT count(DISTINCT seq) FROM message_identities")
+    assert resolved == (300 + held,)  # every governed message reached identity

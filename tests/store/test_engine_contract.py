@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from opencdp.config import Settings
 from opencdp.errors import EngineError, Rejected
-from opencdp.store import Engine
+from opencdp.store import Engine, open_engine
 from opencdp.store.duckdb_engine import DuckDBEngine
 from opencdp.store.query import check_read_only, run_read_only
 
@@ -220,3 +222,53 @@ def test_a_checkpoint_waits_for_its_threshold_and_keeps_what_others_are_writing(
     assert engine.checkpoint(0) is True
     assert not wal.exists() or wal.stat().st_size == 0
     assert engine.fetch_all("SELECT count(*), min(id) FROM t") == [(50001, -1)]
+
+
+def _number_rows(engines: list[Engine], serial: str | None, rounds: int = 8) -> list[int]:
+    """Each engine (one thread each) numbers ``rounds`` rows as the stages do, ``max(n) + 1``, with a pause
+    between reading the maximum and writing (where another writer can read the same maximum)."""
+    errors: list[BaseException] = []
+
+    def writer(e: Engine) -> None:
+        try:
+            for _ in range(rounds):
+                with e.transaction(serial=serial):
+                    top = e.fetch_one("SELECT coalesce(max(n), 0) FROM numbered")
+                    time.sleep(0.01)
+                    e.execute("INSERT INTO numbered VALUES (?)", (int(top[0]) + 1 if top else 1,))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return [int(r[0]) for r in engines[0].fetch_all("SELECT n FROM numbered ORDER BY n")]
+
+
+def test_writers_of_a_serial_stream_take_turns_and_never_share_a_number(engine: Engine) -> None:
+    engine.execute("CREATE TABLE numbered (n BIGINT)")
+    unserialised = _number_rows([engine, engine], None)
+    assert len(set(unserialised)) < len(unserialised)  # the hazard is real: both read the same maximum
+    engine.execute("DELETE FROM numbered")
+    assert _number_rows([engine, engine], "numbered") == list(range(1, 17))
+
+
+@pytest.mark.parametrize("engine_name", ["postgres"])  # one process holds an embedded DuckDB file
+def test_on_postgresql_the_turn_holds_across_processes(settings: Settings) -> None:
+    first, second = open_engine(settings), open_engine(settings)  # two engines: nothing shared in this process
+    try:
+        first.execute("CREATE TABLE numbered (n BIGINT)")
+        assert _number_rows([first, second], "numbered") == list(range(1, 17))
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_turn_is_taken_by_the_outermost_transaction(engine: Engine) -> None:
+    with engine.transaction(serial="a"), engine.transaction(serial="a"):  # joining one's own turn is fine
+        engine.execute("SELECT 1")
+    with pytest.raises(RuntimeError, match="outermost"), engine.transaction(), engine.transaction(serial="a"):
+        pass
