@@ -156,10 +156,43 @@ def test_read_only_queries_refuse_writes(engine: Engine, sql: str) -> None:
     assert engine.fetch_one("SELECT count(*) FROM raw_events") == (0,)
 
 
+@pytest.mark.parametrize(
+    ("sql", "named"),
+    [
+        ("SELECT * FROM read_text('{secret}')", "read_text"),
+        ("SELECT * FROM read_csv('{secret}', header = false)", "read_csv"),
+        ("SELECT * FROM '{secret}'", "relation"),
+        ("SELECT count(*) FROM events AS e JOIN glob('{directory}/*') AS g ON TRUE", "glob"),
+        ("SELECT * FROM (SELECT * FROM query('SELECT 1'))", "query"),
+        ("SELECT pg_read_file('{secret}')", "pg_read_file"),
+        ("SELECT getenv('HOME')", "getenv"),
+        ("SELECT * FROM duckdb_settings()", "duckdb_settings"),
+        ("SELECT value FROM _cdp_secrets", "_cdp_secrets"),
+        ("SELECT config FROM destinations", "destinations"),
+        ("SELECT rolpassword FROM pg_authid", "pg_authid"),
+        ("SELECT * FROM other_schema.events", "other_schema"),
+    ],
+)
+def test_read_only_queries_read_nothing_outside_the_data(engine: Engine, tmp_path: Path, sql: str, named: str) -> None:
+    """Files, the environment, settings, internal tables with secrets, catalogs and other schemas are refused
+    before anything runs, on both engines (DuckDB reads any file it is pointed at; the test's PostgreSQL role is
+    a superuser, who may read files too)."""
+    secret = tmp_path / "admin_token"
+    secret.write_text("s3cret-token\n")
+    with pytest.raises(Rejected) as refused:
+        run_read_only(engine, sql.format(secret=secret, directory=tmp_path))
+    assert refused.value.code == "outside_the_data"
+    assert named in refused.value.message and "s3cret" not in refused.value.message
+
+
 def test_read_only_query_runs_selects(engine: Engine) -> None:
     table = run_read_only(engine, "WITH x AS (SELECT 1 AS a) SELECT a FROM x UNION ALL SELECT 2")
     assert sorted(table.column("a").to_pylist()) == [1, 2]
     assert check_read_only("SELECT count(*) FROM events") == "SELECT count(*) FROM events"
+    series = run_read_only(engine, "SELECT count(*) AS n FROM generate_series(1, 3) AS g(i)")  # still allowed
+    assert series.column("n").to_pylist() == [3]
+    columns = run_read_only(engine, "SELECT count(*) AS n FROM information_schema.columns WHERE table_name = 'events'")
+    assert columns.column("n").to_pylist()[0] > 5
 
 
 def test_copy_tsv_reads_the_journal_format(engine: Engine, tmp_path: Path) -> None:
