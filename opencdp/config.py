@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     """How often audiences that can change with time alone ("in the last 30 days") are evaluated in full again
     (every other audience changes only when a profile's data does, and is evaluated for it at once)."""
 
+    outbox_retention_days: float = Field(default=30.0, ge=0)
+    """Delivered rows are kept in the outboxes (with their attempts) this long after delivery, as the record a
+    time-range replay and ``destinations deliveries`` read; 0 keeps them for ever. Dead letters and undelivered
+    rows are never removed by age: an operator replays or discards them."""
+
     max_unloaded_bytes: int = 2 * 1024 * 1024 * 1024
     """Collection answers 503 + Retry-After while the loader is this far behind (journalled, not yet in the engine):
     the disk does not fill up while the engine is down or slower than the traffic."""

@@ -34,6 +34,8 @@ from opencdp.store.engine import Engine
 log = logging.getLogger("opencdp.activation")
 T = TypeVar("T")
 REFRESH_SECONDS = 0.5
+FORGET_SECONDS = 3600.0
+"""How often delivered rows past the retention are removed (the first turn does it too)."""
 """How often the coordinator looks for destination changes made elsewhere (another process, the CLI)."""
 PREFETCH = 4
 """Batches queued per worker of a destination: its workers take the next batch as soon as one is sent, without
@@ -96,10 +98,14 @@ class Counters:
 
 
 class Deliverer:
-    def __init__(self, engine: Engine, store: DestinationStore, *, tick: float = 0.05, seed: int | None = None) -> None:
+    def __init__(self, engine: Engine, store: DestinationStore, *, tick: float = 0.05, seed: int | None = None,
+                 retention: timedelta | None = None) -> None:  # fmt: skip
         self.engine = engine
         self.store = store
         self.tick = tick
+        self.retention = retention
+        """How long delivered rows are kept (None: for ever)."""
+        self._forgotten = -FORGET_SECONDS
         self.rng = random.Random(seed)  # noqa: S311  (backoff jitter, not a secret)
         self.counters = Counters()
         self._lanes: dict[str, Lane] = {}
@@ -182,6 +188,12 @@ class Deliverer:
             self._settle_finished()
             if time.monotonic() - self._refreshed > REFRESH_SECONDS:
                 self._refresh()
+            if self.retention is not None and time.monotonic() - self._forgotten > FORGET_SECONDS:
+                self._forgotten = time.monotonic()
+                forgotten = outbox.forget_delivered(self.engine, datetime.now(UTC) - self.retention)
+                if forgotten:
+                    log.info("delivery: %d delivered rows older than %s removed from the outboxes", forgotten,
+                             self.retention)  # fmt: skip
             return self._claim()
 
     def _settle_finished(self) -> None:

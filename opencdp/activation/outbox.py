@@ -152,6 +152,19 @@ def confirm(engine: Engine, destination: str, *, discard: bool) -> int:
     )
 
 
+def forget_delivered(engine: Engine, before: datetime) -> int:
+    """Remove delivered rows (and their attempts) delivered before ``before``; returns how many. The newest row
+    stays whatever its age: delivery ids are numbered from the largest one and must never be given again (a
+    files destination names its files by them)."""
+    old = "state = 'done' AND delivered_at < ? AND delivery_id < (SELECT max(delivery_id) FROM outbox)"
+    with engine.transaction():
+        engine.execute(
+            f"DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT delivery_id FROM outbox WHERE {old})",
+            (before,),
+        )
+        return engine.execute_changed(f"DELETE FROM outbox WHERE {old}", (before,))
+
+
 def status(engine: Engine, names: Sequence[str]) -> list[dict[str, Any]]:
     """Per destination: deliveries by state, the oldest pending one, the last delivery, the last errors."""
     counts = {

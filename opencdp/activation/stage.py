@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opencdp.activation import outbox
@@ -21,10 +21,10 @@ from opencdp.store.engine import Engine
 
 
 class Activation:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, retention: timedelta | None = None) -> None:
         self.engine = engine
         self.store = DestinationStore(engine)
-        self.deliverer = Deliverer(engine, self.store)
+        self.deliverer = Deliverer(engine, self.store, retention=retention)
         self._configs: tuple[dict[str, int], dict[str, Destination]] = ({}, {})
 
     def _destinations(self) -> dict[str, Destination]:

@@ -114,7 +114,8 @@ class Runtime:
                                  refresh=timedelta(minutes=settings.audience_refresh_minutes))  # fmt: skip
         self.journeys = Journeys(self.engine, self.raw_log, self.segments)
         self.profile_cache = ProfileCache()
-        self.activation = Activation(self.engine)
+        days = self.settings.outbox_retention_days
+        self.activation = Activation(self.engine, retention=timedelta(days=days) if days else None)
         self._cache_built = False
         self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
         self._load_lock = threading.Lock()

@@ -219,3 +219,40 @@ def test_changing_a_destination_moves_its_queued_batches_to_the_new_configuratio
     assert len(old.received) == 1 and len(new.received) == 3
     assert {r["state"] for r in outbox(rt, "hook")} == {"done"}
     assert sorted(old.keys() + new.keys()) == sorted(r["key"] for r in outbox(rt, "hook"))
+
+
+def test_delivered_rows_past_the_retention_are_forgotten_and_nothing_else(rt: Runtime) -> None:
+    """Delivered rows older than the retention go (with their attempts); dead letters, held and pending rows stay
+    whatever their age, and so does the newest row (delivery ids are never given twice)."""
+    ids = people(rt, 5)
+    answers = {ids[0]: 200, ids[1]: 200, ids[2]: 400, ids[3]: 200}
+
+    def script(req: Received, _: int) -> Answer:
+        return answers[req.json()["profile_id"]], {}, b""
+
+    with Receiver(script) as peer:
+        rt.activation.add(webhook("hook", peer.url, audiences=["a"], max_attempts=1, batch_size=1))
+        for pid in ids[:4]:
+            change(rt, "a", pid, "entered")
+        rt.load()
+        assert rt.activation.drain()["dead"] == 1
+    rt.engine.execute("UPDATE outbox SET delivered_at = delivered_at - INTERVAL 40 DAY WHERE state = 'done'")
+    rt.engine.execute("UPDATE delivery_attempts SET started_at = started_at - INTERVAL 40 DAY")
+    rt.engine.execute("UPDATE outbox SET state = 'held' WHERE profile_id = ?", (ids[1],))  # waits for a confirm
+    before = {r["profile_id"]: r for r in outbox(rt, "hook")}
+    newest = max(r["delivery_id"] for r in before.values())
+    deliverer = Deliverer(rt.engine, rt.activation.store, retention=timedelta(days=30))
+    deliverer.step()  # the first turn forgets what is past the retention
+    after = {r["profile_id"]: r["state"] for r in outbox(rt, "hook")}
+    kept = {p: r["state"] for p, r in before.items() if r["state"] != "done" or r["delivery_id"] == newest}
+    assert after == kept and after[ids[1]] == "held" and after[ids[2]] == "dead"
+    gone = {r["delivery_id"] for p, r in before.items() if p not in kept}
+    assert gone  # at least one old delivered row went
+    attempts = {a[0] for a in rt.engine.fetch_all("SELECT DISTINCT delivery_id FROM delivery_attempts")}
+    assert not gone & attempts
+    assert before[ids[2]]["delivery_id"] in attempts  # a dead letter keeps why it died
+    deliverer.step()
+    assert len(outbox(rt, "hook")) == len(kept)
+    change(rt, "a", ids[4], "entered")
+    rt.load()
+    assert max(r["delivery_id"] for r in outbox(rt, "hook")) == newest + 1  # numbering goes on
