@@ -184,12 +184,28 @@ class CustomerMatchDestination(AudienceOnly):
     customer_id: str
     user_list_id: str
     developer_token: SecretStr
-    access_token: SecretStr
+    access_token: SecretStr | None = None
+    """A fixed OAuth 2.0 access token (kept fresh by someone else), or:"""
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    """OAuth 2.0 client credentials and a refresh token: access tokens are fetched from ``token_endpoint`` and
+    fetched again before they expire or when the API no longer takes one."""
+    token_endpoint: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
     default_region: str = "US"
     """Phone numbers written without a country code are read as this region's."""
     batch_size: int = Field(default=1000, ge=1, le=100_000)
 
-    _check_url = field_validator("endpoint")(classmethod(lambda cls, v: _http_url(v)))
+    _check_url = field_validator("endpoint", "token_endpoint")(classmethod(lambda cls, v: _http_url(v)))
+
+    @model_validator(mode="after")
+    def _credentials(self) -> CustomerMatchDestination:
+        refreshing = (self.client_id, self.client_secret, self.refresh_token)
+        if any(refreshing) and not all(refreshing):
+            raise ValueError("client_id, client_secret and refresh_token go together")
+        if self.access_token is None and not all(refreshing):
+            raise ValueError("give an access_token, or client_id, client_secret and refresh_token to fetch them")
+        return self
 
     @field_validator("customer_id", "user_list_id")
     @classmethod
@@ -207,7 +223,8 @@ class CustomerMatchDestination(AudienceOnly):
         return value
 
     def public(self) -> dict[str, Any]:
-        return {**super().public(), "developer_token": "**********", "access_token": "**********"}
+        hidden = {k: "**********" for k in ("access_token", "client_secret", "refresh_token") if getattr(self, k)}
+        return {**super().public(), "developer_token": "**********", **hidden}
 
 
 Destination = Annotated[

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import psycopg
 import pyarrow.csv as pa_csv
@@ -179,14 +181,39 @@ def test_smtp_refusals_are_retried_or_dead_lettered(duck_rt: Runtime, reply: str
 
 
 class FakeGoogleAds:
-    """Google Ads OfflineUserDataJobService over REST, as documented: create a job, add operations, run it."""
+    """Google Ads OfflineUserDataJobService over REST, as documented: create a job, add operations, run it; and
+    Google's OAuth 2.0 token endpoint (``POST /token``, a form with ``grant_type=refresh_token``, the client's
+    id and secret and the refresh token; answers ``access_token`` and ``expires_in``, or 400 ``invalid_grant``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lifetime: int = 3599) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.errors: list[str] = []
+        self.lifetime = lifetime
+        self.valid: dict[str, float] = {"tok": float("inf")}
+        """Access tokens the API takes, and until when (monotonic)."""
+        self.issued: list[str] = []
+        self.refused: list[str] = []
+        """Access tokens the API answered 401 to."""
+        self.grants = True
+
+    def _token(self, req: Received) -> Answer:
+        form = parse_qs(req.body.decode())
+        expected = {"grant_type": ["refresh_token"], "client_id": ["cid"], "client_secret": ["csecret"],
+                    "refresh_token": ["rtok"]}  # fmt: skip
+        if form != expected or not self.grants:
+            return 400, {}, b'{"error": "invalid_grant", "error_description": "Token has been expired or revoked."}'
+        token = f"at-{len(self.issued) + 1}"
+        self.issued.append(token)
+        self.valid[token] = time.monotonic() + self.lifetime
+        return 200, {}, json.dumps({"access_token": token, "expires_in": self.lifetime, "token_type": "Bearer",
+                                    "scope": "https://www.googleapis.com/auth/adwords"}).encode()  # fmt: skip
 
     def __call__(self, req: Received, n: int) -> Answer:
-        if req.headers.get("authorization") != "Bearer tok" or req.headers.get("developer-token") != "dev":
+        if req.path == "/token":
+            return self._token(req)
+        bearer = req.headers.get("authorization", "").removeprefix("Bearer ")
+        if self.valid.get(bearer, 0.0) <= time.monotonic() or req.headers.get("developer-token") != "dev":
+            self.refused.append(bearer)
             return 401, {}, b'{"error": {"code": 401, "status": "UNAUTHENTICATED"}}'
         body = req.json()
         if req.path == "/v21/customers/1234567890/offlineUserDataJobs:create":
@@ -243,6 +270,48 @@ def test_customer_match_upload_in_google_ads_format(duck_rt: Runtime) -> None:
                 for i in range(2)]  # fmt: skip
     assert sorted(first, key=json.dumps) == sorted(expected, key=json.dumps)
     assert second == [{"remove": expected[0]["create"]}]
+
+
+def test_customer_match_fetches_access_tokens_renews_them_and_dead_letters_a_revoked_grant(duck_rt: Runtime) -> None:
+    rt = duck_rt
+    ids = people(rt, 4)
+    api = FakeGoogleAds(lifetime=2)  # Google's last an hour; two seconds here
+
+    def sync(pid: str) -> dict[str, Any]:
+        change(rt, "buyers", pid, "entered")
+        rt.load()
+        return rt.activation.drain()
+
+    with Receiver(api) as peer:
+        rt.activation.add({"name": "ads", "kind": "customer_match", "endpoint": peer.url, "customer_id": "1234567890",
+                           "user_list_id": "555", "developer_token": "dev", "client_id": "cid",
+                           "client_secret": "csecret", "refresh_token": "rtok", "token_endpoint": f"{peer.url}/token",
+                           "audiences": ["buyers"], "max_attempts": 2, **FAST})  # fmt: skip
+        listed = rt.activation.listing()[0]
+        assert listed["client_secret"] == listed["refresh_token"] == "**********"
+        assert sync(ids[0])["delivered"] == 1
+        assert api.issued == ["at-1"]  # one token for the job's three requests
+        time.sleep(2.1)
+        assert sync(ids[1])["delivered"] == 1
+        assert api.issued == ["at-1", "at-2"] and api.refused == []  # renewed before it expired, not after a 401
+        api.valid["at-2"] = 0.0  # revoked early (the user changed their password)
+        assert sync(ids[2])["delivered"] == 1
+        assert api.refused == ["at-2"] and api.issued[-1] == "at-3"  # one 401, a new token, the same request again
+        api.grants = False  # the refresh token itself was revoked
+        api.valid["at-3"] = 0.0
+        assert sync(ids[3])["dead"] == 1
+    dead = [r for r in outbox(rt, "ads") if r["state"] == "dead"]
+    assert len(dead) == 1 and "token endpoint answered 400" in dead[0]["error"]
+    assert len(api.jobs) == 3
+
+
+def test_customer_match_needs_a_token_or_the_means_to_fetch_one(duck_rt: Runtime) -> None:
+    base = {"name": "ads", "kind": "customer_match", "customer_id": "1", "user_list_id": "2", "developer_token": "d",
+            "audiences": ["a"]}  # fmt: skip
+    with pytest.raises(Rejected, match="access_token"):
+        duck_rt.activation.add(base)
+    with pytest.raises(Rejected, match="go together"):
+        duck_rt.activation.add({**base, "client_id": "cid", "refresh_token": "r"})
 
 
 def test_customer_match_normalisation() -> None:

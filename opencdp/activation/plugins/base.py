@@ -72,6 +72,12 @@ class DeliveryRefused(Terminal):
     code = "delivery_refused"
 
 
+class Unauthorised(DeliveryRefused):
+    """The peer did not take the credentials (401): a dead letter, unless the plug-in can renew them."""
+
+    code = "unauthorised"
+
+
 def classify(exc: BaseException) -> Outcome:
     """Delivered is the absence of an exception; this sorts the exceptions."""
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -112,4 +118,6 @@ def raise_for_status(status: int, headers: Mapping[str, str], what: str) -> None
         raise DeliveryFailed(f"{what} answered {status}", retry_after=retry_after(headers))
     if 300 <= status < 400:
         raise DeliveryRefused(f"{what} answered {status} (redirects are not followed)")
+    if status == 401:
+        raise Unauthorised(f"{what} answered 401 (credentials not accepted)")
     raise DeliveryRefused(f"{what} answered {status}")

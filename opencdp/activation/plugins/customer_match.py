@@ -9,24 +9,33 @@
 Identifiers are normalised as Google documents before hashing (SHA-256, lower-case hex): an email trimmed and
 lower-cased, with the dots of a gmail.com or googlemail.com local part removed; a phone number in E.164 (``+``,
 country code, digits). A profile with neither is left out of the upload.
+
+Requests carry an OAuth 2.0 access token: a fixed one, or one fetched from Google's token endpoint with the
+client credentials and a refresh token (``grant_type=refresh_token``; the answer's ``access_token`` and
+``expires_in``), fetched again shortly before it expires and at once when the API answers 401 to it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import phonenumbers
 
 from opencdp.activation import http
 from opencdp.activation.network import pin
-from opencdp.activation.plugins.base import Delivery, DeliveryRefused
+from opencdp.activation.plugins.base import Delivery, DeliveryRefused, Unauthorised
 from opencdp.model.destinations import CustomerMatchDestination
 
 GMAIL = ("gmail.com", "googlemail.com")
+RENEW_BEFORE_SECONDS = 60.0
+"""A fetched access token is replaced this long before it expires (or after three quarters of a short life)."""
 
 
 def normalise_email(value: str) -> str | None:
@@ -82,6 +91,9 @@ class CustomerMatch:
         self.config = config
         self.http = http.client(config.timeout_seconds)
         self.base = f"{config.endpoint.rstrip('/')}/{config.api_version}"
+        self._lock = threading.Lock()
+        self._token: tuple[str, float] | None = None
+        """The fetched access token and when (monotonic) to fetch the next."""
 
     def prepare(self, batch: Sequence[Delivery]) -> Upload:
         operations = []
@@ -94,10 +106,51 @@ class CustomerMatch:
                 operations.append({op: {"userIdentifiers": identifiers}})
         return Upload(operations, sha256("\n".join(d.key for d in batch)))
 
+    def _bearer(self, refused: str | None = None) -> str:
+        """The access token to send: the fixed one, or a fetched one that is still fresh and is not ``refused``
+        (the API just answered 401 to it)."""
+        c = self.config
+        if c.refresh_token is None:
+            assert c.access_token is not None  # the model requires one or the other
+            return c.access_token.get_secret_value()
+        with self._lock:  # the destination's workers share one token
+            if self._token is None or self._token[0] == refused or time.monotonic() >= self._token[1]:
+                self._token = self._fetch_token()
+            return self._token[0]
+
+    def _fetch_token(self) -> tuple[str, float]:
+        c = self.config
+        assert c.client_id and c.client_secret and c.refresh_token
+        form = urlencode({"grant_type": "refresh_token", "client_id": c.client_id,
+                          "client_secret": c.client_secret.get_secret_value(),
+                          "refresh_token": c.refresh_token.get_secret_value()})  # fmt: skip
+        what = f"customer match {c.name}: the token endpoint"
+        response = http.post(self.http, c.token_endpoint, allow_private=c.allow_private, content=form.encode(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}, what=what)  # fmt: skip
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        token = answer.get("access_token") if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
+            raise DeliveryRefused(f"{what} answered without an access_token")
+        life = answer.get("expires_in") if isinstance(answer, dict) else None
+        seconds = float(life) if isinstance(life, int | float) and not isinstance(life, bool) and life > 0 else 3600.0
+        return token, time.monotonic() + seconds - min(RENEW_BEFORE_SECONDS, seconds / 4)
+
     def _post(self, path: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+        token = self._bearer()
+        try:
+            return self._request(path, body, key, token)
+        except Unauthorised:
+            if self.config.refresh_token is None:
+                raise
+            return self._request(path, body, key, self._bearer(refused=token))  # revoked early: once more
+
+    def _request(self, path: str, body: dict[str, Any], key: str, token: str) -> dict[str, Any]:
         headers = {
             "Content-Type": "application/json",
-            "Authorization": f"Bearer {self.config.access_token.get_secret_value()}",
+            "Authorization": f"Bearer {token}",
             "developer-token": self.config.developer_token.get_secret_value(),
             "X-OpenCDP-Idempotency-Key": key,
         }
@@ -128,6 +181,8 @@ class CustomerMatch:
 
     def check(self) -> None:
         pin(self.base, allow_private=self.config.allow_private)
+        if self.config.refresh_token is not None:
+            pin(self.config.token_endpoint, allow_private=self.config.allow_private)
 
     def close(self) -> None:
         self.http.close()
