@@ -12,10 +12,13 @@ data (medians of five runs after a warm-up):
    profiles; five saved audiences), 30 batches each.
 
     .venv/bin/python benchmarks/segments_bench.py [--profiles 1000000] [--events 10000000] [--tmpdir /var/tmp]
+        [--shuffled]
 
 Data (generated in the engine, seeded by DuckDB's ``hash``; the tables the profiles stage would have written):
-one user id per profile; a city for 80% of the profiles; activity spread evenly over the profiles and the last
-120 days: 20% ``Order Completed`` (5 to 300), 30% ``Product Added`` (category in properties), 50% page views;
+one user id per profile (profile ids shaped like the identity stage's, ``prf_`` and 20 hex digits); a city for
+80% of the profiles; activity spread evenly over the profiles and the last 120 days, in arrival order (a
+timestamp grows with ``seq``, give or take an hour, as in a live log; ``--shuffled``: at random, as in an
+imported history): 20% ``Order Completed`` (5 to 300), 30% ``Product Added`` (category in properties), 50% page views;
 ``profile_computed`` holds each profile's order count, gross revenue, LTV and first/last order from that
 activity. DuckDB with the server's default thread count (cores - 1).
 """
@@ -23,6 +26,7 @@ activity. DuckDB with the server's default thread count (cores - 1).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import shutil
 import statistics
@@ -55,9 +59,21 @@ FIVE = {"all": [
 ]}  # fmt: skip
 
 
-def generate(rt: Runtime, profiles: int, events: int) -> None:
+def profile_id(i: int) -> str:
+    """The i-th profile's id, shaped like the identity stage's (``prf_`` and 20 hex digits: longer than the 12
+    bytes DuckDB keeps inline, as real ids are)."""
+    return "prf_" + hashlib.md5(str(i).encode()).hexdigest()[:20]
+
+
+def generate(rt: Runtime, profiles: int, events: int, shuffled: bool) -> None:
     e = rt.engine
-    pid = "'p' || lpad(CAST(i AS VARCHAR), 8, '0')"
+    pid = "'prf_' || substr(md5(CAST(i AS VARCHAR)), 1, 20)"
+    # A live log is written in arrival order: timestamps grow with seq, give or take an hour of late events.
+    # --shuffled spreads them at random (a history imported out of order).
+    if shuffled:
+        ts = "now() - to_seconds(CAST(hash(i * 17) % (120 * 86400) AS BIGINT))"
+    else:
+        ts = f"now() - to_seconds(CAST(120 * 86400 * (1 - i / {events}) + hash(i * 17) % 3600 AS BIGINT))"
     e.execute(f"INSERT INTO profiles_index SELECT {pid}, i, now() FROM range(1, {profiles + 1}) AS t(i)")
     e.execute(f"INSERT INTO identity_membership SELECT i, {pid}, now() FROM range(1, {profiles + 1}) AS t(i)")
     e.execute(f"INSERT INTO identity_nodes (node_id, id_type, id_value, first_seq, first_seen, last_seen, messages) "
@@ -72,7 +88,7 @@ def generate(rt: Runtime, profiles: int, events: int) -> None:
                CASE WHEN r < 2 THEN 'track' WHEN r < 5 THEN 'track' ELSE 'page' END,
                CASE WHEN r < 2 THEN 'Order Completed' WHEN r < 5 THEN 'Product Added' ELSE 'Home' END,
                CASE WHEN r < 2 THEN 'orders' WHEN r < 5 THEN 'events' ELSE 'pages' END,
-               now() - to_seconds(CAST(hash(i * 17) % (120 * 86400) AS BIGINT)),
+               {ts},
                CASE WHEN r < 2 THEN 'order:' || i END, CASE WHEN r < 2 THEN CAST(i AS VARCHAR) END,
                CASE WHEN r < 2 THEN 5 + CAST(hash(i * 19) % 296 AS DOUBLE) END, CASE WHEN r < 2 THEN 'USD' END,
                CASE WHEN r < 5 AND r >= 2 THEN json_object('category', ['tools', 'garden', 'toys'][
@@ -110,17 +126,19 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--tmpdir", default="/var/tmp")
+    parser.add_argument("--shuffled", action="store_true", help="activity timestamps at random, not in arrival order")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="opencdp-segments-bench-", dir=args.tmpdir))
     try:
         rt = Runtime(Settings(data_dir=work / "data"))
         e = rt.engine
         t0 = time.perf_counter()
-        generate(rt, args.profiles, args.events)
+        generate(rt, args.profiles, args.events, args.shuffled)
         made = time.perf_counter() - t0
         threads = e.fetch_one("SELECT current_setting('threads')")
         print(f"segments benchmark: {args.profiles:,} profiles, {args.events:,} activity rows (generated in "
-              f"{made:.0f} s); DuckDB, {threads[0] if threads else '?'} thread(s)\n")  # fmt: skip
+              f"{made:.0f} s); activity in {'random' if args.shuffled else 'arrival'} order; profile ids like "
+              f"{profile_id(1)}; DuckDB, {threads[0] if threads else '?'} thread(s)\n")  # fmt: skip
         seg = rt.segments
         ws = seg.compiling()
         now = seg.clock()
@@ -169,9 +187,10 @@ def main() -> None:
         for size in (200, 1_000):
             batches = []
             for _ in range(30):
-                touched = [f"p{rng.randint(1, args.profiles):08d}" for _ in range(size)]
-                rows = ", ".join(f"({seq + k + 1}, {int(p[1:])}, 'Order Completed', 'order:x{seq + k + 1}', 50.0)"
-                                 for k, p in enumerate(touched))  # fmt: skip
+                picked = [rng.randint(1, args.profiles) for _ in range(size)]
+                touched = [profile_id(i) for i in picked]
+                rows = ", ".join(f"({seq + k + 1}, {i}, 'Order Completed', 'order:x{seq + k + 1}', 50.0)"
+                                 for k, i in enumerate(picked))  # fmt: skip
                 seq += len(touched)
                 e.execute(f"""INSERT INTO activity (seq, node_id, anchor, source_id, kind, name, grain, ts, item_key,
                               amount, currency, props) SELECT s, n, n, 'web', 'track', ev, 'orders', now(), k, a,
