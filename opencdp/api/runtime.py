@@ -120,6 +120,9 @@ class Runtime:
         self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
         self._load_lock = threading.Lock()
         self.last_load_error: str | None = None
+        self.last_load_seconds: dict[str, float] = {}
+        """How long each step of the last load took (``load``, ``govern``, ``identity``, ``profiles``,
+        ``segments`` with journeys and routing, ``read model``, ``checkpoint``)."""
         self.load()  # catch up with whatever a previous run journalled but did not load
 
     def load(self, *, govern: bool = True) -> LoadResult | None:
@@ -150,11 +153,11 @@ class Runtime:
                     if result.lines < HEAVY_LOAD_LINES:  # between loads, not in one's commit (heavy: DuckDB's)
                         self.engine.checkpoint(self.settings.checkpoint_log_bytes)
                         took.append(time.monotonic())
+                names = ("load", "govern", "identity", "profiles", "segments", "read model", "checkpoint")
+                self.last_load_seconds = {name: b - a for name, (a, b) in zip(names, pairwise(took), strict=False)}
                 if took[-1] - took[0] > SLOW_LOAD_SECONDS:
-                    names = ("load", "govern", "identity", "profiles", "segments", "read model", "checkpoint")
-                    steps = zip(names, pairwise(took), strict=False)
                     log.warning("slow load of %d lines: %s", result.lines,
-                                ", ".join(f"{name} {b - a:.2f} s" for name, (a, b) in steps))  # fmt: skip
+                                ", ".join(f"{n} {t:.2f} s" for n, t in self.last_load_seconds.items()))  # fmt: skip
             except Exception as exc:
                 self.last_load_error = str(exc).splitlines()[0]
                 log.warning("loader: %s (will retry)", self.last_load_error)
