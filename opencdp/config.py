@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     neither a write key nor the admin token. When unset, one is generated at first start and kept in
     ``data_dir/read_token`` (mode 0600)."""
 
+    secrets_key: SecretStr | None = None
+    """The key that seals destinations' secrets in the engine (a Fernet key). When unset, one is generated at
+    first start and kept in ``data_dir/secrets_key`` (mode 0600): back it up with the data; every process that
+    opens the same database needs the same key."""
+
     dedup_window_days: float = 7.0
     """A message whose (source, messageId) was stored within this many days is acknowledged but not stored again."""
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from opencdp.errors import Rejected
 from opencdp.model.destinations import Destination, dump_destination, parse_destination
 from opencdp.store.engine import Engine
+from opencdp.store.sealing import Sealer, is_sealed
 
 
 def first_error(exc: ValidationError) -> str:
@@ -32,8 +33,9 @@ def streams(destination: Destination) -> list[str]:
 
 
 class DestinationStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, sealer: Sealer) -> None:
         self.engine = engine
+        self.sealer = sealer
 
     def put(self, destination: Destination, *, replace: bool = False) -> int:
         """Save a destination (a new version); its subscriptions start reading: an audience from its current
@@ -50,8 +52,8 @@ class DestinationStore:
             e.execute(
                 "INSERT INTO destinations (name, kind, config, version, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (destination.name, destination.kind, dump_destination(destination), version, row[1] if row else now,
-                 now),
+                (destination.name, destination.kind, dump_destination(destination, self.sealer.seal), version,
+                 row[1] if row else now, now),
             )  # fmt: skip
             wanted = streams(destination)
             have = {r[0] for r in e.fetch_all("SELECT stream FROM destination_offsets WHERE destination = ?",
@@ -71,11 +73,29 @@ class DestinationStore:
         row = self.engine.fetch_one("SELECT config FROM destinations WHERE name = ?", (name,))
         if row is None:
             raise Rejected(f"no destination is named {name!r}", code="unknown_destination", status=404)
-        return parse_destination(json.loads(row[0]))
+        return self._parsed(row[0])
 
     def all(self) -> dict[str, tuple[Destination, int]]:
         rows = self.engine.fetch_all("SELECT name, config, version FROM destinations ORDER BY name")
-        return {r[0]: (parse_destination(json.loads(r[1])), int(r[2])) for r in rows}
+        return {r[0]: (self._parsed(r[1]), int(r[2])) for r in rows}
+
+    def _parsed(self, config: str) -> Destination:
+        return parse_destination(self.sealer.open_all(json.loads(config)))
+
+    def seal_plain(self) -> int:
+        """Seal the secrets of destinations saved before secrets were sealed (and check that the key opens the
+        others); returns how many it sealed."""
+        sealed = 0
+        with self.engine.transaction():
+            for name, config in self.engine.fetch_all("SELECT name, config FROM destinations"):
+                destination = self._parsed(config)
+                stored = json.loads(config)
+                secrets = [k for k, v in destination if isinstance(v, SecretStr)]
+                if any(not is_sealed(stored.get(k)) for k in secrets):
+                    self.engine.execute("UPDATE destinations SET config = ? WHERE name = ?",
+                                        (dump_destination(destination, self.sealer.seal), name))  # fmt: skip
+                    sealed += 1
+        return sealed
 
     def versions(self) -> dict[str, int]:
         return {r[0]: int(r[1]) for r in self.engine.fetch_all("SELECT name, version FROM destinations")}

@@ -18,12 +18,14 @@ from opencdp.activation.route import Routed, route
 from opencdp.errors import Rejected, Terminal, Transient
 from opencdp.model.destinations import Destination
 from opencdp.store.engine import Engine
+from opencdp.store.sealing import Sealer
 
 
 class Activation:
-    def __init__(self, engine: Engine, *, retention: timedelta | None = None) -> None:
+    def __init__(self, engine: Engine, sealer: Sealer, *, retention: timedelta | None = None) -> None:
         self.engine = engine
-        self.store = DestinationStore(engine)
+        self.store = DestinationStore(engine, sealer)
+        self.store.seal_plain()
         self.deliverer = Deliverer(engine, self.store, retention=retention)
         self._configs: tuple[dict[str, int], dict[str, Destination]] = ({}, {})
 

@@ -7,6 +7,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -40,6 +41,7 @@ from opencdp.store import Engine, open_engine
 from opencdp.store.journal import Journal
 from opencdp.store.plans import MatchModelStore
 from opencdp.store.raw_log import LoadResult, RawLog
+from opencdp.store.sealing import Sealer, new_key
 from opencdp.store.sources import SourceRegistry
 
 log = logging.getLogger("opencdp.server")
@@ -57,15 +59,16 @@ def admin_token_path(settings: Settings) -> Path:
     return settings.data_dir / "admin_token"
 
 
-def _ensure_token(configured: SecretStr | None, path: Path, prefix: str) -> str:
-    """The token from settings, else from ``path`` (created, mode 0600, if missing)."""
+def _ensure_token(configured: SecretStr | None, path: Path, prefix: str, make: Callable[[], str] | None = None) -> str:
+    """The token from settings, else from ``path`` (created, mode 0600, if missing: ``make()``, or ``prefix``
+    and 32 random bytes)."""
     given = configured.get_secret_value().strip() if configured else ""
     if given:  # an empty token is "unset", never a token that anyone could present
         return given
     if path.exists() and path.read_text().strip():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = prefix + secrets.token_urlsafe(32)
+    token = make() if make is not None else prefix + secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
@@ -75,6 +78,11 @@ def _ensure_token(configured: SecretStr | None, path: Path, prefix: str) -> str:
 def ensure_admin_token(settings: Settings) -> str:
     """The admin token from settings, else from ``data_dir/admin_token`` (created, mode 0600, if missing)."""
     return _ensure_token(settings.admin_token, admin_token_path(settings), "adm_")
+
+
+def ensure_secrets_key(settings: Settings) -> str:
+    """The key that seals destinations' secrets: from settings, else ``data_dir/secrets_key`` (created, 0600)."""
+    return _ensure_token(settings.secrets_key, settings.data_dir / "secrets_key", "", new_key)
 
 
 def ensure_read_token(settings: Settings) -> str:
@@ -98,6 +106,7 @@ class Runtime:
         self.read_token = ensure_read_token(settings)
         if self.read_token == self.admin_token:
             raise Terminal("the read token and the admin token must differ", code="bad_configuration")
+        sealer = Sealer(ensure_secrets_key(settings))
         self.engine: Engine = open_engine(settings)
         self.journal = Journal(
             settings.journal_dir,
@@ -115,7 +124,12 @@ class Runtime:
         self.journeys = Journeys(self.engine, self.raw_log, self.segments)
         self.profile_cache = ProfileCache()
         days = self.settings.outbox_retention_days
-        self.activation = Activation(self.engine, retention=timedelta(days=days) if days else None)
+        try:
+            self.activation = Activation(self.engine, sealer, retention=timedelta(days=days) if days else None)
+        except Terminal:  # the secrets do not open with this key: release the files for the next attempt
+            self.journal.close()
+            self.engine.close()
+            raise
         self._cache_built = False
         self.ingestor = Ingestor(self.registry, self.journal, max_backlog_bytes=settings.max_unloaded_bytes)
         self._load_lock = threading.Lock()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -240,10 +241,10 @@ def parse_destination(doc: object) -> Destination:
     return DESTINATION.validate_python(doc)
 
 
-def dump_destination(destination: DestinationBase) -> str:
-    """The document with its secrets, as stored in the ``destinations`` table."""
+def dump_destination(destination: DestinationBase, seal: Callable[[str], str]) -> str:
+    """The document as stored in the ``destinations`` table: its secrets as ``seal`` makes them."""
     doc = destination.model_dump(mode="json")
     for name, value in destination:
         if isinstance(value, SecretStr):
-            doc[name] = value.get_secret_value()
+            doc[name] = seal(value.get_secret_value())
     return json.dumps(doc, sort_keys=True)
