@@ -44,7 +44,7 @@ PRIOR_RECALL = 0.7
 EM_PAIRS = 50_000
 """Expectation maximisation compares at most about this many pairs per training block (Splink samples the
 records of a larger block, the same way in every run)."""
-U_PAIRS = 200_000
+U_PAIRS = 100_000
 """Random pairs of records compared for the u of the levels between exact agreement and none."""
 SEED = 42
 
