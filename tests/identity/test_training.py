@@ -95,7 +95,7 @@ def test_u_probabilities_are_each_levels_share_of_all_pairs(seed: int) -> None:
         for k, (g, t) in enumerate(zip(got, truth, strict=True)):
             if t == 0:
                 assert g == UNOBSERVED_U, (column, k)
-            else:  # sampled: 200k random pairs of 400 records, a share within a few standard errors
+            else:  # sampled: 100k random pairs of 400 records, a share within a few standard errors
                 assert g == pytest.approx(t, abs=0.01, rel=0.1), (column, k, g, t)
         observed = [g for g, t in zip(got, truth, strict=True) if t]
         assert sum(observed) == pytest.approx(1.0, abs=1e-9)
