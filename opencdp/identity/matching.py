@@ -109,10 +109,10 @@ class Matcher:
         """Every match record counts as new evidence (after training, or a change of thresholds)."""
         self.engine.execute("INSERT INTO _mt_batch (match_id) SELECT match_id FROM identity_match_records")
 
-    def score(self, now: datetime) -> None:
-        """Score the pairs of ``_mt_batch`` with the trained model (if any) and bring the probabilistic edges in
-        line: new edges are added to ``identity_edges`` and ``_id_new_edges``; removed ones are listed in
-        ``_mt_gone``."""
+    def score(self, now: datetime, *, every_record: bool = False) -> None:
+        """Score the pairs of ``_mt_batch`` (``every_record``: all the match records are in it) with the
+        trained model (if any) and bring the probabilistic edges in line: new edges are added to
+        ``identity_edges`` and ``_id_new_edges``; removed ones are listed in ``_mt_gone``."""
         e = self.engine
         found = e.fetch_one("SELECT count(*) FROM _mt_batch")
         if not found or not found[0]:
@@ -120,7 +120,8 @@ class Matcher:
         model = load_model(e)
         if model is None:
             return
-        e.execute(f"INSERT INTO _mt_scored {scored(model.splink, candidates(model.blocking, '_mt_batch'))}")
+        pairs = candidates(model.blocking, "_mt_batch")
+        e.execute(f"INSERT INTO _mt_scored {scored(model.splink, pairs, every_value=every_record)}")
         t = model.thresholds
         disagree = " AND ".join(
             [f"coalesce(s.g_{f} = 0, FALSE)" for f in NEVER_MERGED_WITHOUT]

@@ -98,17 +98,24 @@ def candidates(blocking: list[tuple[str, ...]], batch: str) -> str:
     )
 
 
-def scored(model: dict[str, Any], pairs: str) -> str:
+def scored(model: dict[str, Any], pairs: str, *, every_value: bool = False) -> str:
     """``id_l``, ``id_r``, one ``g_<feature>`` per feature (NULL where the model has no comparison for it),
-    ``match_weight`` and ``match_probability`` for the pairs of relation ``pairs``."""
+    ``match_weight`` and ``match_probability`` for the pairs of relation ``pairs``. Term frequencies are
+    counted for the pairs' values only, or with ``every_value`` for all values (the same figures, cheaper when
+    every record is scored: no picking out)."""
     prior, compared = compile_model(model)
     tfs = tf_columns(compared)
     used = sorted({c.feature for c in compared} | set(tfs))
-    # a value's term frequency: its share of the column's filled values, counted for the pairs' values only
+
+    def values(c: str) -> str:
+        if every_value:
+            return f"t.{c} IS NOT NULL"
+        return f't.{c} IN (SELECT "{c}_l" FROM _cmp UNION SELECT "{c}_r" FROM _cmp)'
+
+    # a value's term frequency: its share of the column's filled values
     tf_ctes = "".join(
         f""", _tf_{c} AS (SELECT t.{c} AS v, CAST(count(*) AS DOUBLE) / (SELECT count({c}) FROM {RECORDS}) AS tf
-        FROM {RECORDS} AS t WHERE t.{c} IN (SELECT "{c}_l" FROM _cmp UNION SELECT "{c}_r" FROM _cmp)
-        GROUP BY t.{c})"""
+        FROM {RECORDS} AS t WHERE {values(c)} GROUP BY t.{c})"""
         for c in tfs
     )
     columns = ", ".join(f'l.{c} AS "{c}_l", r.{c} AS "{c}_r"' for c in used)

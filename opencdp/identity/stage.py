@@ -159,7 +159,7 @@ class Identity:
         with self.engine.transaction():
             self._prepare()
             self.matcher.all_records()
-            self.matcher.score(now)
+            self.matcher.score(now, every_record=True)
             created, merged = self._components(now, self.raw_log.offset(CONSUMER))
         return Resolved(0, created, merged)
 

@@ -1,5 +1,6 @@
-"""Training the match model with Splink (Fellegi-Sunter): the prior from near-certain pairs, u from random
-pairs, m by expectation maximisation, term frequencies for names and places.
+"""Training the match model with Splink (Fellegi-Sunter): the prior from near-certain pairs, u from the values'
+frequencies and random pairs (:func:`u_probabilities`), m by expectation maximisation, term frequencies for names
+and places.
 
 Splink runs on its own in-memory DuckDB over the match records the store hands over as Arrow (a sample of at
 most :data:`MAX_TRAINING_RECORDS`), whichever engine the store is; the trained model is Splink's settings
@@ -19,6 +20,7 @@ import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 from opencdp.errors import Rejected
+from opencdp.identity.score import UNOBSERVED_U
 from opencdp.model.matching import (
     FEATURES,
     IDENTIFYING,
@@ -39,9 +41,11 @@ MAX_TRAINING_RECORDS = 500_000
 log = logging.getLogger("opencdp.identity")
 
 PRIOR_RECALL = 0.7
-EM_RECORDS = 50_000
-"""Expectation maximisation samples this many records (pairs within each training block grow with its square)."""
-U_PAIRS = 1e6
+EM_PAIRS = 50_000
+"""Expectation maximisation compares at most about this many pairs per training block (Splink samples the
+records of a larger block, the same way in every run)."""
+U_PAIRS = 100_000
+"""Random pairs of records compared for the u of the levels between exact agreement and none."""
 SEED = 42
 
 
@@ -63,9 +67,27 @@ def comparison(f: Feature) -> Any:
         )
     if f.comparison == "exact":
         return cl.ExactMatch(c).configure(term_frequency_adjustments=True)
-    if f.comparison == "street":
-        return cl.LevenshteinAtThresholds(c, [1, 3]).configure(term_frequency_adjustments=True)
-    return cl.LevenshteinAtThresholds(c, [1, 2]).configure(term_frequency_adjustments=True)  # code, email
+    return cl.CustomComparison(
+        output_column_name=c,
+        comparison_levels=[
+            cll.NullLevel(c),
+            cll.ExactMatchLevel(c).configure(tf_adjustment_column=c),
+            *(within_edits(c, k) for k in ((1, 3) if f.comparison == "street" else (1, 2))),  # code, email
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def within_edits(column: str, k: int) -> Any:
+    """Splink's Levenshtein level (at most ``k`` edits apart), with the lengths compared first: values whose
+    lengths differ by more than ``k`` cannot be that close, and the distance, the costly part of scoring and
+    training, is left uncomputed for them (DuckDB evaluates a conjunction's second term only where the first
+    holds; the level is the same either way)."""
+    left, right = f'"{column}_l"', f'"{column}_r"'
+    return cll.CustomLevel(
+        f"abs(length({left}) - length({right})) <= {k} AND levenshtein({left}, {right}) <= {k}",
+        f"Levenshtein distance of {column} <= {k}",
+    )
 
 
 def _agreeing(records: pa.Table, key: list[str], columns: list[str]) -> pa.Table:
@@ -104,6 +126,76 @@ def present_features(records: pa.Table) -> list[Feature]:
     return [f for f in filled if learnable(f)]
 
 
+def agreement(values: pa.ChunkedArray) -> float | None:
+    """The chance that two different records, both with ``values`` filled, hold the same value: the sum over
+    the distinct values of c(c - 1), over N(N - 1) (c a value's count, N the filled records); None when fewer
+    than two are filled. Exactly what random pairs of records estimate for an exact match level's u."""
+    filled = values.drop_null()
+    n = len(filled)
+    if n < 2:
+        return None
+    counts = pc.value_counts(filled).field("counts")
+    same = pc.sum(pc.multiply(counts, pc.subtract(counts, 1))).as_py()
+    return float(same) / (n * (n - 1))
+
+
+def _exact(level: dict[str, Any], column: str) -> bool:
+    return bool(level["sql_condition"] == f'"{column}_l" = "{column}_r"')
+
+
+def u_probabilities(db: DuckDBAPI, table: str, records: pa.Table, comparisons: list[dict[str, Any]]) -> None:
+    """Set the u probability of every level of ``comparisons`` (Splink's settings document, changed in place):
+    the chance that a pair of different records, both filled, takes the level (what Splink's
+    ``estimate_u_using_random_sampling`` estimates from random pairs).
+
+    A comparison's first level is exact agreement, whose u :func:`agreement` counts over all the records; the
+    levels after it split the rest, 1 - u(exact), in the proportions found among :data:`U_PAIRS` random pairs
+    of records (independent, drawn by hashing, the same in every run; ``table`` holds ``records`` in ``db``)
+    whose values are filled and differ. A level no pair reached takes :data:`UNOBSERVED_U`, as in Splink."""
+    n = records.num_rows
+    fuzzy: list[tuple[str, list[dict[str, Any]]]] = []
+    rest: dict[str, float] = {}
+    for c in comparisons:
+        column = c["output_column_name"]
+        levels = [lv for lv in c["comparison_levels"] if not lv.get("is_null_level")]
+        if not _exact(levels[0], column):
+            raise ValueError(f"the first level of {column} is not exact agreement")
+        same = agreement(records.column(column))
+        levels[0]["u_probability"] = same or UNOBSERVED_U
+        if len(levels) == 2:  # exact or not
+            levels[1]["u_probability"] = 1 - same if same is not None else UNOBSERVED_U
+        else:
+            fuzzy.append((column, levels))
+            rest[column] = 1 - (same or 0.0)
+    if not fuzzy:
+        return
+    gammas = []
+    counts = []
+    for i, (column, levels) in enumerate(fuzzy):
+        left, right = f'"{column}_l"', f'"{column}_r"'
+        whens = " ".join(f"WHEN {lv['sql_condition']} THEN {k}" for k, lv in enumerate(levels[1:-1], 1))
+        differ = f"{left} IS NULL OR {right} IS NULL OR {left} = {right}"
+        gammas.append(f"CASE WHEN {differ} THEN NULL {whens} ELSE 0 END AS g{i}")
+        counts += [f"count(g{i}) AS n{i}"] + [f"count_if(g{i} = {k}) AS c{i}_{k}" for k in range(len(levels) - 1)]
+    sides = ", ".join(f'l.{c} AS "{c}_l", r.{c} AS "{c}_r"' for c, _ in fuzzy)
+    found = db.query_sql(
+        f"""WITH _rec AS (SELECT row_number() OVER (ORDER BY match_id) - 1 AS _k, * FROM {table}),
+        _pairs AS (SELECT CAST(hash(x, {SEED}) % {n} AS BIGINT) AS a, CAST(hash(x, {SEED + 1}) % {n} AS BIGINT) AS b
+                   FROM range({U_PAIRS}) AS t(x)),
+        _cmp AS (SELECT {sides} FROM _pairs AS p JOIN _rec AS l ON l._k = p.a JOIN _rec AS r ON r._k = p.b
+                 WHERE p.a <> p.b),
+        _gamma AS (SELECT {", ".join(gammas)} FROM _cmp)
+        SELECT {", ".join(counts)} FROM _gamma"""
+    )
+    row = found.as_record_list()[0]
+    found.drop_table_from_database_and_remove_from_cache()
+    for i, (column, levels) in enumerate(fuzzy):
+        differing = row[f"n{i}"]
+        for k, lv in enumerate(levels[1:], 1):
+            hits = row[f"c{i}_{k % (len(levels) - 1)}"]  # the last level (ELSE) counted as 0
+            lv["u_probability"] = rest[column] * hits / differing if hits else UNOBSERVED_U
+
+
 def train(records: pa.Table) -> dict[str, Any]:
     """Train a model on ``records`` (``match_id`` and one column per feature); returns Splink's settings
     document. Refused when there are too few records or no identifying feature."""
@@ -133,17 +225,17 @@ def train(records: pa.Table) -> dict[str, Any]:
     )
     db = DuckDBAPI()
     table = db.register(records.select(["match_id", *(f.name for f in features)]))
-    linker = Linker(table, settings, log_level=logging.ERROR)
+    model = settings.create_settings_dict("duckdb")
+    u_probabilities(db, table.physical_name, records, model["comparisons"])
+    linker = Linker(table, model, log_level=logging.ERROR)
     linker.training.estimate_probability_two_random_records_match([block_on(*prior_block)], recall=PRIOR_RECALL)
-    linker.training.estimate_u_using_random_sampling(max_pairs=U_PAIRS, seed=SEED)
-    sample = min(1.0, EM_RECORDS / records.num_rows)
     trained = 0
     for block in TRAINING_BLOCKS:
         if all(c in names for c in block):
             before = linker.misc.save_model_to_json()
             try:
                 linker.training.estimate_parameters_using_expectation_maximisation(
-                    block_on(*block), record_sample_proportion=sample
+                    block_on(*block), estimate_without_term_frequencies=True, max_pairs=EM_PAIRS
                 )
                 trained += 1
             except ValueError as exc:  # a level's m underflowed to 0 in this block: the other blocks decide

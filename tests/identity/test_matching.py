@@ -66,13 +66,17 @@ def test_compiled_scores_equal_splinks_own_predictions() -> None:
     con.execute("CREATE TABLE batch AS SELECT match_id FROM identity_match_records")
     present = {c["output_column_name"] for c in model["comparisons"]}
     blocking = blocking_rules(present)
-    ours = {
-        (r[0], r[1]): r[2:]
-        for r in con.execute(
-            f"SELECT id_l, id_r, match_weight, g_first_name, g_birth_date, g_street FROM "
-            f"({scored(model, candidates(blocking, 'batch'))}) AS s"
-        ).fetchall()
-    }
+    ours, ours_every_value = (
+        {
+            (r[0], r[1]): r[2:]
+            for r in con.execute(
+                f"SELECT id_l, id_r, match_weight, g_first_name, g_birth_date, g_street FROM "
+                f"({scored(model, candidates(blocking, 'batch'), every_value=every)}) AS s"
+            ).fetchall()
+        }
+        for every in (False, True)
+    )
+    assert ours_every_value == ours  # term frequencies of all values or of the pairs' values: the same scores
     theirs_df = Linker(DuckDBAPI().register(records), model).inference.predict().as_pandas_dataframe()
     theirs = {
         (min(a, b), max(a, b)): (w, g1, g2, g3)
