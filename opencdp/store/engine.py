@@ -235,10 +235,14 @@ class Engine(ABC):
         with self._turn(serial):
             try:
                 self._begin(conn)
-                if serial is not None:
-                    self._serialize(conn, serial)
             except Exception as exc:
                 raise EngineError(f"{type(exc).__name__}: {exc}", sql="BEGIN") from exc
+            if serial is not None:
+                try:
+                    self._serialize(conn, serial)
+                except Exception as exc:
+                    self._rollback(conn)  # the transaction began: it must not stay open on this connection
+                    raise EngineError(f"{type(exc).__name__}: {exc}", sql=f"(the turn on {serial})") from exc
             self._local.depth = 1
             self._local.serials = frozenset(() if serial is None else (serial,))
             try:

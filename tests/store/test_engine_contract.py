@@ -305,3 +305,16 @@ def test_the_turn_is_taken_by_the_outermost_transaction(engine: Engine) -> None:
         engine.execute("SELECT 1")
     with pytest.raises(RuntimeError, match="outermost"), engine.transaction(), engine.transaction(serial="a"):
         pass
+
+
+def test_a_refused_turn_leaves_no_transaction_open(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(conn: object, serial: str) -> None:
+        raise OSError("the lock could not be taken")
+
+    monkeypatch.setattr(engine, "_serialize", refuse)
+    with pytest.raises(EngineError, match="the turn on numbered"), engine.transaction(serial="numbered"):
+        pass
+    monkeypatch.undo()
+    with engine.transaction(serial="numbered"):  # the connection is usable, and so is the turn
+        engine.execute("CREATE TABLE after_refusal (n BIGINT)")
+    assert engine.fetch_one("SELECT count(*) FROM after_refusal") == (0,)
