@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
@@ -80,7 +81,10 @@ class DestinationStore:
         return {r[0]: (self._parsed(r[1]), int(r[2])) for r in rows}
 
     def _parsed(self, config: str) -> Destination:
-        return parse_destination(self.sealer.open_all(json.loads(config)))
+        return self._opened(json.loads(config))
+
+    def _opened(self, stored: dict[str, Any]) -> Destination:
+        return parse_destination(self.sealer.open_all(stored))
 
     def seal_plain(self) -> int:
         """Seal the secrets of destinations saved before secrets were sealed (and check that the key opens the
@@ -88,8 +92,8 @@ class DestinationStore:
         sealed = 0
         with self.engine.transaction():
             for name, config in self.engine.fetch_all("SELECT name, config FROM destinations"):
-                destination = self._parsed(config)
                 stored = json.loads(config)
+                destination = self._opened(stored)
                 secrets = [k for k, v in destination if isinstance(v, SecretStr)]
                 if any(not is_sealed(stored.get(k)) for k in secrets):
                     self.engine.execute("UPDATE destinations SET config = ? WHERE name = ?",

@@ -4,6 +4,7 @@ manage destinations (add, list, test, status, replay, confirm, drain)."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,12 +21,16 @@ from opencdp.model.destinations import Destination
 from opencdp.store.engine import Engine
 from opencdp.store.sealing import Sealer
 
+log = logging.getLogger("opencdp.activation")
+
 
 class Activation:
     def __init__(self, engine: Engine, sealer: Sealer, *, retention: timedelta | None = None) -> None:
         self.engine = engine
         self.store = DestinationStore(engine, sealer)
-        self.store.seal_plain()
+        sealed = self.store.seal_plain()
+        if sealed:
+            log.info("activation: sealed the secrets of %d destinations stored before secrets were sealed", sealed)
         self.deliverer = Deliverer(engine, self.store, retention=retention)
         self._configs: tuple[dict[str, int], dict[str, Destination]] = ({}, {})
 
