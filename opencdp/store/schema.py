@@ -453,13 +453,23 @@ INDEXES: tuple[str, ...] = (
     "CREATE UNIQUE INDEX IF NOT EXISTS identity_nodes_value ON identity_nodes (id_type, id_value)",
     "CREATE INDEX IF NOT EXISTS identity_edges_ab ON identity_edges (a, b)",
     "CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities (seq)",
-    "CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership (profile_id)",
     "CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes (cluster)",
     "CREATE UNIQUE INDEX IF NOT EXISTS identity_match_records_key ON identity_match_records (match_key)",
     "CREATE INDEX IF NOT EXISTS governance_blocked ON governance (status) WHERE status = 'blocked'",
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at)",
     "CREATE INDEX IF NOT EXISTS outbox_profile ON outbox (destination, profile_id)",
 )
+
+LOOKUP_INDEXES: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership (profile_id)",
+    "CREATE INDEX IF NOT EXISTS profile_traits_profile ON profile_traits (profile_id)",
+    "CREATE INDEX IF NOT EXISTS audience_members_profile ON audience_members (profile_id)",
+)
+"""Indexes created on every engine, DuckDB included: the stages look up a micro-batch's few hundred profiles in
+these tables by profile id every cycle. On DuckDB a join whose other side has few keys pushes them into the scan
+as an IN filter (``dynamic_or_filter_threshold``), which an ART index answers without reading the table (200
+profiles' rows of 1M: ~7 ms against ~40 ms scanned, each). Each costs a little on every write of its table; an
+index on ``activity`` (10M rows) was measured and not kept (docs/performance.md)."""
 
 VIEWS: tuple[str, ...] = (
     """CREATE OR REPLACE VIEW events AS
@@ -671,6 +681,8 @@ def migrate(engine: Engine) -> None:
         if engine.capabilities.secondary_indexes:
             for ddl in INDEXES:
                 engine.execute(ddl)
+        for ddl in LOOKUP_INDEXES:
+            engine.execute(ddl)
         for ddl in FUNCTIONS[engine.capabilities.dialect]:
             engine.execute_native(ddl)
         for ddl in VIEWS:

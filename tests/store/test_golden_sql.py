@@ -62,7 +62,10 @@ STAGES = {
     "activation_route_and_claim": {"duckdb": ACTIVATION, "postgres": ACTIVATION},
     "profiles_shipped_traits": {"duckdb": PROFILES, "postgres": PROFILES},
     "govern_sample_plan": {"duckdb": [GOVERN], "postgres": [GOVERN]},
-    "schema": {"duckdb": [*schema.TABLES, *schema.VIEWS], "postgres": [*schema.TABLES, *schema.INDEXES, *schema.VIEWS]},
+    "schema": {
+        "duckdb": [*schema.TABLES, *schema.LOOKUP_INDEXES, *schema.VIEWS],
+        "postgres": [*schema.TABLES, *schema.INDEXES, *schema.LOOKUP_INDEXES, *schema.VIEWS],
+    },
     "raw_log_load": {
         "duckdb": [*raw_log.STAGE_DDL, raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED, raw_log.INSERT_LOAD_STATS],
         "postgres": [*raw_log.STAGE_DDL, raw_log.INSERT_ACCEPTED, raw_log.INSERT_REJECTED, raw_log.INSERT_LOAD_STATS],

@@ -124,8 +124,6 @@ CREATE INDEX IF NOT EXISTS identity_edges_ab ON identity_edges(a, b);
 
 CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities(seq);
 
-CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership(profile_id);
-
 CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes(cluster);
 
 CREATE UNIQUE INDEX IF NOT EXISTS identity_match_records_key ON identity_match_records(match_key);
@@ -135,6 +133,12 @@ CREATE INDEX IF NOT EXISTS governance_blocked ON governance(status) WHERE status
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
 
 CREATE INDEX IF NOT EXISTS outbox_profile ON outbox(destination, profile_id);
+
+CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership(profile_id);
+
+CREATE INDEX IF NOT EXISTS profile_traits_profile ON profile_traits(profile_id);
+
+CREATE INDEX IF NOT EXISTS audience_members_profile ON audience_members(profile_id);
 
 CREATE OR REPLACE VIEW events AS SELECT seq, message_id, source_id, type, event, user_id, anonymous_id, timestamp, original_timestamp, sent_at, received_at, JSON_EXTRACT_PATH(message, 'properties') AS properties, JSON_EXTRACT_PATH(message, 'traits') AS traits, JSON_EXTRACT_PATH(message, 'context') AS context, message FROM raw_events WHERE type <> 'record';
 
