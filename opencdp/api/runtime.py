@@ -158,6 +158,7 @@ class Runtime:
                         computed.touched,
                         changed=sorted({*computed.recomputed, *computed.reshaped}),
                         new_activity=NEW_ACTIVITY,
+                        handed=computed.handed,
                     )  # then audiences, for the profiles touched
                     self.journeys.run()  # then journeys: entries, exits and the steps that are due
                     self.activation.route()  # then activation, on the audience changes and events so far

@@ -60,6 +60,8 @@ _TEMP = {
 _MEMBERS = {
     "_pf_members": "node_id BIGINT, profile_id VARCHAR, golden BOOLEAN, computed BOOLEAN",
     "_pf_recompute": "profile_id VARCHAR, golden BOOLEAN, computed BOOLEAN",
+    "_pf_history": "node_id BIGINT, seq BIGINT, grain VARCHAR, name VARCHAR, ts TIMESTAMPTZ, item_key VARCHAR, "
+    "amount DOUBLE, currency VARCHAR, props JSON",
 }
 _BATCH = """SELECT g.seq, mi.node_id, g.source_id,
        CASE WHEN g.type = 'record' THEN json_extract_string(g.message, '$.key') ELSE g.message_id END,
@@ -68,6 +70,23 @@ FROM governed AS g LEFT JOIN message_identities AS mi ON mi.seq = g.seq"""
 """The batch: every governed message and record, with its anchor identifier (NULL when nothing identified it:
 a return that names only its order still counts, for the profile of that order)."""
 Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Handed:
+    """Working tables a micro-batch leaves on its connection for the segments stage, which runs next on it:
+    every touched profile's identifiers and activity as of the batch's end. The profiles stage reads those
+    profiles' activity anyway to compute their traits; DuckDB has no index to look rows up by identifier, so
+    the segments stage would otherwise scan the whole activity table again."""
+
+    nodes: str = "_pf_members"
+    """``node_id, profile_id``: every identifier of every touched profile."""
+    activity: str = "_pf_history"
+    """All their activity rows that have a grain (``node_id``, ``grain``, ``name``, ``ts``, ``item_key``,
+    ``props``, ...)."""
+
+
+HANDED = Handed()
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,9 @@ class Computed:
     recomputed: list[str]
     """Those of them whose golden or computed traits were computed again; the others (not reshaped either) only
     gained the rows of :data:`NEW_ACTIVITY`."""
+    handed: Handed | None = None
+    """Where the touched profiles' identifiers and activity are, when the run was one micro-batch that read
+    their activity to compute traits (None: not kept)."""
 
 
 def _is_time_relative(t: TraitDefinition) -> bool:
@@ -179,15 +201,18 @@ class Profiles:
         touched: set[str] = set()
         reshaped: set[str] = set()
         recomputed: set[str] = set()
+        steps, handed = 0, False
         while True:
             last = self.raw_log.offset(CONSUMER)
             end = self.raw_log.offset(AFTER)
             dirty = self.engine.fetch_one("SELECT count(*) FROM profiles_dirty")
             if end <= last and not (dirty and dirty[0]):
+                kept = HANDED if handed and steps == 1 and not everyone else None  # one batch's tables only
                 return Computed(messages, len(touched), None if everyone else sorted(touched), sorted(reshaped),
-                                sorted(recomputed))  # fmt: skip
+                                sorted(recomputed), kept)  # fmt: skip
             upto = max(last, min(end, last + BATCH_ROWS))
-            step_touched, step_reshaped, step_recomputed = self._step(last, upto)
+            step_touched, step_reshaped, step_recomputed, handed = self._step(last, upto)
+            steps += 1
             touched |= step_touched
             reshaped |= step_reshaped
             recomputed |= step_recomputed
@@ -197,12 +222,13 @@ class Profiles:
         """Compute every live profile's golden and computed traits again (after a definition changed)."""
         self.run()
         with self.engine.transaction():
-            n = self._compute("SELECT profile_id, TRUE, TRUE FROM profiles_index")
+            n, _ = self._compute("SELECT profile_id, TRUE, TRUE FROM profiles_index")
         return Computed(0, n, None, [], [])
 
-    def _step(self, last: int, upto: int) -> tuple[set[str], set[str], set[str]]:
-        """One micro-batch; returns the profiles it touched, those of them whose identifiers changed and those
-        whose golden or computed traits were computed again."""
+    def _step(self, last: int, upto: int) -> tuple[set[str], set[str], set[str], bool]:
+        """One micro-batch; returns the profiles it touched, those of them whose identifiers changed, those
+        whose golden or computed traits were computed again, and whether :data:`HANDED` holds the touched
+        profiles' identifiers and activity."""
         e = self.engine
         with e.transaction():
             e.scratch(_TEMP)
@@ -217,7 +243,7 @@ class Profiles:
                 WHERE m.node_id IN (SELECT node_id FROM _pf_activity UNION SELECT node_id FROM _pf_moved)
                 UNION SELECT profile_id FROM profiles_dirty"""
             )
-            self._compute(self._recompute())
+            _, handed = self._compute(self._recompute(), hand=True)
             moved = e.fetch_one("SELECT count(*) FROM _pf_moved")
             reshaped = {str(r[0]) for r in e.fetch_all("SELECT profile_id FROM profiles_dirty")}
             if moved and moved[0]:
@@ -230,8 +256,9 @@ class Profiles:
             touched = {str(r[0]) for r in e.fetch_all(
                 "SELECT profile_id FROM _pf_touched UNION SELECT profile_id FROM _pf_recompute"
             )}  # fmt: skip
-            recomputed = {str(r[0]) for r in e.fetch_all("SELECT profile_id FROM _pf_recompute")}
-        return touched, reshaped, recomputed
+            recomputed = {str(r[0]) for r in e.fetch_all(
+                "SELECT profile_id FROM _pf_recompute WHERE golden OR computed")}  # fmt: skip
+        return touched, reshaped, recomputed, handed
 
     def _recompute(self) -> str:
         """The batch's profiles whose golden traits (``golden``) or computed traits (``computed``) may have
@@ -239,14 +266,15 @@ class Profiles:
         trait counts and those a return moved between, both for those with new identifiers (an email survives
         only as the profile's own identifier; a new profile has no traits yet) and those whose identifiers
         changed (``profiles_dirty``, absorbed ones included: their rows go). The others only gained timeline
-        rows."""
+        rows (listed with neither, for :data:`HANDED`)."""
         return f"""SELECT profile_id, bool_or(golden), bool_or(computed) FROM (
             SELECT m.profile_id, x.golden, x.computed FROM identity_membership AS m JOIN (
                 SELECT node_id, TRUE AS golden, FALSE AS computed FROM _pf_keyed
                 UNION ALL SELECT node_id, TRUE, TRUE FROM identity_nodes WHERE first_seq IN (SELECT seq FROM _pf_batch)
                 UNION ALL SELECT node_id, FALSE, TRUE FROM _pf_activity WHERE {affecting(self.definitions())}
                 UNION ALL SELECT node_id, FALSE, TRUE FROM _pf_moved) AS x ON x.node_id = m.node_id
-            UNION ALL SELECT profile_id, TRUE, TRUE FROM profiles_dirty) AS r
+            UNION ALL SELECT profile_id, TRUE, TRUE FROM profiles_dirty
+            UNION ALL SELECT profile_id, FALSE, FALSE FROM _pf_touched) AS r
         GROUP BY profile_id"""
 
     def _returns_follow_orders(self) -> None:
@@ -270,17 +298,19 @@ class Profiles:
               AND activity.node_id IS DISTINCT FROM o.node_id"""
         )
 
-    def _compute(self, profiles: str) -> int:
+    def _compute(self, profiles: str, *, hand: bool = False) -> tuple[int, bool]:
         """Golden and computed traits again for ``profiles`` (a query of ``profile_id, golden, computed``: which
-        of the two each needs); rows of profiles that are no longer live go. Returns how many profiles were
-        computed. Nothing runs for a part no profile needs."""
+        of the two each needs, or neither); rows of profiles that are no longer live go. Nothing runs for a part
+        no profile needs. With ``hand``, when computed traits are computed, the activity of every profile of
+        ``profiles`` is read once into :data:`HANDED` and the traits are computed from there. Returns how many
+        profiles were computed and whether :data:`HANDED` was filled."""
         e = self.engine
         e.scratch(_MEMBERS)
         e.execute(f"INSERT INTO _pf_recompute (profile_id, golden, computed) {profiles}")
         row = e.fetch_one("SELECT count(*) FILTER (WHERE golden), count(*) FILTER (WHERE computed) FROM _pf_recompute")
         goldens, computeds = (int(row[0]), int(row[1])) if row else (0, 0)
         if not goldens and not computeds:
-            return 0
+            return 0, False
         e.execute(
             """INSERT INTO _pf_members (node_id, profile_id, golden, computed)
             SELECT m.node_id, m.profile_id, r.golden, r.computed
@@ -305,14 +335,22 @@ class Profiles:
             members = "(SELECT node_id, profile_id FROM _pf_members WHERE computed)"
             live = f"(SELECT DISTINCT profile_id FROM {members} AS l)"
             now = self.clock()
-            select = compiled(checked, settings, live, members, now)
+            activity = "activity"
+            if hand:
+                e.execute(
+                    f"""INSERT INTO {HANDED.activity}
+                    SELECT node_id, seq, grain, name, ts, item_key, amount, currency, props FROM activity
+                    WHERE grain IS NOT NULL AND node_id IN (SELECT node_id FROM {HANDED.nodes})"""
+                )
+                activity = HANDED.activity
+            select = compiled(checked, settings, live, members, now, activity)
             e.execute(
                 f"INSERT INTO profile_computed (profile_id, computed_at, {names}) "
                 f"SELECT profile_id, ?, {names} FROM ({select}) AS c",
                 (now,),
             )
-        row = e.fetch_one("SELECT count(DISTINCT profile_id) FROM _pf_members")
-        return int(row[0]) if row else 0
+        row = e.fetch_one("SELECT count(DISTINCT profile_id) FROM _pf_members WHERE golden OR computed")
+        return (int(row[0]) if row else 0), hand and computeds > 0
 
     def _refresh_if_new_day(self) -> bool:
         """Compute every profile's traits again when some are time-relative and were computed before today

@@ -234,14 +234,16 @@ def _rate(settings: ProfileSettings) -> str:
     return f"CASE coalesce(currency, {lit(settings.currency)}) {whens} END"
 
 
-def compiled(checked: Checked, settings: ProfileSettings, profiles: str, members: str, now: datetime) -> str:
+def compiled(checked: Checked, settings: ProfileSettings, profiles: str, members: str, now: datetime,
+             activity: str = "activity") -> str:  # fmt: skip
     """One ``SELECT profile_id, <each trait>`` for the profiles in ``profiles`` (a relation with
-    ``profile_id``), whose identifiers are in ``members`` (``node_id``, ``profile_id``), over ``activity``."""
+    ``profile_id``), whose identifiers are in ``members`` (``node_id``, ``profile_id``), over ``activity`` (the
+    table, or a copy holding at least those identifiers' rows)."""
     rows = f"""SELECT m.profile_id, a.seq, a.grain, a.name, a.ts, a.amount, a.props,
                       a.amount * {_rate(settings)} AS amount_ws,
                       row_number() OVER (PARTITION BY m.profile_id, coalesce(a.item_key, CAST(a.seq AS VARCHAR))
                                          ORDER BY a.seq DESC) AS version
-               FROM activity AS a JOIN {members} AS m ON m.node_id = a.node_id
+               FROM {activity} AS a JOIN {members} AS m ON m.node_id = a.node_id
                WHERE a.grain IS NOT NULL"""
     aggregates = [t for t in checked.traits if t.expression is None and t.aggregate != "most_frequent"]
     frequent = [t for t in checked.traits if t.aggregate == "most_frequent"]

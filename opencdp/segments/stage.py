@@ -31,6 +31,7 @@ from opencdp.model.audiences import ActivityCondition, AudienceDefinition, Ident
 from opencdp.model.identity import IDENTIFIER_TYPES
 from opencdp.model.profiles import GOLDEN_TRAITS
 from opencdp.model.validation import parse_document
+from opencdp.profiles.stage import Handed
 from opencdp.profiles.traits import Checked
 from opencdp.segments.compile import Sources, Workspace, activity_filter, activity_kinds, check, compiled, ordered
 from opencdp.store.engine import Engine
@@ -140,7 +141,12 @@ class Segments:
     # ----------------------------------------------------------------------------------------------- running
 
     def run(
-        self, touched: list[str] | None, *, changed: list[str] | None = None, new_activity: str | None = None
+        self,
+        touched: list[str] | None,
+        *,
+        changed: list[str] | None = None,
+        new_activity: str | None = None,
+        handed: Handed | None = None,
     ) -> Changes:
         """Evaluate the audiences for the profiles a micro-batch touched (None: every profile), after the full
         evaluation of any audience that is new, changed or due on the schedule.
@@ -148,7 +154,10 @@ class Segments:
         With ``changed`` (the touched profiles whose traits were computed again or whose identifiers changed)
         and ``new_activity`` (a relation of the batch's activity rows): when none of those rows is of a kind an
         audience counts, only the ``changed`` profiles can have entered or left one (a page view changes no
-        membership unless an audience counts page views), so only they are evaluated."""
+        membership unless an audience counts page views), so only they are evaluated.
+
+        ``handed``: where the profiles stage left every touched profile's identifiers and activity in this
+        micro-batch (on this connection); they are read from there instead of from the whole tables."""
         audiences = self.audiences()
         if not audiences:
             return Changes(0, 0, 0)
@@ -173,19 +182,20 @@ class Segments:
         with e.transaction(serial="audience_changes"):
             e.scratch(_TEMP)
             e.append("_sg_candidates", pa.table({"profile_id": pa.array(touched, pa.string())}))
-            src = self._slices(audiences, now)
+            src = self._slices(audiences, now, handed)
             changes = self._pass(audiences, src, "_sg_current", now, "realtime")
         return Changes(done.audiences + changes.audiences, done.entered + changes.entered,
                        done.exited + changes.exited)  # fmt: skip
 
-    def _slices(self, audiences: list[AudienceDefinition], now: datetime) -> Sources:
+    def _slices(self, audiences: list[AudienceDefinition], now: datetime, handed: Handed | None) -> Sources:
         """Copy the candidates' rows of every table the audiences read into working tables, each table read
-        once (DuckDB has no index to look rows up by profile: each read is a scan, so it is done once per batch
-        instead of once per audience and condition)."""
+        once (looked up by profile id through an index, except the activity: DuckDB scans it, so it is taken
+        from what the profiles stage ``handed`` over when it did)."""
         e = self.engine
         found = [leaf for a in audiences for leaf in leaves(a.where)]
-        e.execute("""INSERT INTO _sg_nodes SELECT node_id, profile_id FROM identity_membership
-                     WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
+        nodes = "identity_membership" if handed is None else handed.nodes
+        e.execute(f"""INSERT INTO _sg_nodes SELECT node_id, profile_id FROM {nodes}
+                      WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
         e.execute("""INSERT INTO _sg_current SELECT audience, profile_id FROM audience_members
                      WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
         e.execute("DROP TABLE IF EXISTS _sg_base")
@@ -196,7 +206,8 @@ class Segments:
             e.execute(
                 f"""INSERT INTO _sg_activity
                 SELECT a.node_id, a.grain, a.name, a.ts, a.item_key, a.props
-                FROM activity AS a WHERE a.node_id IN (SELECT node_id FROM _sg_nodes) AND
+                FROM {"activity" if handed is None else handed.activity} AS a
+                WHERE a.node_id IN (SELECT node_id FROM _sg_nodes) AND
                 {activity_filter(acts, now)}"""
             )
         stored = sorted({leaf.trait for leaf in found if isinstance(leaf, TraitCondition)} - set(self.traits().types()))

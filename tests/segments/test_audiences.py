@@ -280,13 +280,22 @@ def test_audiences_match_an_independent_evaluation(rt: Runtime) -> None:
     assert branches_checked >= 10
     _assert_agree(rt, world, saved)
 
-    # more activity and trait changes arrive: the real-time path keeps every audience current
+    # more activity and trait changes arrive: the real-time path keeps every audience current, reading the
+    # touched profiles' identifiers and activity from what the profiles stage hands over
+    real_run, handed = rt.segments.run, []
+
+    def run(touched: list[str] | None, **kwargs: Any) -> Any:
+        handed.append(kwargs.get("handed") is not None)
+        return real_run(touched, **kwargs)
+
+    rt.segments.run = run  # type: ignore[method-assign]
     world.messages.clear()
     for p in rng.sample(list(world.people.values()), 20):
         _activity(rng, world, p)
         if rng.random() < 0.5:
             world.identify(p, NOW - timedelta(hours=1), city=rng.choice(CITIES), plan=rng.choice(PLANS))
     send(rt, web, world.messages)
+    assert handed == [True]
     _assert_agree(rt, world, saved)
     changed = rt.engine.fetch_one("SELECT count(*) FROM audience_changes WHERE cause = 'realtime'")
     assert changed is not None and changed[0] > 0
@@ -300,6 +309,7 @@ def test_audiences_match_an_independent_evaluation(rt: Runtime) -> None:
         if rng.random() < 0.5:
             world.identify(p, NOW - timedelta(minutes=2), city=rng.choice(CITIES))
     send(rt, web, world.messages)
+    assert handed == [True, False]  # no trait counts page views: nothing handed, the tables are read
     _assert_agree(rt, world, saved)
 
     # a full evaluation finds nothing the real-time path missed
