@@ -242,12 +242,14 @@ class Segments:
               cause: str) -> Changes:  # fmt: skip
         """Evaluate ``audiences`` (in order) for the profiles of ``src.base`` and record the difference with
         ``current`` (the saved members of those profiles: all of them, or the candidates' slice) in
-        ``_sg_changes``, one outer join per audience; then apply it. Members are kept in ``_sg_eval`` only for
-        the audiences a later one in the pass is defined by."""
+        ``_sg_changes``; then apply it. Members are kept in ``_sg_eval`` only for the audiences a later one in
+        the pass is defined by. Over every profile, each audience's difference is its own outer join; over the
+        candidates' slice (a few hundred rows, where planning is most of the cost) all of them are one."""
         e = self.engine
         ws = self.compiling()
         used = {dep for a in audiences for dep in a.audiences()}
         done: set[str] = set()
+        evaluated: list[tuple[str, str]] = []
         for a in audiences:
             step = dataclasses.replace(src, members=_evaluated(done))
             members = compiled(a, ws, step, now).members()
@@ -258,15 +260,9 @@ class Segments:
                 )
                 members = f"SELECT profile_id FROM _sg_eval WHERE audience = {name}"
                 done.add(a.name)
-            e.execute(
-                f"""INSERT INTO _sg_changes (audience, profile_id, change)
-                SELECT {name}, coalesce(v.profile_id, m.profile_id),
-                       CASE WHEN m.profile_id IS NULL THEN 'entered' ELSE 'exited' END
-                FROM ({members}) AS v
-                FULL JOIN (SELECT profile_id FROM {current} WHERE audience = {name}) AS m
-                       ON m.profile_id = v.profile_id
-                WHERE v.profile_id IS NULL OR m.profile_id IS NULL"""
-            )
+            evaluated.append((name, members))
+        for part in [evaluated] if current == "_sg_current" else [[one] for one in evaluated]:
+            e.execute(_difference(part, current))
         listed = ", ".join(lit(a.name) for a in audiences)
         entered, exited = self._apply(cause, now)
         if current == "audience_members":
@@ -383,6 +379,29 @@ class Segments:
             )
             _, exited = self._apply("deleted", now)
         return {"deleted": name, "exited": exited}
+
+
+def _difference(evaluated: list[tuple[str, str]], current: str) -> str:
+    """SQL: insert into ``_sg_changes`` who entered and who left each audience of ``evaluated`` (its name as
+    a literal, its members' query) against the members ``current`` holds."""
+    if len(evaluated) == 1:
+        ((name, members),) = evaluated
+        return f"""INSERT INTO _sg_changes (audience, profile_id, change)
+            SELECT {name}, coalesce(v.profile_id, m.profile_id),
+                   CASE WHEN m.profile_id IS NULL THEN 'entered' ELSE 'exited' END
+            FROM ({members}) AS v
+            FULL JOIN (SELECT profile_id FROM {current} WHERE audience = {name}) AS m ON m.profile_id = v.profile_id
+            WHERE v.profile_id IS NULL OR m.profile_id IS NULL"""
+    union = " UNION ALL ".join(f"SELECT {name} AS audience, profile_id FROM ({members}) AS q{i}"
+                               for i, (name, members) in enumerate(evaluated))  # fmt: skip
+    names = ", ".join(name for name, _ in evaluated)
+    return f"""INSERT INTO _sg_changes (audience, profile_id, change)
+        SELECT coalesce(v.audience, m.audience), coalesce(v.profile_id, m.profile_id),
+               CASE WHEN m.profile_id IS NULL THEN 'entered' ELSE 'exited' END
+        FROM ({union}) AS v
+        FULL JOIN (SELECT audience, profile_id FROM {current} WHERE audience IN ({names})) AS m
+               ON m.audience = v.audience AND m.profile_id = v.profile_id
+        WHERE v.profile_id IS NULL OR m.profile_id IS NULL"""
 
 
 def _closure(a: AudienceDefinition, by_name: dict[str, AudienceDefinition]) -> set[str]:
