@@ -248,18 +248,19 @@ def train(records: pa.Table) -> dict[str, Any]:
     u_probabilities(db, table.physical_name, records, model["comparisons"])
     linker = Linker(table, model, log_level=logging.ERROR)
     linker.training.estimate_probability_two_random_records_match([block_on(*prior_block)], recall=PRIOR_RECALL)
-    trained = 0
+    estimated: set[str] = set()
     for block in TRAINING_BLOCKS:
-        if all(c in names for c in block):
-            before = linker.misc.save_model_to_json()
-            try:
-                linker.training.estimate_parameters_using_expectation_maximisation(
-                    block_on(*block), estimate_without_term_frequencies=True, max_pairs=EM_PAIRS
-                )
-                trained += 1
-            except ValueError as exc:  # a level's m underflowed to 0 in this block: the other blocks decide
-                log.info("expectation maximisation blocked on %s gave up: %s", ", ".join(block), exc)
-                linker = Linker(table, before, log_level=logging.ERROR)  # as it was before this block
-    if not trained:
+        if not set(block) <= names or names <= estimated:
+            continue  # a block needs its features; once every comparison has its m, the rest add nothing needed
+        before = linker.misc.save_model_to_json()
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                block_on(*block), estimate_without_term_frequencies=True, max_pairs=EM_PAIRS
+            )
+            estimated |= names - set(block)
+        except ValueError as exc:  # a level's m underflowed to 0 in this block: the other blocks decide
+            log.info("expectation maximisation blocked on %s gave up: %s", ", ".join(block), exc)
+            linker = Linker(table, before, log_level=logging.ERROR)  # as it was before this block
+    if not estimated:
         raise Rejected("expectation maximisation found nothing to learn from", code="training_failed")
     return dict(linker.misc.save_model_to_json())
