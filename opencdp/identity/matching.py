@@ -120,7 +120,7 @@ class Matcher:
         model = load_model(e)
         if model is None:
             return
-        pairs = candidates(model.blocking, "_mt_batch")
+        pairs = candidates(model.blocking, None if every_record else "_mt_batch")
         e.execute(f"INSERT INTO _mt_scored {scored(model.splink, pairs, every_value=every_record)}")
         t = model.thresholds
         disagree = " AND ".join(

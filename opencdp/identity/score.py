@@ -87,9 +87,17 @@ def tf_columns(compared: tuple[Compared, ...]) -> list[str]:
     return sorted({lv.tf_column for c in compared for lv in c.levels if lv.tf_column})
 
 
-def candidates(blocking: list[tuple[str, ...]], batch: str) -> str:
+def candidates(blocking: list[tuple[str, ...]], batch: str | None) -> str:
     """Pairs (``id_l`` < ``id_r``) of a batch match record and any match record that agree exactly on all the
-    features of one of the ``blocking`` rules (equi-joins, one per rule)."""
+    features of one of the ``blocking`` rules (equi-joins, one per rule); ``batch`` None: every record is in
+    the batch, and each pair is joined once (no picking out)."""
+    if batch is None:
+        return " UNION ".join(
+            f"""SELECT l.match_id AS id_l, r.match_id AS id_r
+            FROM {RECORDS} AS l JOIN {RECORDS} AS r ON {" AND ".join(f"r.{f} = l.{f}" for f in rule)}
+            AND l.match_id < r.match_id"""
+            for rule in blocking
+        )
     return " UNION ".join(
         f"""SELECT least(b.match_id, m.match_id) AS id_l, greatest(b.match_id, m.match_id) AS id_r
         FROM {RECORDS} AS b JOIN {RECORDS} AS m ON {" AND ".join(f"m.{f} = b.{f}" for f in rule)}
@@ -100,30 +108,36 @@ def candidates(blocking: list[tuple[str, ...]], batch: str) -> str:
 
 def scored(model: dict[str, Any], pairs: str, *, every_value: bool = False) -> str:
     """``id_l``, ``id_r``, one ``g_<feature>`` per feature (NULL where the model has no comparison for it),
-    ``match_weight`` and ``match_probability`` for the pairs of relation ``pairs``. Term frequencies are
-    counted for the pairs' values only, or with ``every_value`` for all values (the same figures, cheaper when
-    every record is scored: no picking out)."""
+    ``match_weight`` and ``match_probability`` for the pairs of relation ``pairs``. Each record of the pairs
+    is read once with the term frequencies of its values (``_rec``), before the pairs are put together: a join
+    per record and feature, not two per pair. The frequencies are counted for the pairs' records' values
+    only, or with ``every_value`` (every record is in a pair, or nearly) for all of them: the same figures,
+    cheaper then (no picking out)."""
     prior, compared = compile_model(model)
     tfs = tf_columns(compared)
     used = sorted({c.feature for c in compared} | set(tfs))
 
+    sides = RECORDS if every_value else "_sides"
+    picked = (
+        ""
+        if every_value
+        else f"""_sides AS MATERIALIZED (SELECT * FROM {RECORDS} WHERE match_id IN (
+            SELECT id_l FROM _pairs UNION SELECT id_r FROM _pairs)),"""
+    )
+
     def values(c: str) -> str:
-        if every_value:
-            return f"t.{c} IS NOT NULL"
-        return f't.{c} IN (SELECT "{c}_l" FROM _cmp UNION SELECT "{c}_r" FROM _cmp)'
+        return f"t.{c} IS NOT NULL" if every_value else f"t.{c} IN (SELECT {c} FROM _sides)"
 
     # a value's term frequency: its share of the column's filled values
     tf_ctes = "".join(
-        f""", _tf_{c} AS (SELECT t.{c} AS v, CAST(count(*) AS DOUBLE) / (SELECT count({c}) FROM {RECORDS}) AS tf
-        FROM {RECORDS} AS t WHERE {values(c)} GROUP BY t.{c})"""
+        f"""_tf_{c} AS (SELECT t.{c} AS v, CAST(count(*) AS DOUBLE) / (SELECT count({c}) FROM {RECORDS}) AS tf
+        FROM {RECORDS} AS t WHERE {values(c)} GROUP BY t.{c}),"""
         for c in tfs
     )
+    record_tfs = "".join(f", x_{c}.tf AS tf_{c}" for c in tfs)
+    tf_joins = "".join(f" LEFT JOIN _tf_{c} AS x_{c} ON x_{c}.v = s.{c}" for c in tfs)
     columns = ", ".join(f'l.{c} AS "{c}_l", r.{c} AS "{c}_r"' for c in used)
-    tf_values = "".join(f', tl_{c}.tf AS "tf_{c}_l", tr_{c}.tf AS "tf_{c}_r"' for c in tfs)
-    tf_joins = "".join(
-        f' LEFT JOIN _tf_{c} AS tl_{c} ON tl_{c}.v = c."{c}_l" LEFT JOIN _tf_{c} AS tr_{c} ON tr_{c}.v = c."{c}_r"'
-        for c in tfs
-    )
+    tf_values = "".join(f', l.tf_{c} AS "tf_{c}_l", r.tf_{c} AS "tf_{c}_r"' for c in tfs)
     gammas = []
     weights = []
     for c in compared:
@@ -148,10 +162,11 @@ def scored(model: dict[str, Any], pairs: str, *, every_value: bool = False) -> s
         for f in FEATURES
     )
     weight = " + ".join([repr(prior), *weights])
-    return f"""WITH _pairs AS MATERIALIZED ({pairs}),
-    _cmp AS MATERIALIZED (SELECT p.id_l, p.id_r, {columns} FROM _pairs AS p
-             JOIN {RECORDS} AS l ON l.match_id = p.id_l JOIN {RECORDS} AS r ON r.match_id = p.id_r){tf_ctes},
-    _with_tf AS (SELECT c.*{tf_values} FROM _cmp AS c{tf_joins}),
-    _gamma AS (SELECT id_l, id_r, {", ".join(gammas)}{tf_passed} FROM _with_tf),
+    read = ", ".join(f"s.{c}" for c in used)
+    return f"""WITH _pairs AS MATERIALIZED ({pairs}), {picked} {tf_ctes}
+    _rec AS MATERIALIZED (SELECT s.match_id, {read}{record_tfs} FROM {sides} AS s{tf_joins}),
+    _cmp AS (SELECT p.id_l, p.id_r, {columns}{tf_values} FROM _pairs AS p
+             JOIN _rec AS l ON l.match_id = p.id_l JOIN _rec AS r ON r.match_id = p.id_r),
+    _gamma AS (SELECT id_l, id_r, {", ".join(gammas)}{tf_passed} FROM _cmp),
     _weighted AS (SELECT id_l, id_r, {all_g}, {weight} AS match_weight FROM _gamma)
     SELECT *, 1 / (1 + pow(2, -match_weight)) AS match_probability FROM _weighted"""

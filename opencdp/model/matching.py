@@ -117,8 +117,9 @@ IDENTIFYING = ("first_name", "last_name", "national_id")
 something to match on)."""
 
 TRAINING_BLOCKS: tuple[tuple[str, ...], ...] = (("birth_date",), ("postal_code",), ("first_name", "last_name"))
-"""Expectation maximisation runs once per rule here (each estimates the features outside it). Selective rules:
-a common surname alone would pair millions of records."""
+"""Expectation maximisation runs once per rule here, in order (each estimates the features outside it), until
+every feature has been estimated once. Selective rules: a common surname alone would pair millions of
+records."""
 
 PRIOR_BLOCK: tuple[str, ...] = ("first_name", "last_name", "birth_date")
 """Pairs agreeing on all of these are taken as nearly certain matches to estimate the prior (Splink's

@@ -71,12 +71,12 @@ def test_compiled_scores_equal_splinks_own_predictions() -> None:
             (r[0], r[1]): r[2:]
             for r in con.execute(
                 f"SELECT id_l, id_r, match_weight, g_first_name, g_birth_date, g_street FROM "
-                f"({scored(model, candidates(blocking, 'batch'), every_value=every)}) AS s"
+                f"({scored(model, candidates(blocking, None if every else 'batch'), every_value=every)}) AS s"
             ).fetchall()
         }
         for every in (False, True)
     )
-    assert ours_every_value == ours  # term frequencies of all values or of the pairs' values: the same scores
+    assert ours_every_value == ours  # every record's pairs once and all values' term frequencies: the same scores
     theirs_df = Linker(DuckDBAPI().register(records), model).inference.predict().as_pandas_dataframe()
     theirs = {
         (min(a, b), max(a, b)): (w, g1, g2, g3)

@@ -1,6 +1,6 @@
 """Training's own u probabilities: the exact level's share counted from the values' frequencies, the other levels
-from random pairs, checked against every pair of small random tables; the length-first Levenshtein levels agree
-with the plain distance on every engine."""
+from random pairs, checked against every pair of small random tables; the Levenshtein levels with their cheap
+necessary conditions agree with the plain distance on every engine."""
 
 from __future__ import annotations
 
@@ -111,12 +111,33 @@ def test_u_probabilities_refuse_a_comparison_not_led_by_exact_agreement() -> Non
         u_probabilities(db, db.register(records).physical_name, records, [doc])
 
 
-def test_levenshtein_levels_compare_lengths_first_with_the_same_result_on_every_engine(engine: Engine) -> None:
+def _edited(rng: random.Random, text: str, edits: int, alphabet: str) -> str:
+    """``text`` with ``edits`` random insertions, deletions and substitutions anywhere (ends included)."""
+    chars = list(text)
+    for _ in range(edits):
+        i = rng.randint(0, len(chars))
+        kind = rng.choice(["insert", "delete", "substitute"]) if i < len(chars) else "insert"
+        if kind == "insert":
+            chars.insert(i, rng.choice(alphabet))
+        elif kind == "delete":
+            del chars[i]
+        else:
+            chars[i] = rng.choice(alphabet)
+    return "".join(chars)
+
+
+def test_levenshtein_levels_rule_out_cheaply_with_the_same_result_on_every_engine(engine: Engine) -> None:
+    """The length and pieces conditions never rule out a pair within the distance: short words (empty
+    pieces), unicode, and long values (emails) with up to four edits anywhere, checked against DuckDB's plain
+    ``levenshtein`` on its own connection."""
     rng = random.Random(11)
     alphabet = "abcdeé日 "
     words = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(120)]
     pairs = [(rng.choice(words), rng.choice(words)) for _ in range(400)]
     pairs += [(w, typo(rng, w)) for w in words if len(w) > 2] + [("", ""), ("ab", "abcd"), ("é", "e")]
+    emails = [f"{''.join(rng.choice('abcdefg.') for _ in range(rng.randint(3, 20)))}@example.com" for _ in range(150)]
+    pairs += [(m, _edited(rng, m, rng.randint(0, 4), "abcdefg.@x")) for m in emails]
+    pairs += [(rng.choice(emails), rng.choice(emails)) for _ in range(150)]
     engine.execute('CREATE TABLE _lev_pairs (i INTEGER, "s_l" VARCHAR, "s_r" VARCHAR)')
     for i, (a, b) in enumerate(pairs):
         engine.execute("INSERT INTO _lev_pairs VALUES (?, ?, ?)", (i, a, b))
@@ -127,3 +148,5 @@ def test_levenshtein_levels_compare_lengths_first_with_the_same_result_on_every_
         got = [bool(r[0]) for r in engine.fetch_all(f"SELECT {condition} FROM _lev_pairs ORDER BY i")]
         assert got == [d is not None and d[0] <= k for d in distances], k
         assert 0 < sum(got) < len(got)
+        long_close = sum(g for g, (a, _) in zip(got, pairs, strict=True) if "@" in a)
+        assert long_close > 20, k  # emails within k edits are among them, not only short words
