@@ -102,9 +102,10 @@ def generate(rt: Runtime, profiles: int, events: int, shuffled: bool) -> None:
         FROM (SELECT i, 1 + CAST(hash(i) % {profiles} AS BIGINT) AS node_id, CAST(hash(i * 13) % 10 AS INTEGER) AS r
               FROM range(1, {events + 1}) AS t(i)) AS g""")  # fmt: skip
     e.execute("DELETE FROM profile_computed")
-    e.execute("""INSERT INTO profile_computed (profile_id, computed_at, order_count, gross_revenue, refunds, ltv_net,
-                                               first_order_at, last_order_at)
-        SELECT p.profile_id, now(), coalesce(o.n, 0), coalesce(o.total, 0), 0, coalesce(o.total, 0), o.first, o.last
+    e.execute("""INSERT INTO profile_computed (profile_id, computed_at, identifier_types, order_count, gross_revenue,
+                                               refunds, ltv_net, first_order_at, last_order_at)
+        SELECT p.profile_id, now(), ',user_id,', coalesce(o.n, 0), coalesce(o.total, 0), 0, coalesce(o.total, 0),
+               o.first, o.last
         FROM profiles_index AS p LEFT JOIN (
             SELECT m.profile_id, count(*) AS n, sum(amount) AS total, min(ts) AS first, max(ts) AS last
             FROM activity AS a JOIN identity_membership AS m ON m.node_id = a.node_id

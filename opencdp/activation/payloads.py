@@ -16,6 +16,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from opencdp.model.profiles import IDENTIFIER_TYPES
 from opencdp.store.engine import Engine
 
 ROW = ("delivery_id", "destination", "idempotency_key", "kind", "audience", "change", "cause", "profile_id", "gseq",
@@ -52,7 +53,7 @@ def profile_traits(engine: Engine, profile_ids: Sequence[str]) -> dict[str, dict
     computed = engine.fetch_arrow(f"SELECT * FROM profile_computed WHERE profile_id IN ({marks})", ids)
     for row in computed.to_pylist():
         traits = found.setdefault(row.pop("profile_id"), {})
-        traits.update({k: jsonable(v) for k, v in row.items() if k != "computed_at"})
+        traits.update({k: jsonable(v) for k, v in row.items() if k not in ("computed_at", IDENTIFIER_TYPES)})
     return found
 
 

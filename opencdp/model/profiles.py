@@ -82,6 +82,12 @@ NOT_TRAITS = frozenset({"id", "userid", "anonymousid", "customerid", "createdat"
 """Keys that are identifiers or bookkeeping, not traits of the person (national ids are never copied out)."""
 
 GOLDEN_NAMES = frozenset(t.name for t in GOLDEN_TRAITS)
+
+IDENTIFIER_TYPES = "identifier_types"
+"""A column of ``profile_computed`` beside the computed traits: the types of the profile's identifiers, each
+between commas (``,anonymous_id,email,user_id,``), kept by the profiles stage whenever the profile's traits are
+computed (which its identifiers changing causes), so that "has an email" reads one row, not a join of every
+identifier."""
 CUSTOM_DEFAULT = Survivorship()
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -203,7 +209,14 @@ class TraitDefinition(BaseModel):
     def _shape(self) -> TraitDefinition:
         if not NAME.match(self.name):
             raise ValueError(f"{self.name!r} is not a trait name (lower case letters, digits and _, from a letter)")
-        if self.name in GOLDEN_NAMES or self.name in ("profile_id", "computed_at", "r_score", "f_score", "m_score"):
+        if self.name in GOLDEN_NAMES or self.name in (
+            "profile_id",
+            "computed_at",
+            IDENTIFIER_TYPES,
+            "r_score",
+            "f_score",
+            "m_score",
+        ):
             raise ValueError(f"{self.name!r} is a golden trait or a column of the profiles view already")
         if self.expression is not None:
             extra = [f for f in ("over", "aggregate", "of", "window_days") if getattr(self, f) is not None]

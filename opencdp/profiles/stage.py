@@ -24,6 +24,7 @@ from opencdp.govern.plans import lit
 from opencdp.model.profiles import (
     BUILT_IN_VALUES,
     GOLDEN_TRAITS,
+    IDENTIFIER_TYPES,
     SHIPPED_TRAITS,
     ProfileSettings,
     TraitDefinition,
@@ -168,7 +169,7 @@ class Profiles:
         """Make ``profile_computed`` and the ``profiles`` view match the definitions; returns True when the table
         was rebuilt (then every profile needs computing)."""
         checked = self.definitions()
-        shape = tuple(f"{t.name} {SQL_TYPES[t.type]}" for t in checked.traits)
+        shape = (f"{IDENTIFIER_TYPES} VARCHAR", *(f"{t.name} {SQL_TYPES[t.type]}" for t in checked.traits))
         if self._shape == shape:
             return False
         e = self.engine
@@ -344,9 +345,12 @@ class Profiles:
                 )
                 activity = HANDED.activity
             select = compiled(checked, settings, live, members, now, activity)
+            types = f"""SELECT m.profile_id, ',' || string_agg(DISTINCT n.id_type, ',' ORDER BY n.id_type) || ',' AS v
+                FROM {members} AS m JOIN identity_nodes AS n ON n.node_id = m.node_id GROUP BY m.profile_id"""
             e.execute(
-                f"INSERT INTO profile_computed (profile_id, computed_at, {names}) "
-                f"SELECT profile_id, ?, {names} FROM ({select}) AS c",
+                f"INSERT INTO profile_computed (profile_id, computed_at, {IDENTIFIER_TYPES}, {names}) "
+                f"SELECT c.profile_id, ?, t.v, {', '.join(f'c.{t.name}' for t in checked.traits)} FROM ({select}) AS c "
+                f"LEFT JOIN ({types}) AS t ON t.profile_id = c.profile_id",
                 (now,),
             )
         row = e.fetch_one("SELECT count(DISTINCT profile_id) FROM _pf_members WHERE golden OR computed")

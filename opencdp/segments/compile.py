@@ -42,7 +42,7 @@ from opencdp.model.audiences import (
     children,
     is_date,
 )
-from opencdp.model.profiles import GOLDEN_NAMES, TraitType
+from opencdp.model.profiles import GOLDEN_NAMES, IDENTIFIER_TYPES, TraitType
 from opencdp.profiles.observe import number
 from opencdp.profiles.traits import property_condition
 
@@ -183,11 +183,6 @@ class Sources:
     """Which profile each identifier (``node_id``) belongs to."""
     traits: str = "profile_traits"
     """Golden and custom trait values (``profile_id``, ``trait``, ``value``)."""
-    identities: str = (
-        "(SELECT m.profile_id, n.id_type FROM identity_membership AS m JOIN identity_nodes AS n "
-        "ON n.node_id = m.node_id)"
-    )
-    """Each profile's identifier types (``profile_id``, ``id_type``)."""
     members: Callable[[str], str] = saved_members
     """The members of an audience (saved members, or those just evaluated in the same pass)."""
 
@@ -333,7 +328,7 @@ def _leaf(leaf: Node, ws: Workspace, reads: _Reads) -> str:
     if isinstance(leaf, AudienceRef):
         return f"c.profile_id IN {reads.src.members(leaf.audience)}"
     assert isinstance(leaf, IdentityCondition)
-    return f"c.profile_id IN (SELECT profile_id FROM {reads.src.identities} AS i WHERE id_type = {lit(leaf.identity)})"
+    return f"coalesce(strpos(c.{IDENTIFIER_TYPES}, {lit(',' + leaf.identity + ',')}) > 0, FALSE)"
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from opencdp.errors import Rejected
 from opencdp.govern.plans import lit
-from opencdp.model.audiences import ActivityCondition, AudienceDefinition, IdentityCondition, TraitCondition, leaves
+from opencdp.model.audiences import ActivityCondition, AudienceDefinition, TraitCondition, leaves
 from opencdp.model.identity import IDENTIFIER_TYPES
 from opencdp.model.profiles import GOLDEN_TRAITS
 from opencdp.model.validation import parse_document
@@ -46,7 +46,6 @@ _TEMP = {
     "_sg_nodes": "node_id BIGINT, profile_id VARCHAR",
     "_sg_current": "audience VARCHAR, profile_id VARCHAR",
     "_sg_traits": "profile_id VARCHAR, trait VARCHAR, value VARCHAR",
-    "_sg_ids": "profile_id VARCHAR, id_type VARCHAR",
 }
 FACTS_SECONDS = 60.0
 """How long the trait keys and event names read from the data serve checks (a refusal reads them again)."""
@@ -217,12 +216,7 @@ class Segments:
                 WHERE trait IN ({", ".join(lit(t) for t in stored)})
                   AND profile_id IN (SELECT profile_id FROM _sg_candidates)"""
             )
-        if any(isinstance(leaf, IdentityCondition) for leaf in found):
-            e.execute("""INSERT INTO _sg_ids SELECT DISTINCT n.profile_id, i.id_type
-                         FROM _sg_nodes AS n JOIN identity_nodes AS i ON i.node_id = n.node_id""")  # fmt: skip
-        return Sources(
-            base="_sg_base", activity="_sg_activity", nodes="_sg_nodes", traits="_sg_traits", identities="_sg_ids"
-        )
+        return Sources(base="_sg_base", activity="_sg_activity", nodes="_sg_nodes", traits="_sg_traits")
 
     def evaluate(self, names: list[str] | None, *, cause: str = "batch") -> Changes:
         """Evaluate audiences (None: all) over every profile, recording who entered and left."""

@@ -453,6 +453,7 @@ INDEXES: tuple[str, ...] = (
     "CREATE UNIQUE INDEX IF NOT EXISTS identity_nodes_value ON identity_nodes (id_type, id_value)",
     "CREATE INDEX IF NOT EXISTS identity_edges_ab ON identity_edges (a, b)",
     "CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities (seq)",
+    "CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership (profile_id)",
     "CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes (cluster)",
     "CREATE UNIQUE INDEX IF NOT EXISTS identity_match_records_key ON identity_match_records (match_key)",
     "CREATE INDEX IF NOT EXISTS governance_blocked ON governance (status) WHERE status = 'blocked'",
@@ -461,7 +462,6 @@ INDEXES: tuple[str, ...] = (
 )
 
 LOOKUP_INDEXES: tuple[str, ...] = (
-    "CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership (profile_id)",
     "CREATE INDEX IF NOT EXISTS profile_traits_profile ON profile_traits (profile_id)",
     "CREATE INDEX IF NOT EXISTS audience_members_profile ON audience_members (profile_id)",
 )
@@ -469,7 +469,10 @@ LOOKUP_INDEXES: tuple[str, ...] = (
 these tables by profile id every cycle. On DuckDB a join whose other side has few keys pushes them into the scan
 as an IN filter (``dynamic_or_filter_threshold``), which an ART index answers without reading the table (200
 profiles' rows of 1M: ~7 ms against ~40 ms scanned, each). Each costs a little on every write of its table; an
-index on ``activity`` (10M rows) was measured and not kept (docs/performance.md)."""
+index on ``activity`` (10M rows) was measured and not kept, and the one on ``identity_membership`` stays with
+the other engines' (INDEXES): on DuckDB its upkeep slowed the identity stage, which rewrites membership rows in
+every batch, by a fifth to three quarters (train_matching's profiles 2.4 → 4.3 s, docs/performance.md), while
+the segments stage reads the micro-batch's identifiers from what the profiles stage hands over."""
 
 VIEWS: tuple[str, ...] = (
     """CREATE OR REPLACE VIEW events AS

@@ -345,3 +345,44 @@ def test_a_merge_moves_memberships_and_a_deleted_audience_empties(rt: Runtime) -
     assert rt.engine.fetch_one("SELECT count(*) FROM audience_members WHERE audience = 'tool_fans'") == (0,)
     last = rt.engine.fetch_one("SELECT change, cause FROM audience_changes ORDER BY change_seq DESC LIMIT 1")
     assert last == ("exited", "deleted")
+
+
+def test_identifier_conditions_follow_new_identifiers_and_merges(rt: Runtime) -> None:
+    """ "Has an email" reads the identifier types the profiles stage keeps per profile: a new email, a merge
+    and a profile without one (NOT of the condition) are each reflected at once, in real time."""
+    web = rt.registry.create("web", "web", None).source_id
+    send(rt, web, [
+        {"type": "identify", "messageId": "i1", "userId": "u1"},
+        {"type": "identify", "messageId": "i2", "anonymousId": "a9", "traits": {"email": "nine@example.com"}},
+        {"type": "identify", "messageId": "i3", "userId": "u3"},
+    ])  # fmt: skip
+    rt.put_audience({"name": "reachable", "where": {"identity": "email"}})
+    rt.put_audience({"name": "unreachable", "where": {"not": {"identity": "email"}}})
+
+    def members(name: str) -> set[str]:
+        return {m["profile_id"] for m in rt.audience_members(name)}
+
+    def profile(ref: str) -> str:
+        return str(rt.profile(ref)["profile_id"])
+
+    def types(ref: str) -> str:
+        row = rt.engine.fetch_one("SELECT identifier_types FROM profile_computed WHERE profile_id = ?", (profile(ref),))
+        return str(row[0]) if row else ""
+
+    assert members("reachable") == {profile("anonymous_id:a9")}
+    assert members("unreachable") == {profile("user_id:u1"), profile("user_id:u3")}
+    assert types("user_id:u1") == ",user_id,"
+    assert types("anonymous_id:a9") == ",anonymous_id,email,"
+
+    # u1 gives an email; u3 logs in on a9's browser: a9's profile (with its email) merges into u3's
+    send(rt, web, [
+        {"type": "identify", "messageId": "i4", "userId": "u1", "traits": {"email": "one@example.com"}},
+        {"type": "identify", "messageId": "i5", "userId": "u3", "anonymousId": "a9"},
+    ])  # fmt: skip
+    assert types("user_id:u1") == ",email,user_id,"
+    assert types("user_id:u3") == ",anonymous_id,email,user_id,"
+    assert members("reachable") == {profile("user_id:u1"), profile("user_id:u3")}
+    assert members("unreachable") == set()
+    causes = rt.engine.fetch_all("SELECT DISTINCT cause FROM audience_changes WHERE change_seq > 3")
+    assert {r[0] for r in causes} == {"realtime"}
+    assert rt.evaluate_audiences() == {"audiences": 2, "entered": 0, "exited": 0}

@@ -438,8 +438,6 @@ CREATE TABLE IF NOT EXISTS delivery_attempts (
         took_ms DOUBLE NOT NULL
     );
 
-CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership (profile_id);
-
 CREATE INDEX IF NOT EXISTS profile_traits_profile ON profile_traits (profile_id);
 
 CREATE INDEX IF NOT EXISTS audience_members_profile ON audience_members (profile_id);

@@ -124,6 +124,8 @@ CREATE INDEX IF NOT EXISTS identity_edges_ab ON identity_edges(a, b);
 
 CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities(seq);
 
+CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership(profile_id);
+
 CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes(cluster);
 
 CREATE UNIQUE INDEX IF NOT EXISTS identity_match_records_key ON identity_match_records(match_key);
@@ -133,8 +135,6 @@ CREATE INDEX IF NOT EXISTS governance_blocked ON governance(status) WHERE status
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
 
 CREATE INDEX IF NOT EXISTS outbox_profile ON outbox(destination, profile_id);
-
-CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership(profile_id);
 
 CREATE INDEX IF NOT EXISTS profile_traits_profile ON profile_traits(profile_id);
 
