@@ -349,7 +349,7 @@ class Profiles:
                 FROM {members} AS m JOIN identity_nodes AS n ON n.node_id = m.node_id GROUP BY m.profile_id"""
             e.execute(
                 f"INSERT INTO profile_computed (profile_id, computed_at, {IDENTIFIER_TYPES}, {names}) "
-                f"SELECT c.profile_id, ?, t.v, {', '.join(f'c.{t.name}' for t in checked.traits)} FROM ({select}) AS c "
+                f"SELECT c.profile_id, ?, t.v, {names} FROM ({select}) AS c "
                 f"LEFT JOIN ({types}) AS t ON t.profile_id = c.profile_id",
                 (now,),
             )

@@ -188,8 +188,9 @@ class Segments:
 
     def _slices(self, audiences: list[AudienceDefinition], now: datetime, handed: Handed | None) -> Sources:
         """Copy the candidates' rows of every table the audiences read into working tables, each table read
-        once (looked up by profile id through an index, except the activity: DuckDB scans it, so it is taken
-        from what the profiles stage ``handed`` over when it did)."""
+        once: traits and saved memberships by profile id through an index; identifiers and activity from what
+        the profiles stage ``handed`` over when it did (otherwise DuckDB scans the membership and the activity,
+        which it keeps no profile-id index on: their upkeep would slow the identity stage and every write)."""
         e = self.engine
         found = [leaf for a in audiences for leaf in leaves(a.where)]
         nodes = "identity_membership" if handed is None else handed.nodes
