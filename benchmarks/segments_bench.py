@@ -47,6 +47,7 @@ sys.path.append(str(ROOT))
 
 from opencdp.api.runtime import Runtime  # noqa: E402
 from opencdp.config import Settings  # noqa: E402
+from opencdp.model.identity import identifier_key  # noqa: E402
 from opencdp.profiles.stage import HANDED  # noqa: E402
 from opencdp.segments.compile import Sources, compiled  # noqa: E402
 
@@ -82,8 +83,9 @@ def generate(rt: Runtime, profiles: int, events: int, shuffled: bool) -> None:
         ts = f"now() - to_seconds(CAST(120 * 86400 * (1 - i / {events}) + hash(i * 17) % 3600 AS BIGINT))"
     e.execute(f"INSERT INTO profiles_index SELECT {pid}, i, now() FROM range(1, {profiles + 1}) AS t(i)")
     e.execute(f"INSERT INTO identity_membership SELECT i, {pid}, now() FROM range(1, {profiles + 1}) AS t(i)")
-    e.execute(f"INSERT INTO identity_nodes (node_id, id_type, id_value, first_seq, first_seen, last_seen, messages) "
-              f"SELECT i, 'user_id', 'u' || i, i, now(), now(), 1 "
+    key = identifier_key("'user_id:u' || i")
+    e.execute(f"INSERT INTO identity_nodes (node_id, id_type, id_value, id_key, first_seq, first_seen, last_seen, "
+              f"messages) SELECT i, 'user_id', 'u' || i, {key}, i, now(), now(), 1 "
               f"FROM range(1, {profiles + 1}) AS t(i)")  # fmt: skip
     cities = "[" + ", ".join(f"'{c}'" for c in CITIES) + "]"
     e.execute(f"""INSERT INTO profile_traits SELECT {pid}, 'city', {cities}[1 + CAST(hash(i * 7) % 8 AS INTEGER)],

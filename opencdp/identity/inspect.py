@@ -6,9 +6,12 @@ from __future__ import annotations
 from opencdp.identity.extract import per_type
 from opencdp.identity.matching import Model, load_model
 from opencdp.identity.score import compile_model
-from opencdp.model.identity import IDENTIFIER_TYPES, canonical_ref
+from opencdp.model.identity import IDENTIFIER_TYPES, canonical_ref, identifier_key
 from opencdp.model.matching import FEATURES
 from opencdp.store.engine import Engine
+
+_BY_REF = identifier_key("?")
+"""An identifier's lookup key from a ``type:value`` parameter."""
 
 GIANT_PROFILE = 1_000
 """A profile with more identifiers than this is reported as a forming giant component by ``health``."""
@@ -18,11 +21,11 @@ def resolve_profile(engine: Engine, ref: str) -> str | None:
     """The current profile of ``ref``: a profile id (or one a merge absorbed), or an identifier ``type:value``."""
     ref = canonical_ref(ref)
     row = engine.fetch_one(
-        """SELECT coalesce(
+        f"""SELECT coalesce(
             (SELECT profile_id FROM profiles_index WHERE profile_id = ?),
             (SELECT profile_id FROM profile_aliases WHERE alias = ?),
             (SELECT m.profile_id FROM identity_nodes AS n JOIN identity_membership AS m ON m.node_id = n.node_id
-             WHERE n.id_type || ':' || n.id_value = ?))""",
+             WHERE n.id_key = {_BY_REF}))""",
         (ref, ref, ref),
     )
     return None if row is None or row[0] is None else str(row[0])
@@ -40,8 +43,8 @@ def node_of(engine: Engine, ref: str) -> tuple[int, str] | None:
         )
     else:
         row = engine.fetch_one(
-            """SELECT n.node_id, m.profile_id FROM identity_nodes AS n
-            JOIN identity_membership AS m ON m.node_id = n.node_id WHERE n.id_type || ':' || n.id_value = ?""",
+            f"""SELECT n.node_id, m.profile_id FROM identity_nodes AS n
+            JOIN identity_membership AS m ON m.node_id = n.node_id WHERE n.id_key = {_BY_REF}""",
             (ref,),
         )
     return None if row is None else (int(row[0]), str(row[1]))

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from opencdp.identity.extract import RAW_COLUMNS, identifiers, per_type, raw_values
 from opencdp.identity.matching import TEMP as MATCH_TEMP
 from opencdp.identity.matching import Matcher
-from opencdp.model.identity import IDENTIFIER_TYPES
+from opencdp.model.identity import IDENTIFIER_TYPES, identifier_key
 from opencdp.store.engine import Engine
 from opencdp.store.raw_log import RawLog
 
@@ -45,7 +45,8 @@ _TEMP = {
     "_id_raw": RAW_COLUMNS,
     "_id_found": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER, blocked BOOLEAN",
     "_id_batch": "seq BIGINT, id_type VARCHAR, id_value VARCHAR, priority INTEGER",
-    "_id_known": "id_type VARCHAR, id_value VARCHAR, first_seq BIGINT, messages BIGINT, node_id BIGINT, fresh BOOLEAN",
+    "_id_known": "id_type VARCHAR, id_value VARCHAR, id_key UUID, first_seq BIGINT, messages BIGINT, node_id BIGINT, "
+    "fresh BOOLEAN",
     "_id_nodes": "seq BIGINT, node_id BIGINT, priority INTEGER",
     "_id_anchor": "seq BIGINT, node_id BIGINT",
     "_id_new_edges": "a BIGINT, b BIGINT, seq BIGINT",
@@ -188,17 +189,16 @@ class Identity:
             self._components(now, self.raw_log.offset(CONSUMER))
 
     def _nodes(self, now: datetime) -> None:
-        """The batch's identifiers as nodes (``_id_known``, one row each): one scan of ``identity_nodes`` finds
-        the known ones, the new ones take the next node ids in order of first appearance."""
+        """The batch's identifiers as nodes (``_id_known``, one row each): their lookup keys find the known
+        ones (a join on one fixed-width column: reading every stored identifier's strings cost ~20 ms a batch at
+        600k identifiers), the new ones take the next node ids in order of first appearance."""
         e = self.engine
         e.execute(  # (seq, id_type, id_value) is unique in _id_batch: count(*) counts messages
-            """INSERT INTO _id_known (id_type, id_value, first_seq, messages, fresh)
-            SELECT id_type, id_value, min(seq), count(*), FALSE FROM _id_batch GROUP BY id_type, id_value"""
+            f"""INSERT INTO _id_known (id_type, id_value, id_key, first_seq, messages, fresh)
+            SELECT id_type, id_value, {identifier_key("id_type || ':' || id_value")}, min(seq), count(*), FALSE
+            FROM _id_batch GROUP BY id_type, id_value"""
         )
-        e.execute(
-            """UPDATE _id_known SET node_id = n.node_id FROM identity_nodes AS n
-            WHERE n.id_type = _id_known.id_type AND n.id_value = _id_known.id_value"""
-        )
+        e.execute("UPDATE _id_known SET node_id = n.node_id FROM identity_nodes AS n WHERE n.id_key = _id_known.id_key")
         e.execute(
             """UPDATE _id_known SET node_id = f.node_id, fresh = TRUE FROM (
                 SELECT id_type, id_value, base.n + row_number() OVER (ORDER BY first_seq, id_type, id_value) AS node_id
@@ -207,8 +207,9 @@ class Identity:
             WHERE _id_known.id_type = f.id_type AND _id_known.id_value = f.id_value"""
         )
         e.execute(
-            """INSERT INTO identity_nodes (node_id, id_type, id_value, first_seq, first_seen, last_seen, messages)
-            SELECT node_id, id_type, id_value, first_seq, ?, ?, messages FROM _id_known WHERE fresh""",
+            """INSERT INTO identity_nodes
+                (node_id, id_type, id_value, id_key, first_seq, first_seen, last_seen, messages)
+            SELECT node_id, id_type, id_value, id_key, first_seq, ?, ?, messages FROM _id_known WHERE fresh""",
             (now, now),
         )
         e.execute(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 
+from opencdp.model.identity import identifier_key
 from opencdp.store.engine import Engine
 
 SCHEMA_VERSION = 1
@@ -174,6 +175,9 @@ TABLES: tuple[str, ...] = (
     "ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS cluster BIGINT",
     # Why the guard holds an identifier to be shared by many people (NULL: it is not), so it joins nobody.
     "ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS shared VARCHAR",
+    # Each identifier's lookup key (model/identity.py), filled in for stores made before it existed.
+    "ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS id_key UUID",
+    "UPDATE identity_nodes SET id_key = " + identifier_key("id_type || ':' || id_value") + " WHERE id_key IS NULL",
     # Edges a limit refused: the two identifiers stay in different profiles, and why.
     """CREATE TABLE IF NOT EXISTS identity_conflicts (
         a BIGINT NOT NULL,
@@ -455,6 +459,7 @@ INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities (seq)",
     "CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership (profile_id)",
     "CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes (cluster)",
+    "CREATE INDEX IF NOT EXISTS identity_nodes_key ON identity_nodes (id_key)",
     "CREATE UNIQUE INDEX IF NOT EXISTS identity_match_records_key ON identity_match_records (match_key)",
     "CREATE INDEX IF NOT EXISTS governance_blocked ON governance (status) WHERE status = 'blocked'",
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at)",

@@ -3,8 +3,10 @@ incremental batches equal one full run, stable profile ids, aliases and events, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 from opencdp.api.runtime import Runtime
 from opencdp.config import Settings
 from opencdp.errors import Rejected
+from opencdp.identity.inspect import resolve_profile
 from opencdp.store.journal import accepted_line
 from tests.conftest import make_settings
 
@@ -265,6 +268,30 @@ def test_profile_ids_survive_a_rerun(tmp_path: Path) -> None:
         finally:
             rt.close()
     assert ids[0] == ids[1]
+
+
+def test_identifiers_are_found_by_their_key_also_in_a_store_made_before_keys(settings: Settings) -> None:
+    rt = Runtime(settings)
+    try:
+        web = rt.registry.create("web", "web", None).source_id
+        journal(rt, web, [msg("1", user="u1", email="ada@example.org")])
+        keys = rt.engine.fetch_all("SELECT id_type || ':' || id_value, id_key FROM identity_nodes")
+        # the key is the MD5 of "type:value", computed here independently
+        assert {ref: uuid.UUID(str(key)) for ref, key in keys} == {
+            ref: uuid.UUID(hashlib.md5(ref.encode()).hexdigest()) for ref in ("user_id:u1", "email:ada@example.org")
+        }
+        assert resolve_profile(rt.engine, "email:ada@example.org") == profiles(rt)["1"]
+        rt.engine.execute("UPDATE identity_nodes SET id_key = NULL")  # as the column arrives in an older store
+    finally:
+        rt.close()
+    rt = Runtime(settings)  # the upgrade fills the keys in
+    try:
+        journal(rt, web, [msg("2", anon="a9", email="ADA@example.org")])
+        found = profiles(rt)
+        assert found["2"] == found["1"]
+        assert rt.engine.fetch_all("SELECT count(*), count(id_key) FROM identity_nodes") == [(3, 3)]
+    finally:
+        rt.close()
 
 
 def test_a_shared_computer_and_a_shared_mailbox_join_no_two_users_and_a_split_is_an_event(rt: Runtime) -> None:

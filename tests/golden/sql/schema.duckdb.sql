@@ -164,6 +164,10 @@ ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS cluster BIGINT;
 
 ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS shared VARCHAR;
 
+ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS id_key UUID;
+
+UPDATE identity_nodes SET id_key = CAST(md5(id_type || ':' || id_value) AS UUID) WHERE id_key IS NULL;
+
 CREATE TABLE IF NOT EXISTS identity_conflicts (
         a BIGINT NOT NULL,
         b BIGINT NOT NULL,

@@ -46,6 +46,10 @@ ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS cluster BIGINT;
 
 ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS shared TEXT;
 
+ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS id_key UUID;
+
+UPDATE identity_nodes SET id_key = CAST(MD5(id_type || ':' || id_value) AS UUID) WHERE id_key IS NULL;
+
 CREATE TABLE IF NOT EXISTS identity_conflicts (a BIGINT NOT NULL, b BIGINT NOT NULL, reason TEXT NOT NULL, found_at TIMESTAMPTZ NOT NULL);
 
 CREATE TABLE IF NOT EXISTS identity_blocked (id_type TEXT NOT NULL, id_value TEXT NOT NULL, hits BIGINT NOT NULL, last_seen TIMESTAMPTZ NOT NULL, PRIMARY KEY (id_type, id_value));
@@ -127,6 +131,8 @@ CREATE INDEX IF NOT EXISTS message_identities_seq ON message_identities(seq);
 CREATE INDEX IF NOT EXISTS identity_membership_profile ON identity_membership(profile_id);
 
 CREATE INDEX IF NOT EXISTS identity_nodes_cluster ON identity_nodes(cluster);
+
+CREATE INDEX IF NOT EXISTS identity_nodes_key ON identity_nodes(id_key);
 
 CREATE UNIQUE INDEX IF NOT EXISTS identity_match_records_key ON identity_match_records(match_key);
 
