@@ -33,7 +33,16 @@ from opencdp.model.profiles import GOLDEN_TRAITS
 from opencdp.model.validation import parse_document
 from opencdp.profiles.stage import Handed
 from opencdp.profiles.traits import Checked
-from opencdp.segments.compile import Sources, Workspace, activity_filter, activity_kinds, check, compiled, ordered
+from opencdp.segments.compile import (
+    Sources,
+    Workspace,
+    activity_filter,
+    activity_kinds,
+    check,
+    compiled,
+    compiled_together,
+    ordered,
+)
 from opencdp.store.engine import Engine
 from opencdp.store.plans import AudienceStore, PlanStore
 
@@ -236,16 +245,19 @@ class Segments:
     def _pass(self, audiences: list[AudienceDefinition], src: Sources, current: str, now: datetime,
               cause: str) -> Changes:  # fmt: skip
         """Evaluate ``audiences`` (in order) for the profiles of ``src.base`` and record the difference with
-        ``current`` (the saved members of those profiles: all of them, or the candidates' slice) in
-        ``_sg_changes``; then apply it. Members are kept in ``_sg_eval`` only for the audiences a later one in
-        the pass is defined by. Over every profile, each audience's difference is its own outer join; over the
-        candidates' slice (a few hundred rows, where planning is most of the cost) all of them are one."""
+        ``current`` (the saved members of those profiles: all of them, or the candidates') in ``_sg_changes``;
+        then apply it. Members are kept in ``_sg_eval`` only for the audiences a later one in the pass is
+        defined by. Over every profile, each audience's difference is its own statement; over the candidates (a
+        few hundred rows, where each operator's fixed cost is most of the time) all of them are one, with one
+        activity pass (:func:`compiled_together`)."""
         e = self.engine
         ws = self.compiling()
         used = {dep for a in audiences for dep in a.audiences()}
         done: set[str] = set()
         evaluated: list[tuple[str, str]] = []
         for a in audiences:
+            if a.name not in used and current == "_sg_current":
+                continue  # evaluated together below
             step = dataclasses.replace(src, members=_evaluated(done))
             members = compiled(a, ws, step, now).members()
             name = lit(a.name)
@@ -255,10 +267,16 @@ class Segments:
                 )
                 members = f"SELECT profile_id FROM _sg_eval WHERE audience = {name}"
                 done.add(a.name)
-            evaluated.append((name, members))
-        for part in [evaluated] if current == "_sg_current" else [[one] for one in evaluated]:
-            e.execute(_difference(part, current))
+            evaluated.append((name, f"SELECT {name} AS audience, profile_id FROM ({members}) AS q"))
         listed = ", ".join(lit(a.name) for a in audiences)
+        if current == "_sg_current":  # a few hundred candidates: one statement for every audience
+            step = dataclasses.replace(src, members=_evaluated(done))
+            rest = [a for a in audiences if a.name not in used]
+            together = [f"SELECT * FROM ({compiled_together(rest, ws, step, now)}) AS t"] if rest else []
+            e.execute(_difference(" UNION ALL ".join([*(q for _, q in evaluated), *together]), listed, current))
+        else:
+            for name, members in evaluated:
+                e.execute(_difference(members, name, current))
         entered, exited = self._apply(cause, now)
         if current == "audience_members":
             e.execute(f"UPDATE audiences SET evaluated_at = ? WHERE name IN ({listed})", (now,))
@@ -376,24 +394,13 @@ class Segments:
         return {"deleted": name, "exited": exited}
 
 
-def _difference(evaluated: list[tuple[str, str]], current: str) -> str:
-    """SQL: insert into ``_sg_changes`` who entered and who left each audience of ``evaluated`` (its name as
-    a literal, its members' query) against the members ``current`` holds."""
-    if len(evaluated) == 1:
-        ((name, members),) = evaluated
-        return f"""INSERT INTO _sg_changes (audience, profile_id, change)
-            SELECT {name}, coalesce(v.profile_id, m.profile_id),
-                   CASE WHEN m.profile_id IS NULL THEN 'entered' ELSE 'exited' END
-            FROM ({members}) AS v
-            FULL JOIN (SELECT profile_id FROM {current} WHERE audience = {name}) AS m ON m.profile_id = v.profile_id
-            WHERE v.profile_id IS NULL OR m.profile_id IS NULL"""
-    union = " UNION ALL ".join(f"SELECT {name} AS audience, profile_id FROM ({members}) AS q{i}"
-                               for i, (name, members) in enumerate(evaluated))  # fmt: skip
-    names = ", ".join(name for name, _ in evaluated)
+def _difference(evaluated: str, names: str, current: str) -> str:
+    """SQL: insert into ``_sg_changes`` who entered and who left the audiences ``names`` (a list of literals)
+    whose members ``evaluated`` holds (``audience, profile_id``), against the members ``current`` holds."""
     return f"""INSERT INTO _sg_changes (audience, profile_id, change)
         SELECT coalesce(v.audience, m.audience), coalesce(v.profile_id, m.profile_id),
                CASE WHEN m.profile_id IS NULL THEN 'entered' ELSE 'exited' END
-        FROM ({union}) AS v
+        FROM ({evaluated}) AS v
         FULL JOIN (SELECT audience, profile_id FROM {current} WHERE audience IN ({names})) AS m
                ON m.audience = v.audience AND m.profile_id = v.profile_id
         WHERE v.profile_id IS NULL OR m.profile_id IS NULL"""

@@ -16,6 +16,8 @@ import pytest
 
 from opencdp.api.runtime import Runtime
 from opencdp.config import Settings
+from opencdp.model.audiences import AudienceDefinition
+from opencdp.segments.compile import Sources, Workspace, compiled_together
 from tests.identity.test_stitching import journal as send
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -386,3 +388,16 @@ def test_identifier_conditions_follow_new_identifiers_and_merges(rt: Runtime) ->
     causes = rt.engine.fetch_all("SELECT DISTINCT cause FROM audience_changes WHERE change_seq > 3")
     assert {r[0] for r in causes} == {"realtime"}
     assert rt.evaluate_audiences() == {"audiences": 2, "entered": 0, "exited": 0}
+
+
+def test_audiences_evaluated_together_count_each_kind_of_activity_once() -> None:
+    ws = Workspace(computed={}, stored=frozenset(), identifier_types=frozenset(), audiences={})
+    added = {"event": "Product Added", "within_days": 30, "where": [{"property": "category", "op": "=", "value": "t"}]}
+    a = AudienceDefinition.model_validate({"name": "a", "where": {**added, "at_least": 2}})
+    b = AudienceDefinition.model_validate({"name": "b", "where": {"all": [
+        added, {"event": "Order Completed", "within_days": 7, "at_most": 0}]}})  # fmt: skip
+    sql = compiled_together([a, b], ws, Sources(), NOW)
+    # one activity pass with one count per distinct kind of row (the same Product Added filter is counted once)
+    assert sql.count("WITH _ac") == 1
+    assert len(re.findall(r" AS m\d+\b", sql)) == 2
+    assert "a0 >= 2" in sql and "a0 >= 1" in sql and "a1 > 0" in sql
