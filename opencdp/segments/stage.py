@@ -190,12 +190,14 @@ class Segments:
         with e.transaction(serial="audience_changes"):
             e.scratch(_TEMP)
             e.append("_sg_candidates", pa.table({"profile_id": pa.array(touched, pa.string())}))
-            src = self._slices(audiences, now, handed)
-            changes = self._pass(audiences, src, "_sg_current", now, "realtime")
+            ws = self.compiling()
+            src = self._slices(audiences, now, handed, ws)
+            changes = self._pass(audiences, src, "_sg_current", now, "realtime", ws)
         return Changes(done.audiences + changes.audiences, done.entered + changes.entered,
                        done.exited + changes.exited)  # fmt: skip
 
-    def _slices(self, audiences: list[AudienceDefinition], now: datetime, handed: Handed | None) -> Sources:
+    def _slices(self, audiences: list[AudienceDefinition], now: datetime, handed: Handed | None,
+                ws: Workspace) -> Sources:  # fmt: skip
         """Copy the candidates' rows of every table the audiences read into working tables, each table read
         once: traits and saved memberships by profile id through an index; identifiers and activity from what
         the profiles stage ``handed`` over when it did (otherwise DuckDB scans the membership and the activity,
@@ -219,7 +221,7 @@ class Segments:
                 WHERE a.node_id IN (SELECT node_id FROM _sg_nodes) AND
                 {activity_filter(acts, now)}"""
             )
-        stored = sorted({leaf.trait for leaf in found if isinstance(leaf, TraitCondition)} - set(self.traits().types()))
+        stored = sorted({leaf.trait for leaf in found if isinstance(leaf, TraitCondition)} - set(ws.computed))
         if stored:
             e.execute(
                 f"""INSERT INTO _sg_traits SELECT profile_id, trait, value FROM profile_traits
@@ -240,10 +242,10 @@ class Segments:
         e = self.engine
         with e.transaction(serial="audience_changes"):
             e.scratch(_TEMP)
-            return self._pass(chosen, Sources(), "audience_members", self.clock(), cause)
+            return self._pass(chosen, Sources(), "audience_members", self.clock(), cause, self.compiling())
 
     def _pass(self, audiences: list[AudienceDefinition], src: Sources, current: str, now: datetime,
-              cause: str) -> Changes:  # fmt: skip
+              cause: str, ws: Workspace) -> Changes:  # fmt: skip
         """Evaluate ``audiences`` (in order) for the profiles of ``src.base`` and record the difference with
         ``current`` (the saved members of those profiles: all of them, or the candidates') in ``_sg_changes``;
         then apply it. Members are kept in ``_sg_eval`` only for the audiences a later one in the pass is
@@ -251,7 +253,6 @@ class Segments:
         few hundred rows, where each operator's fixed cost is most of the time) all of them are one, with one
         activity pass (:func:`compiled_together`)."""
         e = self.engine
-        ws = self.compiling()
         used = {dep for a in audiences for dep in a.audiences()}
         done: set[str] = set()
         evaluated: list[tuple[str, str]] = []
@@ -273,11 +274,12 @@ class Segments:
             step = dataclasses.replace(src, members=_evaluated(done))
             rest = [a for a in audiences if a.name not in used]
             together = [f"SELECT * FROM ({compiled_together(rest, ws, step, now)}) AS t"] if rest else []
-            e.execute(_difference(" UNION ALL ".join([*(q for _, q in evaluated), *together]), listed, current))
+            found = e.execute_changed(
+                _difference(" UNION ALL ".join([*(q for _, q in evaluated), *together]), listed, current)
+            )
         else:
-            for name, members in evaluated:
-                e.execute(_difference(members, name, current))
-        entered, exited = self._apply(cause, now)
+            found = sum(e.execute_changed(_difference(members, name, current)) for name, members in evaluated)
+        entered, exited = self._apply(cause, now) if found else (0, 0)
         if current == "audience_members":
             e.execute(f"UPDATE audiences SET evaluated_at = ? WHERE name IN ({listed})", (now,))
         return Changes(len(audiences), entered, exited)
@@ -286,28 +288,24 @@ class Segments:
         """Record the differences in ``_sg_changes`` in the change log (each with the next ``change_seq``) and
         apply them to ``audience_members``; returns how many entered and exited."""
         e = self.engine
-        counted = e.fetch_one("SELECT count(*) FILTER (WHERE change = 'entered'), count(*) FILTER "
-                              "(WHERE change = 'exited') FROM _sg_changes")  # fmt: skip
-        entered, exited = (int(counted[0]), int(counted[1])) if counted else (0, 0)
-        if entered or exited:
-            e.execute(
-                """INSERT INTO audience_changes (change_seq, audience, profile_id, change, cause, happened_at)
-                SELECT (SELECT coalesce(max(change_seq), 0) FROM audience_changes)
-                           + row_number() OVER (ORDER BY audience, change DESC, profile_id),
-                       audience, profile_id, change, ?, ?
-                FROM _sg_changes""",
-                (cause, now),
-            )
-            e.execute(
-                """DELETE FROM audience_members USING _sg_changes AS x
-                WHERE x.change = 'exited' AND x.audience = audience_members.audience
-                  AND x.profile_id = audience_members.profile_id"""
-            )
-            e.execute(
-                "INSERT INTO audience_members (audience, profile_id, since) "
-                "SELECT audience, profile_id, ? FROM _sg_changes WHERE change = 'entered'",
-                (now,),
-            )
+        e.execute(
+            """INSERT INTO audience_changes (change_seq, audience, profile_id, change, cause, happened_at)
+            SELECT (SELECT coalesce(max(change_seq), 0) FROM audience_changes)
+                       + row_number() OVER (ORDER BY audience, change DESC, profile_id),
+                   audience, profile_id, change, ?, ?
+            FROM _sg_changes""",
+            (cause, now),
+        )
+        exited = e.execute_changed(
+            """DELETE FROM audience_members USING _sg_changes AS x
+            WHERE x.change = 'exited' AND x.audience = audience_members.audience
+              AND x.profile_id = audience_members.profile_id"""
+        )
+        entered = e.execute_changed(
+            "INSERT INTO audience_members (audience, profile_id, since) "
+            "SELECT audience, profile_id, ? FROM _sg_changes WHERE change = 'entered'",
+            (now,),
+        )
         return entered, exited
 
     # ------------------------------------------------------------------------------------ counts and previews
