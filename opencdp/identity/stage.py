@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from opencdp.identity.extract import RAW_COLUMNS, identifiers, per_type, raw_values
 from opencdp.identity.matching import TEMP as MATCH_TEMP
 from opencdp.identity.matching import Matcher
-from opencdp.model.identity import IDENTIFIER_TYPES, identifier_key
+from opencdp.model.identity import IDENTIFIER_TYPES, NODE_KEY
 from opencdp.store.engine import Engine
 from opencdp.store.raw_log import RawLog
 
@@ -195,7 +195,7 @@ class Identity:
         e = self.engine
         e.execute(  # (seq, id_type, id_value) is unique in _id_batch: count(*) counts messages
             f"""INSERT INTO _id_known (id_type, id_value, id_key, first_seq, messages, fresh)
-            SELECT id_type, id_value, {identifier_key("id_type || ':' || id_value")}, min(seq), count(*), FALSE
+            SELECT id_type, id_value, {NODE_KEY}, min(seq), count(*), FALSE
             FROM _id_batch GROUP BY id_type, id_value"""
         )
         e.execute("UPDATE _id_known SET node_id = n.node_id FROM identity_nodes AS n WHERE n.id_key = _id_known.id_key")

@@ -35,6 +35,10 @@ def identifier_key(ref_sql: str) -> str:
     return f"CAST(md5({ref_sql}) AS UUID)"
 
 
+NODE_KEY = identifier_key("id_type || ':' || id_value")
+"""The lookup key of a row that has ``id_type`` and ``id_value`` columns (``identity_nodes.id_key``)."""
+
+
 IDENTIFIER_TYPES: tuple[IdentifierType, ...] = (
     IdentifierType("user_id", 1, 1, ("column:user_id", "$.fields.user_id")),
     IdentifierType("crm_id", 2, 10, ("$.fields.customer_id",), records_only=True),

@@ -262,14 +262,17 @@ class _Reads:
     def __init__(self, src: Sources, now: datetime) -> None:
         self.src, self.now = src, now
         self.activity: list[ActivityCondition] = []
+        self.counted: list[str] = []
+        """What each of ``activity`` counts (:meth:`_counted`), one entry per distinct set of rows."""
 
     def times(self, leaf: ActivityCondition) -> str:
         """The column of ``_ac`` that counts how many times the profile did what ``leaf`` counts (one column
         for leaves that count the same rows, which shared reads across definitions make likely)."""
-        same = [i for i, known in enumerate(self.activity) if self._counted(known) == self._counted(leaf)]
-        if not same:
+        rows = self._counted(leaf)
+        if rows not in self.counted:
             self.activity.append(leaf)
-        return f"a{same[0] if same else len(self.activity) - 1}"
+            self.counted.append(rows)
+        return f"a{self.counted.index(rows)}"
 
     def _counted(self, leaf: ActivityCondition) -> str:
         """Which rows ``leaf`` counts, as SQL: its kind, event, property filters and window."""
@@ -285,7 +288,7 @@ class _Reads:
         versions of it were imported: a keyed group counts once if any of its versions matches."""
         if not self.activity:
             return ""
-        flags = [self._counted(leaf) for leaf in self.activity]
+        flags = self.counted
         n = range(len(flags))
         matched = ", ".join(f"{f} AS m{i}" for i, f in enumerate(flags))
         grouped = ", ".join(f"count(*) FILTER (WHERE m{i}) AS c{i}" for i in n)

@@ -253,11 +253,12 @@ class Segments:
         few hundred rows, where each operator's fixed cost is most of the time) all of them are one, with one
         activity pass (:func:`compiled_together`)."""
         e = self.engine
+        realtime = current == "_sg_current"
         used = {dep for a in audiences for dep in a.audiences()}
         done: set[str] = set()
         evaluated: list[tuple[str, str]] = []
         for a in audiences:
-            if a.name not in used and current == "_sg_current":
+            if a.name not in used and realtime:
                 continue  # evaluated together below
             step = dataclasses.replace(src, members=_evaluated(done))
             members = compiled(a, ws, step, now).members()
@@ -270,7 +271,7 @@ class Segments:
                 done.add(a.name)
             evaluated.append((name, f"SELECT {name} AS audience, profile_id FROM ({members}) AS q"))
         listed = ", ".join(lit(a.name) for a in audiences)
-        if current == "_sg_current":  # a few hundred candidates: one statement for every audience
+        if realtime:  # a few hundred candidates: one statement for every audience
             step = dataclasses.replace(src, members=_evaluated(done))
             rest = [a for a in audiences if a.name not in used]
             together = [f"SELECT * FROM ({compiled_together(rest, ws, step, now)}) AS t"] if rest else []
@@ -280,7 +281,7 @@ class Segments:
         else:
             found = sum(e.execute_changed(_difference(members, name, current)) for name, members in evaluated)
         entered, exited = self._apply(cause, now) if found else (0, 0)
-        if current == "audience_members":
+        if not realtime:
             e.execute(f"UPDATE audiences SET evaluated_at = ? WHERE name IN ({listed})", (now,))
         return Changes(len(audiences), entered, exited)
 

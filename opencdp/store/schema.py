@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 
-from opencdp.model.identity import identifier_key
+from opencdp.model.identity import NODE_KEY
 from opencdp.store.engine import Engine
 
 SCHEMA_VERSION = 1
@@ -177,7 +177,7 @@ TABLES: tuple[str, ...] = (
     "ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS shared VARCHAR",
     # Each identifier's lookup key (model/identity.py), filled in for stores made before it existed.
     "ALTER TABLE identity_nodes ADD COLUMN IF NOT EXISTS id_key UUID",
-    "UPDATE identity_nodes SET id_key = " + identifier_key("id_type || ':' || id_value") + " WHERE id_key IS NULL",
+    f"UPDATE identity_nodes SET id_key = {NODE_KEY} WHERE id_key IS NULL",
     # Edges a limit refused: the two identifiers stay in different profiles, and why.
     """CREATE TABLE IF NOT EXISTS identity_conflicts (
         a BIGINT NOT NULL,
