@@ -27,7 +27,11 @@ JOIN_KEYS_PUSHED = 500
 class DuckDBEngine(Engine):
     data_errors = (duckdb.InvalidInputException, duckdb.ConversionException)
     capabilities = Capabilities(
-        dialect="duckdb", secondary_indexes=False, max_identifier_length=255, concurrent_processes=False
+        dialect="duckdb",
+        secondary_indexes=False,
+        max_identifier_length=255,
+        concurrent_processes=False,
+        deleted_rows_estimated=True,
     )
 
     def __init__(self, path: Path | str, *, read_only: bool = False, threads: int | None = None) -> None:

@@ -38,6 +38,10 @@ class Capabilities:
     max_identifier_length: int
     concurrent_processes: bool
     """Whether several OS processes may write at once (PostgreSQL yes, embedded DuckDB no)."""
+    deleted_rows_estimated: bool = False
+    """Whether the planner counts a table's deleted rows in its size estimate until the table is dropped (DuckDB
+    does): a working table emptied after a backfill's batch would be planned as that big in every later
+    micro-batch (the profiles stage's activity copy then built its join on the activity: 120 ms instead of 20)."""
 
 
 def _percent_escaped(node: exp.Expr) -> exp.Expr:
@@ -54,6 +58,13 @@ def _transpile(sql: str, dialect: str) -> str:
         return sql
     trees = sqlglot.parse(sql, read="duckdb")
     return ";\n".join(t.transform(_percent_escaped).sql(dialect=dialect) for t in trees if t is not None)
+
+
+SCRATCH_ESTIMATE_ROWS = 10_000
+"""An engine that counts deleted rows in its estimates (``Capabilities.deleted_rows_estimated``) gets a working
+table made again once this many rows were deleted from it: a micro-batch's working tables hold a few thousand
+rows, the tables they are joined with hundreds of thousands and more; making one again costs a quarter of a
+millisecond more than emptying it."""
 
 
 class Engine(ABC):
@@ -117,6 +128,7 @@ class Engine(ABC):
             self._local.conn = conn
             self._local.depth = 0
             self._local.scratch = set()
+            self._local.emptied = {}
             self._local.serials = frozenset()
             with self._conns_lock:
                 self._conns.append(conn)
@@ -202,15 +214,22 @@ class Engine(ABC):
     def scratch(self, tables: Mapping[str, str]) -> None:
         """Empty this connection's temporary working tables (``name: column definitions``), creating those it
         does not have yet. Each is created once per connection (the statements a stage runs per batch are
-        counted: each costs planning time); a rolled-back transaction may have taken its creations along, so
-        after one they are created again."""
+        counted: each costs planning time) and again after a rollback (which may have taken its creation
+        along) or, on an engine that counts deleted rows in its estimates, once it has held
+        :data:`SCRATCH_ESTIMATE_ROWS` rows since."""
         self._conn()
         made: set[str] = self._local.scratch
+        emptied: dict[str, int] = self._local.emptied
         for table, columns in tables.items():
-            if table not in made:
-                self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
-                made.add(table)
-            self.execute(f"DELETE FROM {table}")
+            if table in made:
+                emptied[table] += self.execute_changed(f"DELETE FROM {table}")
+                if not (self.capabilities.deleted_rows_estimated and emptied[table] > SCRATCH_ESTIMATE_ROWS):
+                    continue
+            # first use on this connection, after a rollback, or planned too big: a new table
+            self.execute(f"DROP TABLE IF EXISTS {table}")
+            self.execute(f"CREATE TEMP TABLE {table} ({columns})")
+            made.add(table)
+            emptied[table] = 0
 
     @final
     @contextmanager
