@@ -16,8 +16,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from opencdp.model.profiles import IDENTIFIER_TYPES
+from opencdp.model.profiles import GOLDEN_NAMES, IDENTIFIER_TYPES, PROFILE_KEY
 from opencdp.store.engine import Engine
+
+NOT_COMPUTED = frozenset({"computed_at", IDENTIFIER_TYPES, PROFILE_KEY, *GOLDEN_NAMES})
+"""Columns of ``profile_computed`` that are not computed traits (golden traits come from ``profile_traits``)."""
 
 ROW = ("delivery_id", "destination", "idempotency_key", "kind", "audience", "change", "cause", "profile_id", "gseq",
        "payload", "happened_at", "attempts", "replays")  # fmt: skip
@@ -53,7 +56,7 @@ def profile_traits(engine: Engine, profile_ids: Sequence[str]) -> dict[str, dict
     computed = engine.fetch_arrow(f"SELECT * FROM profile_computed WHERE profile_id IN ({marks})", ids)
     for row in computed.to_pylist():
         traits = found.setdefault(row.pop("profile_id"), {})
-        traits.update({k: jsonable(v) for k, v in row.items() if k not in ("computed_at", IDENTIFIER_TYPES)})
+        traits.update({k: jsonable(v) for k, v in row.items() if k not in NOT_COMPUTED})
     return found
 
 

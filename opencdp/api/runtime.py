@@ -120,7 +120,8 @@ class Runtime:
         self.identity = Identity(self.engine, self.raw_log)
         self.profiles = Profiles(self.engine, self.raw_log)
         self.segments = Segments(self.engine, self.profiles.definitions,
-                                 refresh=timedelta(minutes=settings.audience_refresh_minutes))  # fmt: skip
+                                 refresh=timedelta(minutes=settings.audience_refresh_minutes),
+                                 properties=self.profiles.property_columns)  # fmt: skip
         self.journeys = Journeys(self.engine, self.raw_log, self.segments)
         self.profile_cache = ProfileCache()
         days = self.settings.outbox_retention_days

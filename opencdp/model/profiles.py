@@ -88,6 +88,10 @@ IDENTIFIER_TYPES = "identifier_types"
 between commas (``,anonymous_id,email,user_id,``), kept by the profiles stage whenever the profile's traits are
 computed (which its identifiers changing causes), so that "has an email" reads one row, not a join of every
 identifier."""
+PROFILE_KEY = "profile_key"
+"""A column of ``profile_computed``: the profile's integer key (the smallest id of its identifiers, so unique
+among live profiles), kept with ``profile_nodes`` (every identifier and its profile's key) whenever the profile's
+traits are computed. Counting activity per profile joins and groups on it instead of the text profile id."""
 CUSTOM_DEFAULT = Survivorship()
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -213,6 +217,7 @@ class TraitDefinition(BaseModel):
             "profile_id",
             "computed_at",
             IDENTIFIER_TYPES,
+            PROFILE_KEY,
             "r_score",
             "f_score",
             "m_score",

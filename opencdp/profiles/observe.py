@@ -101,6 +101,14 @@ def _prop(name: str) -> str:
     return f"json_extract_string(message, '$.properties.{name}')"
 
 
+ACTIVITY_COLUMNS = "seq, node_id, anchor, source_id, kind, name, grain, ts, item_key, order_id, amount, currency, props"
+"""The columns of ``activity`` every row has (the table may have more: property paths kept as columns)."""
+KEYED_NAMES = ("Order Completed", "orders", "returns", "tickets")
+"""The only names an activity row with an ``item_key`` can have (see :func:`activity`): ``Order Completed``
+events and imported orders are ``orders``; imported returns and tickets are named as their kind (a returned
+order tracked as ``Order Refunded`` has no key). A condition on any other name counts rows, not items."""
+
+
 def activity(batch: str) -> tuple[str, str]:
     """Two statements: the batch's rows typed into the temporary ``_pf_typed``, then one activity row per message
     or record into ``_pf_activity`` (see the module docstring), its ``node_id`` the message's anchor; the stage

@@ -124,7 +124,8 @@ def _at(now: datetime) -> str:
     return f"CAST({lit(now.isoformat())} AS TIMESTAMPTZ)"
 
 
-def _text(path: str) -> str:
+def property_text(path: str) -> str:
+    """SQL: the text of property ``path`` (dots for nested ones) of an activity row, NULL when it has none."""
     return f"json_extract_string(props, {lit('$.' + path)})"
 
 
@@ -136,8 +137,10 @@ def _literal(value: str | float | bool) -> str:
     return lit(value)
 
 
-def property_condition(c_property: str, op: str, value: object) -> str:
-    text = _text(c_property)
+def property_condition(c_property: str, op: str, value: object, column: str | None = None) -> str:
+    """SQL: the property ``c_property`` of an activity row compared as a condition says; ``column``: a column
+    that holds the property's text (``activity``'s kept property paths) instead of reading it from ``props``."""
+    text = column or property_text(c_property)
     if op == "exists":
         return f"{text} IS NOT NULL"
     if op == "contains":
@@ -177,7 +180,7 @@ def _value(t: TraitDefinition, numeric: bool) -> str:
     if t.of == "event":
         return "name"
     assert t.of is not None
-    return number(_text(t.of)) if numeric else _text(t.of)
+    return number(property_text(t.of)) if numeric else property_text(t.of)
 
 
 def _aggregate(t: TraitDefinition, now: datetime) -> str:

@@ -10,20 +10,24 @@ Leaves compile to:
 
 - a computed trait: a comparison on its column of ``profile_computed`` (typed: numbers with numbers, timestamps
   with dates);
-- a golden or custom trait: a semi-join on ``profile_traits`` (its text value; numbers compared as numbers);
+- a golden trait: a comparison on its text column of ``profile_computed`` (the profiles stage keeps the
+  surviving value there too); a custom trait: a semi-join on ``profile_traits`` (its text value; numbers
+  compared as numbers);
 - an activity condition: a semi-join (or, for "at most", an anti-join) on ``_ac``, a CTE that counts every
-  activity condition of the definition in one scan of the activity (orders and returns once each);
-- an audience: a semi-join on that audience's members; an identity type: a semi-join on the identity graph.
+  activity condition of the definition in one scan of the activity (orders and returns once each), per
+  profile key;
+- an audience: a semi-join on that audience's members; an identity type: a test on the profile's identifier
+  types (a column of ``profile_computed``).
 
-:class:`Sources` says which relations those are: the tables for a full evaluation or a count, per-batch slices
-for the real-time path.
+:class:`Sources` says which relations those are: the tables for a full evaluation or a count (:func:`tables`),
+per-batch slices for the real-time path.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from opencdp.errors import Rejected
@@ -41,9 +45,10 @@ from opencdp.model.audiences import (
     TraitCondition,
     children,
     is_date,
+    leaves,
 )
-from opencdp.model.profiles import GOLDEN_NAMES, IDENTIFIER_TYPES, TraitType
-from opencdp.profiles.observe import number
+from opencdp.model.profiles import GOLDEN_NAMES, IDENTIFIER_TYPES, PROFILE_KEY, TraitType
+from opencdp.profiles.observe import KEYED_NAMES, number
 from opencdp.profiles.traits import property_condition
 
 
@@ -182,9 +187,20 @@ class Sources:
     nodes: str = "identity_membership"
     """Which profile each identifier (``node_id``) belongs to."""
     traits: str = "profile_traits"
-    """Golden and custom trait values (``profile_id``, ``trait``, ``value``)."""
+    """Custom trait values (``profile_id``, ``trait``, ``value``); golden ones are read from ``base``."""
     members: Callable[[str], str] = saved_members
     """The members of an audience (saved members, or those just evaluated in the same pass)."""
+    key: str = "profile_id"
+    """The column of ``base`` and ``nodes`` that activity is counted by: the profile id, or the integer
+    ``profile_key`` (``profile_nodes``), which joins and groups at about half the cost."""
+    properties: Mapping[str, str] = field(default_factory=dict)
+    """Property paths ``activity`` holds as text columns (path -> column); others are read from ``props``."""
+
+
+def tables(properties: Mapping[str, str]) -> Sources:
+    """The whole tables, activity counted per integer profile key, with the property columns ``properties``
+    (path -> column of ``activity``)."""
+    return Sources(nodes="profile_nodes", key=PROFILE_KEY, properties=dict(properties))
 
 
 def _at(now: datetime) -> str:
@@ -254,6 +270,27 @@ def activity_filter(leaves: list[ActivityCondition], now: datetime) -> str:
     return where
 
 
+def _existence(leaf: ActivityCondition) -> bool:
+    """Whether only "did it at all" matters for ``leaf`` (at least once with no upper bound, or never)."""
+    return (leaf.at_most is None and leaf.low <= 1) or leaf.at_most == 0
+
+
+def _by_item(leaf: ActivityCondition) -> bool:
+    """Whether ``leaf`` must count keyed rows (orders, returns, tickets) once per item: it counts more than
+    existence and can match a row with an ``item_key`` (of a keyed kind, or named as keyed rows are)."""
+    if _existence(leaf):
+        return False
+    if leaf.over is not None:
+        return leaf.over in ("orders", "returns", "tickets")
+    return leaf.event in KEYED_NAMES
+
+
+def property_paths(definitions: list[AudienceDefinition]) -> list[str]:
+    """The property paths the activity conditions of ``definitions`` filter on."""
+    return sorted({c.property for d in definitions for leaf in leaves(d.where) if isinstance(leaf, ActivityCondition)
+                   for c in leaf.where})  # fmt: skip
+
+
 class _Reads:
     """What a definition's leaves read besides ``profile_computed``: each golden or custom trait and identifier
     type is a semi-join on its own small set; every activity condition is counted in one pass over the activity
@@ -264,44 +301,58 @@ class _Reads:
         self.activity: list[ActivityCondition] = []
         self.counted: list[str] = []
         """What each of ``activity`` counts (:meth:`_counted`), one entry per distinct set of rows."""
+        self.by_item: list[bool] = []
+        """Per column of ``_ac``: whether a leaf it counts for counts items (:func:`_by_item`)."""
 
     def times(self, leaf: ActivityCondition) -> str:
         """The column of ``_ac`` that counts how many times the profile did what ``leaf`` counts (one column
-        for leaves that count the same rows, which shared reads across definitions make likely)."""
+        for leaves that count the same rows, which shared reads across definitions make likely; by item if any
+        of them counts items, which gives "did it at all" the same answer)."""
         rows = self._counted(leaf)
         if rows not in self.counted:
             self.activity.append(leaf)
             self.counted.append(rows)
-        return f"a{self.counted.index(rows)}"
+            self.by_item.append(False)
+        i = self.counted.index(rows)
+        self.by_item[i] = self.by_item[i] or _by_item(leaf)
+        return f"a{i}"
 
     def _counted(self, leaf: ActivityCondition) -> str:
-        """Which rows ``leaf`` counts, as SQL: its kind, event, property filters and window."""
-        parts = _kind(leaf) + [property_condition(c.property, c.op, c.value) for c in leaf.where]
+        """Which rows ``leaf`` counts, as SQL: its kind, event, property filters (on the path's column of
+        ``activity`` when it has one) and window."""
+        props = self.src.properties
+        parts = _kind(leaf) + [property_condition(c.property, c.op, c.value, props.get(c.property))
+                               for c in leaf.where]  # fmt: skip
         if leaf.within_days is not None:
             parts.append(f"ts >= {_at(self.now)} - INTERVAL {int(leaf.within_days)} DAY")
         return " AND ".join(parts)
 
     def prelude(self) -> str:
-        """The activity pass, as a CTE. One scan; each row's match of every condition is computed once (a JSON
-        property filter is the expensive part), rows that match none are dropped, the rest are counted by
-        identifier and ``item_key`` and then summed per profile. An order or return counts once however many
-        versions of it were imported: a keyed group counts once if any of its versions matches."""
+        """The activity pass, as a CTE. One scan; each row's match of every condition is computed once (a
+        property filter reads the path's column of ``activity`` when it has one, else the JSON properties), rows
+        that match none are dropped, the rest are counted by identifier and then summed per profile key. An
+        order or return counts once however many versions of it were imported: the rows of a condition that
+        counts items (:func:`_by_item`) are grouped by ``item_key`` too, and a keyed group counts once if any of
+        its versions matches; other conditions count rows, and no row is grouped by its text key for them."""
         if not self.activity:
             return ""
         flags = self.counted
         n = range(len(flags))
+        by_item = [i for i in n if self.by_item[i]]
         matched = ", ".join(f"{f} AS m{i}" for i, f in enumerate(flags))
         grouped = ", ".join(f"count(*) FILTER (WHERE m{i}) AS c{i}" for i in n)
-        per_profile = ", ".join(f"sum(CASE WHEN g.item_key IS NULL THEN g.c{i} WHEN g.c{i} > 0 THEN 1 ELSE 0 END) "
-                                f"AS a{i}" for i in n)  # fmt: skip
+        per_key = ", ".join(f"sum(CASE WHEN g.item IS NULL THEN g.c{i} WHEN g.c{i} > 0 THEN 1 ELSE 0 END) AS a{i}"
+                            if i in by_item else f"sum(g.c{i}) AS a{i}" for i in n)  # fmt: skip
+        item = f"CASE WHEN {' OR '.join(f'm{i}' for i in by_item)} THEN item_key END AS item, " if by_item else ""
+        key = self.src.key
         return f"""WITH _ac AS MATERIALIZED (
-            SELECT m.profile_id, {per_profile} FROM (
-                SELECT node_id, item_key, {grouped} FROM (
+            SELECT m.{key} AS pk, {per_key} FROM (
+                SELECT node_id, {item}{grouped} FROM (
                     SELECT node_id, item_key, {matched} FROM {self.src.activity} AS act
                     WHERE {activity_filter(self.activity, self.now)}) AS f
                 WHERE {" OR ".join(f"m{i}" for i in n)}
-                GROUP BY node_id, item_key) AS g
-            JOIN {self.src.nodes} AS m ON m.node_id = g.node_id GROUP BY m.profile_id) """
+                GROUP BY node_id{", item" if by_item else ""}) AS g
+            JOIN {self.src.nodes} AS m ON m.node_id = g.node_id GROUP BY m.{key}) """
 
 
 def _trait(leaf: TraitCondition, ws: Workspace, reads: _Reads) -> str:
@@ -312,6 +363,11 @@ def _trait(leaf: TraitCondition, ws: Workspace, reads: _Reads) -> str:
             return f"{col} IS NULL"
         typed = "number" if kind in ("integer", "number") else kind
         return f"coalesce({_compare(col, leaf, typed, reads.now)}, FALSE)"
+    if leaf.trait in GOLDEN_NAMES:  # a text column of profile_computed, NULL when the profile has no value
+        col = f"c.{leaf.trait}"
+        if leaf.op in ("exists", "not_exists"):
+            return f"{col} IS {'NOT ' if leaf.op == 'exists' else ''}NULL"
+        return f"coalesce({_compare(col, leaf, 'value', reads.now)}, FALSE)"
     stored = f"SELECT profile_id FROM {reads.src.traits} AS t WHERE trait = {lit(leaf.trait)}"
     if leaf.op == "not_exists":
         return f"c.profile_id NOT IN ({stored})"
@@ -322,10 +378,11 @@ def _trait(leaf: TraitCondition, ws: Workspace, reads: _Reads) -> str:
 
 def _activity(leaf: ActivityCondition, reads: _Reads) -> str:
     n = reads.times(leaf)
+    key = f"c.{reads.src.key}"
     if leaf.low == 0:  # "at most N": everyone but those who did it more often
-        return f"c.profile_id NOT IN (SELECT profile_id FROM _ac WHERE {n} > {int(leaf.at_most or 0)})"
+        return f"{key} NOT IN (SELECT pk FROM _ac WHERE {n} > {int(leaf.at_most or 0)})"
     at_most = f" AND {n} <= {int(leaf.at_most)}" if leaf.at_most is not None else ""
-    return f"c.profile_id IN (SELECT profile_id FROM _ac WHERE {n} >= {int(leaf.low)}{at_most})"
+    return f"{key} IN (SELECT pk FROM _ac WHERE {n} >= {int(leaf.low)}{at_most})"
 
 
 def _leaf(leaf: Node, ws: Workspace, reads: _Reads) -> str:

@@ -29,7 +29,8 @@ from opencdp.errors import Rejected
 from opencdp.govern.plans import lit
 from opencdp.model.audiences import ActivityCondition, AudienceDefinition, TraitCondition, leaves
 from opencdp.model.identity import IDENTIFIER_TYPES
-from opencdp.model.profiles import GOLDEN_TRAITS
+from opencdp.model.profiles import GOLDEN_NAMES, GOLDEN_TRAITS
+from opencdp.model.profiles import IDENTIFIER_TYPES as TYPES_COLUMN
 from opencdp.model.validation import parse_document
 from opencdp.profiles.stage import Handed
 from opencdp.profiles.traits import Checked
@@ -42,6 +43,8 @@ from opencdp.segments.compile import (
     compiled,
     compiled_together,
     ordered,
+    property_paths,
+    tables,
 )
 from opencdp.store.engine import Engine
 from opencdp.store.plans import AudienceStore, PlanStore
@@ -86,8 +89,12 @@ class Segments:
         definitions: Callable[[], Checked],
         clock: Clock | None = None,
         refresh: timedelta = timedelta(minutes=15),
+        properties: Callable[[list[str]], dict[str, str]] | None = None,
     ) -> None:
         self.engine = engine
+        self.properties = properties
+        """Given property paths, the columns of ``activity`` that hold them (added and filled for a path no
+        definition read before: the profiles stage's ``property_columns``); None: read from the JSON."""
         self.store = AudienceStore(engine)
         self.traits = definitions
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
@@ -201,7 +208,9 @@ class Segments:
         """Copy the candidates' rows of every table the audiences read into working tables, each table read
         once: traits and saved memberships by profile id through an index; identifiers and activity from what
         the profiles stage ``handed`` over when it did (otherwise DuckDB scans the membership and the activity,
-        which it keeps no profile-id index on: their upkeep would slow the identity stage and every write)."""
+        which it keeps no profile-id index on: their upkeep would slow the identity stage and every write). Of
+        ``profile_computed`` only the columns the audiences can read are copied (a batch of 1,000 profiles is
+        past the keys pushed into a scan: every column copied is read for all 1M rows)."""
         e = self.engine
         found = [leaf for a in audiences for leaf in leaves(a.where)]
         nodes = "identity_membership" if handed is None else handed.nodes
@@ -209,8 +218,10 @@ class Segments:
                       WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
         e.execute("""INSERT INTO _sg_current SELECT audience, profile_id FROM audience_members
                      WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
+        read = {leaf.trait for leaf in found if isinstance(leaf, TraitCondition)} & GOLDEN_NAMES
+        columns = ", ".join(["profile_id", TYPES_COLUMN, *ws.computed, *sorted(read)])
         e.execute("DROP TABLE IF EXISTS _sg_base")
-        e.execute("CREATE TEMP TABLE _sg_base AS SELECT * FROM profile_computed "
+        e.execute(f"CREATE TEMP TABLE _sg_base AS SELECT {columns} FROM profile_computed "
                   "WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)")  # fmt: skip
         acts = [leaf for leaf in found if isinstance(leaf, ActivityCondition)]
         if acts:
@@ -221,7 +232,8 @@ class Segments:
                 WHERE a.node_id IN (SELECT node_id FROM _sg_nodes) AND
                 {activity_filter(acts, now)}"""
             )
-        stored = sorted({leaf.trait for leaf in found if isinstance(leaf, TraitCondition)} - set(ws.computed))
+        traits = {leaf.trait for leaf in found if isinstance(leaf, TraitCondition)}
+        stored = sorted(traits - set(ws.computed) - GOLDEN_NAMES)  # golden ones are columns of _sg_base
         if stored:
             e.execute(
                 f"""INSERT INTO _sg_traits SELECT profile_id, trait, value FROM profile_traits
@@ -240,9 +252,16 @@ class Segments:
         if not chosen:
             return Changes(0, 0, 0)
         e = self.engine
+        src = self.sources(chosen)
         with e.transaction(serial="audience_changes"):
             e.scratch(_TEMP)
-            return self._pass(chosen, Sources(), "audience_members", self.clock(), cause, self.compiling())
+            return self._pass(chosen, src, "audience_members", self.clock(), cause, self.compiling())
+
+    def sources(self, definitions: list[AudienceDefinition]) -> Sources:
+        """The whole tables as ``definitions`` read them: activity per profile key, and the columns that hold
+        the property paths they filter on (added first for a path none read before)."""
+        paths = property_paths(definitions)
+        return tables(self.properties(paths) if paths and self.properties is not None else {})
 
     def _pass(self, audiences: list[AudienceDefinition], src: Sources, current: str, now: datetime,
               cause: str, ws: Workspace) -> Changes:  # fmt: skip
@@ -313,7 +332,7 @@ class Segments:
 
     def count(self, definition: AudienceDefinition) -> dict[str, Any]:
         """How many live profiles a (checked, possibly unsaved) definition holds, and each of its branches."""
-        c = compiled(definition, self.compiling(), Sources(), self.clock())
+        c = compiled(definition, self.compiling(), self.sources([definition]), self.clock())
         row = self.engine.fetch_one(c.counts())
         assert row is not None
         branches = [{"path": path, "count": int(n)} for (path, _), n in zip(c.nodes, row, strict=True)]
@@ -321,7 +340,7 @@ class Segments:
 
     def preview(self, definition: AudienceDefinition, limit: int = 10) -> list[dict[str, Any]]:
         """A sample of members (the first by profile id) with a few golden traits."""
-        c = compiled(definition, self.compiling(), Sources(), self.clock())
+        c = compiled(definition, self.compiling(), self.sources([definition]), self.clock())
         ids = [str(r[0]) for r in self.engine.fetch_all(f"{c.members()} ORDER BY profile_id LIMIT {int(limit)}")]
         return self._describe(ids)
 

@@ -21,6 +21,7 @@ from opencdp.profiles.inspect import documents
 from opencdp.profiles.serving import CACHED_TIMELINE, Entry, entry
 from tests.helpers import write_csv
 from tests.identity.test_stitching import journal as send
+from tests.segments.test_kept_columns import assert_kept
 
 RATES = {"USD": 1.0, "EUR": 1.25}
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -175,6 +176,7 @@ def test_commerce_traits_match_an_independent_computation(rt: Runtime, tmp_path:
     world.returns.append(("R-early", early.order_id, 60.0, "USD"))
     rt.import_files("finance", "returns", [write_csv(tmp_path / "returns.csv", ledger)])
     _assert_traits(rt, world)
+    assert_kept(rt)
 
     # the early return's order arrives (for person 3), and one POS order is corrected (a new version)
     world.orders[early.order_id] = early
@@ -185,6 +187,13 @@ def test_commerce_traits_match_an_independent_computation(rt: Runtime, tmp_path:
             "ordered_at": early.at.isoformat()}  # fmt: skip
     rt.import_files("pos", "orders", [write_csv(tmp_path / "pos2.csv", [late, fixed])])
     _assert_traits(rt, world)
+    assert_kept(rt)
+    # an audience counts each order once too, whatever versions of it were imported (order_count is checked
+    # against the world above)
+    for n in (1, 2, 3):
+        row = rt.engine.fetch_one("SELECT count(*) FROM profile_computed WHERE order_count >= ?", (n,))
+        assert row is not None and row[0] > 0
+        assert rt.count_audience({"where": {"over": "orders", "at_least": n}})["count"] == row[0]
 
     # a second email joins person 1 and places a POS order; splitting it off takes the order along
     send(rt, web, [{"type": "identify", "messageId": "second", "userId": "u1",
@@ -196,9 +205,11 @@ def test_commerce_traits_match_an_independent_computation(rt: Runtime, tmp_path:
          "ordered_at": extra.at.isoformat()}])])  # fmt: skip
     before = rt.profile("user_id:u1")["computed"]["order_count"]
     _assert_traits(rt, world)
+    assert_kept(rt)
     rt.split_profile("user_id:u1", "email:other@shopmail.com")
     rt.load()
     _assert_traits(rt, world)
+    assert_kept(rt)
     assert rt.profile("user_id:u1")["computed"]["order_count"] == before - 1
     assert rt.profile("email:other@shopmail.com")["computed"]["order_count"] == 1
 

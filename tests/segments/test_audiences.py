@@ -302,16 +302,23 @@ def test_audiences_match_an_independent_evaluation(rt: Runtime) -> None:
     changed = rt.engine.fetch_one("SELECT count(*) FROM audience_changes WHERE cause = 'realtime'")
     assert changed is not None and changed[0] > 0
 
-    # page views (which no audience counts) and trait changes: only the profiles whose traits changed are
-    # evaluated, and every audience is still current
+    # page views, which no trait or audience counts: nothing is computed or handed over, and the segments
+    # stage reads the tables itself
     world.messages.clear()
     for p in rng.sample(list(world.people.values()), 15):
         world.messages.append({"type": "page", "messageId": world._mid(), "userId": p.user, "name": "Home",
                                "_at": NOW - timedelta(minutes=5)})  # fmt: skip
-        if rng.random() < 0.5:
-            world.identify(p, NOW - timedelta(minutes=2), city=rng.choice(CITIES))
     send(rt, web, world.messages)
-    assert handed == [True, False]  # no trait counts page views: nothing handed, the tables are read
+    assert handed == [True, False]
+    _assert_agree(rt, world, saved)
+
+    # trait changes: those profiles' rows are computed whole again (golden traits are columns of them) and
+    # handed over, and every audience is still current
+    world.messages.clear()
+    for p in rng.sample(list(world.people.values()), 15):
+        world.identify(p, NOW - timedelta(minutes=2), city=rng.choice(CITIES))
+    send(rt, web, world.messages)
+    assert handed == [True, False, True]
     _assert_agree(rt, world, saved)
 
     # a full evaluation finds nothing the real-time path missed

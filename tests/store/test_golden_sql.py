@@ -12,11 +12,13 @@ import pytest
 
 from opencdp.activation import outbox, route
 from opencdp.govern.plans import violations_query
+from opencdp.model.audiences import AudienceDefinition
 from opencdp.model.plans import TrackingPlan
 from opencdp.model.profiles import SHIPPED_TRAITS, ProfileSettings
 from opencdp.profiles import observe
 from opencdp.profiles.golden import golden
 from opencdp.profiles.traits import check, compiled
+from opencdp.segments import compile as audiences
 from opencdp.store import raw_log, schema
 from opencdp.store.duckdb_engine import DuckDBEngine
 from opencdp.store.engine import _transpile
@@ -55,6 +57,24 @@ PROFILES = [
     ),
 ]
 
+FIVE = AudienceDefinition.model_validate({"name": "five", "where": {"all": [
+    {"trait": "ltv_net", "op": ">", "value": 100},
+    {"trait": "city", "op": "in", "value": ["Berlin", "Paris"]},
+    {"event": "Product Added", "at_least": 2, "within_days": 30,
+     "where": [{"property": "category", "op": "=", "value": "tools"}]},
+    {"not": {"event": "Order Completed", "within_days": 7}},
+    {"over": "orders", "at_least": 3},
+    {"identity": "user_id"},
+]}})  # fmt: skip
+AUDIENCE_WS = audiences.Workspace(computed=check(list(SHIPPED_TRAITS)).types(), stored=frozenset(),
+                                  identifier_types=frozenset(), audiences={})  # fmt: skip
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+SEGMENTS = [
+    audiences.compiled(FIVE, AUDIENCE_WS, audiences.tables({"category": "prop_category"}), AT).counts(),
+    audiences.compiled(FIVE, AUDIENCE_WS, audiences.Sources(base="_sg_base", activity="_sg_activity",
+                                                            nodes="_sg_nodes", traits="_sg_traits"), AT).members(),
+]  # fmt: skip
+
 ACTIVATION = [route.first_sync_sql(), route.changes_sql(), route.events_sql(), route.routed_sizes_sql(),
               outbox.claim_sql(2)]  # fmt: skip
 
@@ -62,6 +82,7 @@ STAGES = {
     "activation_route_and_claim": {"duckdb": ACTIVATION, "postgres": ACTIVATION},
     "profiles_shipped_traits": {"duckdb": PROFILES, "postgres": PROFILES},
     "govern_sample_plan": {"duckdb": [GOVERN], "postgres": [GOVERN]},
+    "segments_five_conditions": {"duckdb": SEGMENTS, "postgres": SEGMENTS},
     "schema": {
         "duckdb": [*schema.TABLES, *schema.LOOKUP_INDEXES, *schema.VIEWS],
         "postgres": [*schema.TABLES, *schema.INDEXES, *schema.LOOKUP_INDEXES, *schema.VIEWS],

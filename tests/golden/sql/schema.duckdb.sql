@@ -324,6 +324,17 @@ CREATE TABLE IF NOT EXISTS trait_definitions (
 
 CREATE TABLE IF NOT EXISTS _cdp_profile_shape (shape VARCHAR NOT NULL);
 
+CREATE TABLE IF NOT EXISTS profile_nodes (
+        node_id BIGINT NOT NULL,
+        profile_key BIGINT NOT NULL
+    );
+
+CREATE TABLE IF NOT EXISTS activity_properties (
+        path VARCHAR PRIMARY KEY,
+        col VARCHAR NOT NULL,
+        added_at TIMESTAMPTZ NOT NULL
+    );
+
 CREATE TABLE IF NOT EXISTS audiences (
         name VARCHAR PRIMARY KEY,
         definition VARCHAR NOT NULL,
@@ -445,6 +456,8 @@ CREATE TABLE IF NOT EXISTS delivery_attempts (
 CREATE INDEX IF NOT EXISTS profile_traits_profile ON profile_traits (profile_id);
 
 CREATE INDEX IF NOT EXISTS audience_members_profile ON audience_members (profile_id);
+
+CREATE INDEX IF NOT EXISTS profile_nodes_node ON profile_nodes (node_id);
 
 CREATE OR REPLACE VIEW events AS
     SELECT seq, message_id, source_id, type, event, user_id, anonymous_id, timestamp, original_timestamp,

@@ -90,6 +90,10 @@ CREATE TABLE IF NOT EXISTS trait_definitions (traits TEXT NOT NULL, version BIGI
 
 CREATE TABLE IF NOT EXISTS _cdp_profile_shape (shape TEXT NOT NULL);
 
+CREATE TABLE IF NOT EXISTS profile_nodes (node_id BIGINT NOT NULL, profile_key BIGINT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activity_properties (path TEXT PRIMARY KEY, col TEXT NOT NULL, added_at TIMESTAMPTZ NOT NULL);
+
 CREATE TABLE IF NOT EXISTS audiences (name TEXT PRIMARY KEY, definition TEXT NOT NULL, version BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL, evaluated_at TIMESTAMPTZ);
 
 CREATE TABLE IF NOT EXISTS audience_members (audience TEXT NOT NULL, profile_id TEXT NOT NULL, since TIMESTAMPTZ NOT NULL, PRIMARY KEY (audience, profile_id));
@@ -145,6 +149,8 @@ CREATE INDEX IF NOT EXISTS outbox_profile ON outbox(destination, profile_id);
 CREATE INDEX IF NOT EXISTS profile_traits_profile ON profile_traits(profile_id);
 
 CREATE INDEX IF NOT EXISTS audience_members_profile ON audience_members(profile_id);
+
+CREATE INDEX IF NOT EXISTS profile_nodes_node ON profile_nodes(node_id);
 
 CREATE OR REPLACE VIEW events AS SELECT seq, message_id, source_id, type, event, user_id, anonymous_id, timestamp, original_timestamp, sent_at, received_at, JSON_EXTRACT_PATH(message, 'properties') AS properties, JSON_EXTRACT_PATH(message, 'traits') AS traits, JSON_EXTRACT_PATH(message, 'context') AS context, message FROM raw_events WHERE type <> 'record';
 
