@@ -121,7 +121,8 @@ class Runtime:
         self.profiles = Profiles(self.engine, self.raw_log)
         self.segments = Segments(self.engine, self.profiles.definitions,
                                  refresh=timedelta(minutes=settings.audience_refresh_minutes),
-                                 properties=self.profiles.property_columns)  # fmt: skip
+                                 properties=self.profiles.property_columns,
+                                 golden=self.profiles.golden_columns)  # fmt: skip
         self.journeys = Journeys(self.engine, self.raw_log, self.segments)
         self.profile_cache = ProfileCache()
         days = self.settings.outbox_retention_days

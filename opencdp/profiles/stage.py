@@ -57,7 +57,7 @@ _TEMP = {
     "_pf_activity": _ACTIVITY,
     "_pf_orders": "order_id VARCHAR, node_id BIGINT",
     "_pf_moved": "node_id BIGINT",
-    "_pf_touched": "profile_id VARCHAR",
+    "_pf_touched": "node_id BIGINT, profile_id VARCHAR",
 }
 _MEMBERS = {
     "_pf_members": "node_id BIGINT, profile_id VARCHAR, golden BOOLEAN, computed BOOLEAN",
@@ -73,15 +73,18 @@ FROM governed AS g LEFT JOIN message_identities AS mi ON mi.seq = g.seq"""
 a return that names only its order still counts, for the profile of that order)."""
 Clock = Callable[[], datetime]
 ACTIVITY_TURN = "activity"
-"""The turn (``Engine.transaction(serial=...)``) that writing activity rows and adding a property column to
-``activity`` take: a batch's rows fill every property column the registry names as of its turn, and a column is
-added and filled for every earlier row in one turn, so no row is written without it."""
+"""The turn (``Engine.transaction(serial=...)``) that writing activity rows and computing traits take, and so do
+adding a property column to ``activity`` and starting to keep the golden columns of ``profile_computed``: a
+batch's rows fill every column kept as of its turn, and a column starts being kept, filled for every earlier
+row, in one turn, so no row is written without it."""
 MAX_PROPERTY_COLUMNS = 64
 """At most this many property paths are kept as columns of ``activity``; a definition that reads another path
 reads it from the JSON properties (the same result, slower)."""
 GOLDEN_COLUMNS = tuple(t.name for t in GOLDEN_TRAITS)
-"""Golden traits kept as text columns of ``profile_computed`` too (the surviving value of ``profile_traits``), so
-that an audience condition on one reads a column instead of joining the trait rows."""
+"""Golden traits as text columns of ``profile_computed`` too (the surviving value of ``profile_traits``), so that
+an audience condition on one reads a column instead of joining the trait rows. They are kept current only once a
+definition has read a golden trait (``golden_columns``: a row in ``golden_columns_kept``); until then they are
+NULL and cost the profiles stage nothing."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class Profiles:
         self.trait_store = TraitStore(engine)
         self._shape: tuple[str, ...] | None = None
         self._checked: tuple[int, Checked] | None = None
+        self._golden_kept = False
 
     # ------------------------------------------------------------------------------------------- definitions
 
@@ -177,6 +181,30 @@ class Profiles:
         """The property paths kept as columns of ``activity``: path -> column."""
         rows = self.engine.fetch_all("SELECT path, col FROM activity_properties ORDER BY path")
         return {str(path): str(col) for path, col in rows}
+
+    def golden_columns(self, *, keep: bool = False) -> bool:
+        """Whether the golden columns of ``profile_computed`` are kept current; with ``keep``, they are from now
+        on (filled for every profile first, in the activity turn). Keeping them costs each batch that computes
+        golden traits the profiles' computed rows too (the row is written whole: cheaper on DuckDB than updating
+        columns of it) and a read of their golden values."""
+        if self._golden_kept:
+            return True
+        e = self.engine
+        kept = e.fetch_one("SELECT count(*) FROM golden_columns_kept")
+        if not (kept and kept[0]) and keep:
+            with e.transaction(serial=ACTIVITY_TURN):
+                kept = e.fetch_one("SELECT count(*) FROM golden_columns_kept")  # another thread may have started
+                if not (kept and kept[0]):
+                    self.ensure_shape()
+                    e.execute(
+                        f"UPDATE profile_computed SET {', '.join(f'{n} = g.{n}' for n in GOLDEN_COLUMNS)} "
+                        f"FROM ({_golden_columns('(SELECT profile_id FROM profile_traits)')}) AS g "
+                        "WHERE profile_computed.profile_id = g.profile_id"
+                    )
+                    e.execute("INSERT INTO golden_columns_kept (since) VALUES (?)", (self.clock(),))
+                    kept = (1,)
+        self._golden_kept = bool(kept and kept[0])
+        return self._golden_kept
 
     def property_columns(self, paths: list[str]) -> dict[str, str]:
         """Columns of ``activity`` holding the text of each of ``paths`` (property paths, checked by the model:
@@ -262,7 +290,7 @@ class Profiles:
     def backfill(self) -> Computed:
         """Compute every live profile's golden and computed traits again (after a definition changed)."""
         self.run()
-        with self.engine.transaction():
+        with self.engine.transaction(serial=ACTIVITY_TURN):
             n, _ = self._compute("SELECT profile_id, TRUE, TRUE FROM profiles_index")
         return Computed(0, n, None, [], [])
 
@@ -283,10 +311,12 @@ class Profiles:
                       "FROM _pf_activity")  # fmt: skip
             self._returns_follow_orders()
             e.execute(
-                """INSERT INTO _pf_touched (profile_id)
-                SELECT m.profile_id FROM identity_membership AS m
-                WHERE m.node_id IN (SELECT node_id FROM _pf_activity UNION SELECT node_id FROM _pf_moved)
-                UNION SELECT profile_id FROM profiles_dirty"""
+                """INSERT INTO _pf_touched (node_id, profile_id)
+                SELECT m.node_id, m.profile_id FROM identity_membership AS m WHERE m.node_id IN (
+                    SELECT node_id FROM _pf_activity UNION SELECT node_id FROM _pf_moved
+                    UNION SELECT node_id FROM _pf_keyed
+                    UNION SELECT node_id FROM identity_nodes WHERE first_seq IN (SELECT seq FROM _pf_batch))
+                UNION ALL SELECT NULL, profile_id FROM profiles_dirty"""
             )
             _, handed = self._compute(self._recompute(), hand=True)
             moved = e.fetch_one("SELECT count(*) FROM _pf_moved")
@@ -313,7 +343,7 @@ class Profiles:
         changed (``profiles_dirty``, absorbed ones included: their rows go). The others only gained timeline
         rows (listed with neither, for :data:`HANDED`)."""
         return f"""SELECT profile_id, bool_or(golden), bool_or(computed) FROM (
-            SELECT m.profile_id, x.golden, x.computed FROM identity_membership AS m JOIN (
+            SELECT m.profile_id, x.golden, x.computed FROM _pf_touched AS m JOIN (
                 SELECT node_id, TRUE AS golden, FALSE AS computed FROM _pf_keyed
                 UNION ALL SELECT node_id, TRUE, TRUE FROM identity_nodes WHERE first_seq IN (SELECT seq FROM _pf_batch)
                 UNION ALL SELECT node_id, FALSE, TRUE FROM _pf_activity WHERE {affecting(self.definitions())}
@@ -345,17 +375,20 @@ class Profiles:
 
     def _compute(self, profiles: str, *, hand: bool = False) -> tuple[int, bool]:
         """Golden and computed traits again for ``profiles`` (a query of ``profile_id, golden, computed``: which
-        of the two each needs, or neither); rows of profiles that are no longer live go. A profile whose golden
-        traits are computed gets its computed row again too (its golden traits are columns of it: writing the row
-        whole cost less on DuckDB than carrying its other columns over, 213 against 232 ms a batch, or updating
-        those, 259 ms), with its identifier types, its key and its identifiers' ``profile_nodes`` rows. Nothing
+        of the two each needs, or neither); rows of profiles that are no longer live go. Once the golden columns
+        are kept (:meth:`golden_columns`), a profile whose golden traits are computed gets its computed row again
+        too (writing the row whole cost less on DuckDB than carrying its other columns over, 213 against 232 ms
+        a batch, or updating those, 259 ms). A computed row comes with the profile's identifier types, its key
+        and its identifiers' ``profile_nodes`` rows. Nothing
         runs for a part no profile needs. With ``hand``, when computed traits are computed, the activity of every
         profile of ``profiles`` is read once into :data:`HANDED` and the traits are computed from there. Returns
         how many profiles were computed and whether :data:`HANDED` was filled."""
         e = self.engine
         e.scratch(_MEMBERS)
+        kept = self.golden_columns()
+        also = " OR golden" if kept else ""
         e.execute(
-            "INSERT INTO _pf_recompute (profile_id, golden, computed) SELECT profile_id, golden, golden OR computed "
+            f"INSERT INTO _pf_recompute (profile_id, golden, computed) SELECT profile_id, golden, computed{also} "
             f"FROM ({profiles}) AS r (profile_id, golden, computed)"
         )
         row = e.fetch_one("SELECT count(*) FILTER (WHERE golden), count(*) FILTER (WHERE computed) FROM _pf_recompute")
@@ -401,13 +434,16 @@ class Profiles:
             types = f"""SELECT m.profile_id, ',' || string_agg(DISTINCT n.id_type, ',' ORDER BY n.id_type) || ',' AS v,
                        min(m.node_id) AS k
                 FROM {members} AS m LEFT JOIN identity_nodes AS n ON n.node_id = m.node_id GROUP BY m.profile_id"""
-            goldens_of = _golden_columns("(SELECT profile_id FROM _pf_recompute WHERE computed)")
+            into, values, joined = "", "", ""  # the golden columns, when kept
+            if kept:
+                into = "".join(f", {n}" for n in GOLDEN_COLUMNS)
+                values = "".join(f", g.{n}" for n in GOLDEN_COLUMNS)
+                of = _golden_columns("(SELECT profile_id FROM _pf_recompute WHERE computed)")
+                joined = f" LEFT JOIN ({of}) AS g ON g.profile_id = c.profile_id"
             e.execute(
-                f"INSERT INTO profile_computed (profile_id, computed_at, {IDENTIFIER_TYPES}, {PROFILE_KEY}, "
-                f"{', '.join(GOLDEN_COLUMNS)}, {names}) "
-                f"SELECT c.profile_id, ?, t.v, t.k, {', '.join('g.' + n for n in GOLDEN_COLUMNS)}, {names} "
-                f"FROM ({select}) AS c LEFT JOIN ({types}) AS t ON t.profile_id = c.profile_id "
-                f"LEFT JOIN ({goldens_of}) AS g ON g.profile_id = c.profile_id",
+                f"INSERT INTO profile_computed (profile_id, computed_at, {IDENTIFIER_TYPES}, {PROFILE_KEY}{into}, "
+                f"{names}) SELECT c.profile_id, ?, t.v, t.k{values}, {names} "
+                f"FROM ({select}) AS c LEFT JOIN ({types}) AS t ON t.profile_id = c.profile_id{joined}",
                 (now,),
             )
             e.execute(
@@ -426,7 +462,7 @@ class Profiles:
         row = self.engine.fetch_one("SELECT min(computed_at) FROM profile_computed")
         if row is None or row[0] is None or row[0] >= midnight:
             return False
-        with self.engine.transaction():
+        with self.engine.transaction(serial=ACTIVITY_TURN):
             self._compute("SELECT profile_id, FALSE, TRUE FROM profiles_index")
         return True
 

@@ -187,7 +187,10 @@ class Sources:
     nodes: str = "identity_membership"
     """Which profile each identifier (``node_id``) belongs to."""
     traits: str = "profile_traits"
-    """Custom trait values (``profile_id``, ``trait``, ``value``); golden ones are read from ``base``."""
+    """Stored trait values (``profile_id``, ``trait``, ``value``): custom traits, and golden ones unless
+    ``golden``."""
+    golden: bool = False
+    """Whether golden traits are read from ``base``'s columns (kept current once a definition reads one)."""
     members: Callable[[str], str] = saved_members
     """The members of an audience (saved members, or those just evaluated in the same pass)."""
     key: str = "profile_id"
@@ -197,10 +200,10 @@ class Sources:
     """Property paths ``activity`` holds as text columns (path -> column); others are read from ``props``."""
 
 
-def tables(properties: Mapping[str, str]) -> Sources:
+def tables(properties: Mapping[str, str], golden: bool) -> Sources:
     """The whole tables, activity counted per integer profile key, with the property columns ``properties``
-    (path -> column of ``activity``)."""
-    return Sources(nodes="profile_nodes", key=PROFILE_KEY, properties=dict(properties))
+    (path -> column of ``activity``) and, when ``golden``, golden traits read from columns."""
+    return Sources(nodes="profile_nodes", key=PROFILE_KEY, properties=dict(properties), golden=golden)
 
 
 def _at(now: datetime) -> str:
@@ -285,6 +288,12 @@ def _by_item(leaf: ActivityCondition) -> bool:
     return leaf.event in KEYED_NAMES
 
 
+def reads_golden(definitions: list[AudienceDefinition]) -> bool:
+    """Whether a condition of ``definitions`` reads a golden trait."""
+    return any(isinstance(leaf, TraitCondition) and leaf.trait in GOLDEN_NAMES
+               for d in definitions for leaf in leaves(d.where))  # fmt: skip
+
+
 def property_paths(definitions: list[AudienceDefinition]) -> list[str]:
     """The property paths the activity conditions of ``definitions`` filter on."""
     return sorted({c.property for d in definitions for leaf in leaves(d.where) if isinstance(leaf, ActivityCondition)
@@ -363,7 +372,7 @@ def _trait(leaf: TraitCondition, ws: Workspace, reads: _Reads) -> str:
             return f"{col} IS NULL"
         typed = "number" if kind in ("integer", "number") else kind
         return f"coalesce({_compare(col, leaf, typed, reads.now)}, FALSE)"
-    if leaf.trait in GOLDEN_NAMES:  # a text column of profile_computed, NULL when the profile has no value
+    if leaf.trait in GOLDEN_NAMES and reads.src.golden:  # a text column of the base, NULL: no value
         col = f"c.{leaf.trait}"
         if leaf.op in ("exists", "not_exists"):
             return f"{col} IS {'NOT ' if leaf.op == 'exists' else ''}NULL"

@@ -44,6 +44,7 @@ from opencdp.segments.compile import (
     compiled_together,
     ordered,
     property_paths,
+    reads_golden,
     tables,
 )
 from opencdp.store.engine import Engine
@@ -90,8 +91,12 @@ class Segments:
         clock: Clock | None = None,
         refresh: timedelta = timedelta(minutes=15),
         properties: Callable[[list[str]], dict[str, str]] | None = None,
+        golden: Callable[..., bool] | None = None,
     ) -> None:
         self.engine = engine
+        self.golden = golden
+        """Whether the golden columns of ``profile_computed`` are kept (``keep=True``: start keeping them: the
+        profiles stage's ``golden_columns``); None: golden traits are read from ``profile_traits``."""
         self.properties = properties
         """Given property paths, the columns of ``activity`` that hold them (added and filled for a path no
         definition read before: the profiles stage's ``property_columns``); None: read from the JSON."""
@@ -218,7 +223,8 @@ class Segments:
                       WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
         e.execute("""INSERT INTO _sg_current SELECT audience, profile_id FROM audience_members
                      WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
-        read = {leaf.trait for leaf in found if isinstance(leaf, TraitCondition)} & GOLDEN_NAMES
+        kept = self.golden is not None and self.golden()
+        read = {leaf.trait for leaf in found if isinstance(leaf, TraitCondition)} & GOLDEN_NAMES if kept else set()
         columns = ", ".join(["profile_id", TYPES_COLUMN, *ws.computed, *sorted(read)])
         e.execute("DROP TABLE IF EXISTS _sg_base")
         e.execute(f"CREATE TEMP TABLE _sg_base AS SELECT {columns} FROM profile_computed "
@@ -233,14 +239,14 @@ class Segments:
                 {activity_filter(acts, now)}"""
             )
         traits = {leaf.trait for leaf in found if isinstance(leaf, TraitCondition)}
-        stored = sorted(traits - set(ws.computed) - GOLDEN_NAMES)  # golden ones are columns of _sg_base
+        stored = sorted(traits - set(ws.computed) - read)  # golden ones kept are columns of _sg_base
         if stored:
             e.execute(
                 f"""INSERT INTO _sg_traits SELECT profile_id, trait, value FROM profile_traits
                 WHERE trait IN ({", ".join(lit(t) for t in stored)})
                   AND profile_id IN (SELECT profile_id FROM _sg_candidates)"""
             )
-        return Sources(base="_sg_base", activity="_sg_activity", nodes="_sg_nodes", traits="_sg_traits")
+        return Sources(base="_sg_base", activity="_sg_activity", nodes="_sg_nodes", traits="_sg_traits", golden=kept)
 
     def evaluate(self, names: list[str] | None, *, cause: str = "batch") -> Changes:
         """Evaluate audiences (None: all) over every profile, recording who entered and left."""
@@ -258,10 +264,12 @@ class Segments:
             return self._pass(chosen, src, "audience_members", self.clock(), cause, self.compiling())
 
     def sources(self, definitions: list[AudienceDefinition]) -> Sources:
-        """The whole tables as ``definitions`` read them: activity per profile key, and the columns that hold
-        the property paths they filter on (added first for a path none read before)."""
+        """The whole tables as ``definitions`` read them: activity per profile key, the columns that hold the
+        property paths they filter on (added first for a path none read before), and golden traits from the
+        columns of ``profile_computed`` (kept from the first definition that reads one)."""
         paths = property_paths(definitions)
-        return tables(self.properties(paths) if paths and self.properties is not None else {})
+        golden = self.golden is not None and self.golden(keep=reads_golden(definitions))
+        return tables(self.properties(paths) if paths and self.properties is not None else {}, golden)
 
     def _pass(self, audiences: list[AudienceDefinition], src: Sources, current: str, now: datetime,
               cause: str, ws: Workspace) -> Changes:  # fmt: skip

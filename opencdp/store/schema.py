@@ -339,6 +339,9 @@ TABLES: tuple[str, ...] = (
         node_id BIGINT NOT NULL,
         profile_key BIGINT NOT NULL
     )""",
+    # A row once the golden columns of profile_computed are kept current (an audience definition read a golden
+    # trait; until then they are NULL and cost the profiles stage nothing): opencdp/profiles/stage.py.
+    "CREATE TABLE IF NOT EXISTS golden_columns_kept (since TIMESTAMPTZ NOT NULL)",
     # Property paths of activity kept as text columns of ``activity`` (``col``), filled when a row is written
     # and for every earlier row when a definition first reads the path (opencdp/profiles/stage.py).
     """CREATE TABLE IF NOT EXISTS activity_properties (

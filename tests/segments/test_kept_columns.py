@@ -1,5 +1,6 @@
 """What audiences read instead of joins and JSON, on both engines: property paths kept as columns of
-``activity``, golden traits as columns of ``profile_computed``, and each profile's integer key with
+``activity``, golden traits as columns of ``profile_computed`` (once a definition reads one), and each
+profile's integer key with
 ``profile_nodes``. Each must equal what it stands for (the JSON property, the golden trait row, the identity
 membership) after late events, merges, splits and a definition that starts reading a new path; and audiences
 over them must equal an independent evaluation in plain Python."""
@@ -49,7 +50,8 @@ def assert_kept(rt: Runtime) -> None:
     live = e.fetch_one("SELECT count(*) FROM profile_computed WHERE profile_id NOT IN (SELECT profile_id FROM "
                        "profiles_index)")  # fmt: skip
     assert live == (0,)
-    # golden traits as columns: the value of the profile's golden row, NULL without one
+    # golden traits as columns, once kept: the value of the profile's golden row, NULL without one; NULL before
+    kept_golden = e.fetch_one("SELECT count(*) FROM golden_columns_kept") == (1,)
     golden = sorted(GOLDEN_NAMES)
     rows = e.fetch_all(f"SELECT profile_id, {', '.join(golden)} FROM profile_computed")
     traits: dict[tuple[str, str], str] = {
@@ -57,7 +59,7 @@ def assert_kept(rt: Runtime) -> None:
     }
     for row in rows:
         for name, value in zip(golden, row[1:], strict=True):
-            assert value == traits.get((str(row[0]), name)), (row[0], name)
+            assert value == (traits.get((str(row[0]), name)) if kept_golden else None), (row[0], name)
     # only rows of these names ever have an item key (segments count other names by rows)
     keyed = {str(r[0]) for r in e.fetch_all("SELECT DISTINCT name FROM activity WHERE item_key IS NOT NULL")}
     assert keyed <= set(KEYED_NAMES)
@@ -118,12 +120,18 @@ def test_kept_columns_follow_late_events_merges_splits_and_new_paths(rt: Runtime
     apart = {"u1": ["u1"], "a1": ["a1"], "u2": ["u2"], "a2": ["a2"], "u3": ["u3"]}
     assert counted["count"] == len(expected(apart, "category", "tools", 30, 2)) == 1  # u3
     rt.put_audience({"name": "tool_fans", "where": tools})
-    rt.put_audience({"name": "porto_or_lyon", "where": {"trait": "city", "op": "in", "value": ["Porto", "Lyon"]}})
 
     def members(name: str) -> set[str]:
         return {m["profile_id"] for m in rt.audience_members(name)}
 
     assert members("tool_fans") == expected(apart, "category", "tools", 30, 2)
+    # golden columns are kept from the first definition that reads a golden trait on: filled at once
+    assert rt.engine.fetch_all("SELECT since FROM golden_columns_kept") == []
+    assert rt.engine.fetch_one("SELECT count(*) FROM profile_computed WHERE city IS NOT NULL") == (0,)
+    rt.put_audience({"name": "porto_or_lyon", "where": {"trait": "city", "op": "in", "value": ["Porto", "Lyon"]}})
+    assert rt.engine.fetch_one("SELECT count(*) FROM golden_columns_kept") == (1,)
+    assert_kept(rt)
+    assert members("porto_or_lyon") == {profile("u1"), profile("u2")}
 
     # late events (days old, arriving now) are written with the column filled; the visitors log in: merges
     send(rt, web, [

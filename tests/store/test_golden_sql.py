@@ -70,7 +70,7 @@ AUDIENCE_WS = audiences.Workspace(computed=check(list(SHIPPED_TRAITS)).types(), 
                                   identifier_types=frozenset(), audiences={})  # fmt: skip
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 SEGMENTS = [
-    audiences.compiled(FIVE, AUDIENCE_WS, audiences.tables({"category": "prop_category"}), AT).counts(),
+    audiences.compiled(FIVE, AUDIENCE_WS, audiences.tables({"category": "prop_category"}, golden=True), AT).counts(),
     audiences.compiled(FIVE, AUDIENCE_WS, audiences.Sources(base="_sg_base", activity="_sg_activity",
                                                             nodes="_sg_nodes", traits="_sg_traits"), AT).members(),
 ]  # fmt: skip

@@ -329,6 +329,8 @@ CREATE TABLE IF NOT EXISTS profile_nodes (
         profile_key BIGINT NOT NULL
     );
 
+CREATE TABLE IF NOT EXISTS golden_columns_kept (since TIMESTAMPTZ NOT NULL);
+
 CREATE TABLE IF NOT EXISTS activity_properties (
         path VARCHAR PRIMARY KEY,
         col VARCHAR NOT NULL,

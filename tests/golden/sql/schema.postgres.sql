@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS _cdp_profile_shape (shape TEXT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS profile_nodes (node_id BIGINT NOT NULL, profile_key BIGINT NOT NULL);
 
+CREATE TABLE IF NOT EXISTS golden_columns_kept (since TIMESTAMPTZ NOT NULL);
+
 CREATE TABLE IF NOT EXISTS activity_properties (path TEXT PRIMARY KEY, col TEXT NOT NULL, added_at TIMESTAMPTZ NOT NULL);
 
 CREATE TABLE IF NOT EXISTS audiences (name TEXT PRIMARY KEY, definition TEXT NOT NULL, version BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL, evaluated_at TIMESTAMPTZ);
