@@ -379,10 +379,10 @@ class Profiles:
         are kept (:meth:`golden_columns`), a profile whose golden traits are computed gets its computed row again
         too (writing the row whole cost less on DuckDB than carrying its other columns over, 213 against 232 ms
         a batch, or updating those, 259 ms). A computed row comes with the profile's identifier types, its key
-        and its identifiers' ``profile_nodes`` rows. Nothing
-        runs for a part no profile needs. With ``hand``, when computed traits are computed, the activity of every
-        profile of ``profiles`` is read once into :data:`HANDED` and the traits are computed from there. Returns
-        how many profiles were computed and whether :data:`HANDED` was filled."""
+        and its identifiers' ``profile_nodes`` rows. Nothing runs for a part no profile needs. With ``hand``,
+        when computed traits are computed, the activity of every profile of ``profiles`` is read once into
+        :data:`HANDED` and the traits are computed from there. Returns how many profiles were computed and
+        whether :data:`HANDED` was filled."""
         e = self.engine
         e.scratch(_MEMBERS)
         kept = self.golden_columns()
