@@ -198,7 +198,7 @@ class Profiles:
                     self.ensure_shape()
                     e.execute(
                         f"UPDATE profile_computed SET {', '.join(f'{n} = g.{n}' for n in GOLDEN_COLUMNS)} "
-                        f"FROM ({_golden_columns('(SELECT profile_id FROM profile_traits)')}) AS g "
+                        f"FROM ({_golden_columns()}) AS g "
                         "WHERE profile_computed.profile_id = g.profile_id"
                     )
                     e.execute("INSERT INTO golden_columns_kept (since) VALUES (?)", (self.clock(),))
@@ -467,11 +467,12 @@ class Profiles:
         return True
 
 
-def _golden_columns(profiles: str) -> str:
-    """``SELECT profile_id, <each golden trait>`` from ``profile_traits`` for ``profiles`` (a relation of
-    ``profile_id``) that have any trait."""
+def _golden_columns(profiles: str | None = None) -> str:
+    """``SELECT profile_id, <each golden trait>`` from ``profile_traits``, one row per profile that has any trait
+    (of ``profiles``, a relation of ``profile_id``, when given)."""
     pivot = ", ".join(f"max(value) FILTER (WHERE trait = {lit(n)}) AS {n}" for n in GOLDEN_COLUMNS)
-    return f"SELECT profile_id, {pivot} FROM profile_traits WHERE profile_id IN {profiles} GROUP BY profile_id"
+    of = f" WHERE profile_id IN {profiles}" if profiles is not None else ""
+    return f"SELECT profile_id, {pivot} FROM profile_traits{of} GROUP BY profile_id"
 
 
 def _column_name(path: str, taken: set[str]) -> str:
@@ -497,13 +498,10 @@ stored per profile."""
 
 
 def _profiles_view(checked: Checked) -> str:
-    golden_cols = ", ".join(
-        f"max(value) FILTER (WHERE trait = '{t.name}') AS {t.name}" for t in GOLDEN_TRAITS
-    )  # names are our own constants
     computed = ", ".join(f"c.{t.name}" for t in checked.traits)
     return f"""CREATE OR REPLACE VIEW profiles AS
-    SELECT p.profile_id, {", ".join(f"g.{t.name}" for t in GOLDEN_TRAITS)}, {computed}, {RFM}, c.computed_at
+    SELECT p.profile_id, {", ".join(f"g.{n}" for n in GOLDEN_COLUMNS)}, {computed}, {RFM}, c.computed_at
     FROM profiles_index AS p
-    LEFT JOIN (SELECT profile_id, {golden_cols} FROM profile_traits GROUP BY profile_id) AS g
+    LEFT JOIN ({_golden_columns()}) AS g
            ON g.profile_id = p.profile_id
     LEFT JOIN profile_computed AS c ON c.profile_id = p.profile_id"""

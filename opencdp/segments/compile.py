@@ -10,8 +10,9 @@ Leaves compile to:
 
 - a computed trait: a comparison on its column of ``profile_computed`` (typed: numbers with numbers, timestamps
   with dates);
-- a golden trait: a comparison on its text column of ``profile_computed`` (the profiles stage keeps the
-  surviving value there too); a custom trait: a semi-join on ``profile_traits`` (its text value; numbers
+- a golden trait: a comparison on its text column of ``profile_computed`` once those columns are kept (the
+  profiles stage keeps the surviving value there from the first definition that reads a golden trait:
+  ``Sources.golden``), else like a custom trait: a semi-join on ``profile_traits`` (its text value; numbers
   compared as numbers);
 - an activity condition: a semi-join (or, for "at most", an anti-join) on ``_ac``, a CTE that counts every
   activity condition of the definition in one scan of the activity (orders and returns once each), per
@@ -301,9 +302,9 @@ def property_paths(definitions: list[AudienceDefinition]) -> list[str]:
 
 
 class _Reads:
-    """What a definition's leaves read besides ``profile_computed``: each golden or custom trait and identifier
-    type is a semi-join on its own small set; every activity condition is counted in one pass over the activity
-    (the ``_ac`` CTE, one row per profile that did any of it), which its leaf semi-joins."""
+    """What a definition's leaves read besides ``profile_computed``: each custom trait (and golden one, unless
+    its column is kept) is a semi-join on its own small set; every activity condition is counted in one pass over
+    the activity (the ``_ac`` CTE, one row per profile that did any of it), which its leaf semi-joins."""
 
     def __init__(self, src: Sources, now: datetime) -> None:
         self.src, self.now = src, now
