@@ -84,8 +84,9 @@ def generate(rt: Runtime, profiles: int, events: int, shuffled: bool) -> None:
         ts = "now() - to_seconds(CAST(hash(i * 17) % (120 * 86400) AS BIGINT))"
     else:
         ts = f"now() - to_seconds(CAST(120 * 86400 * (1 - i / {events}) + hash(i * 17) % 3600 AS BIGINT))"
-    e.execute(f"INSERT INTO profiles_index SELECT {pid}, i, now() FROM range(1, {profiles + 1}) AS t(i)")
-    e.execute(f"INSERT INTO identity_membership SELECT i, {pid}, now() FROM range(1, {profiles + 1}) AS t(i)")
+    # the i-th profile's key is i, as the identity stage's sequence would have drawn it
+    e.execute(f"INSERT INTO profiles_index SELECT {pid}, i, now(), i FROM range(1, {profiles + 1}) AS t(i)")
+    e.execute(f"INSERT INTO identity_membership SELECT i, {pid}, now(), i FROM range(1, {profiles + 1}) AS t(i)")
     key = identifier_key("'user_id:u' || i")
     e.execute(f"INSERT INTO identity_nodes (node_id, id_type, id_value, id_key, first_seq, first_seen, last_seen, "
               f"messages) SELECT i, 'user_id', 'u' || i, {key}, i, now(), now(), 1 "
@@ -111,7 +112,7 @@ def generate(rt: Runtime, profiles: int, events: int, shuffled: bool) -> None:
     e.execute("""INSERT INTO profile_computed (profile_id, computed_at, identifier_types, profile_key, city,
                                                order_count, gross_revenue, refunds, ltv_net, first_order_at,
                                                last_order_at)
-        SELECT p.profile_id, now(), ',user_id,', m.node_id, t.value, coalesce(o.n, 0), coalesce(o.total, 0), 0,
+        SELECT p.profile_id, now(), ',user_id,', p.profile_key, t.value, coalesce(o.n, 0), coalesce(o.total, 0), 0,
                coalesce(o.total, 0), o.first, o.last
         FROM profiles_index AS p JOIN identity_membership AS m ON m.profile_id = p.profile_id
         LEFT JOIN profile_traits AS t ON t.profile_id = p.profile_id AND t.trait = 'city'
@@ -121,7 +122,7 @@ def generate(rt: Runtime, profiles: int, events: int, shuffled: bool) -> None:
             WHERE a.grain = 'orders' GROUP BY m.profile_id) AS o ON o.profile_id = p.profile_id
         ORDER BY p.first_seq""")  # fmt: skip
     e.execute("DELETE FROM profile_nodes")
-    e.execute("INSERT INTO profile_nodes (node_id, profile_key) SELECT node_id, node_id FROM identity_membership")
+    e.execute("INSERT INTO profile_nodes (node_id, profile_key) SELECT node_id, profile_key FROM identity_membership")
     e.execute("CHECKPOINT")
 
 

@@ -63,7 +63,7 @@ _TEMP = {
     "_id_reach": "node_id BIGINT, seed BOOLEAN, key VARCHAR, relay BOOLEAN, fallback VARCHAR",
     "_id_contested": "node_id BIGINT",
     "_id_claim": "part BIGINT, profile_id VARCHAR",
-    "_id_owner": "part BIGINT, profile_id VARCHAR, fresh BOOLEAN",
+    "_id_owner": "part BIGINT, profile_id VARCHAR, profile_key BIGINT, fresh BOOLEAN",
     "_id_was": "node_id BIGINT, part BIGINT, profile_id VARCHAR",
     **MATCH_TEMP,
 }
@@ -485,20 +485,21 @@ class Identity:
             WHERE rank = 1"""
         )
         e.execute(
-            """INSERT INTO _id_owner (part, profile_id, fresh)
-            SELECT part, profile_id, FALSE FROM (
-                SELECT c.part, c.profile_id,
+            """INSERT INTO _id_owner (part, profile_id, profile_key, fresh)
+            SELECT part, profile_id, profile_key, FALSE FROM (
+                SELECT c.part, c.profile_id, x.profile_key,
                        row_number() OVER (PARTITION BY c.part ORDER BY x.first_seq, c.profile_id) AS rank
                 FROM _id_claim AS c JOIN profiles_index AS x ON x.profile_id = c.profile_id) AS o
             WHERE rank = 1"""
         )
         # A part without a profile gets a new one (``fresh``), named after its first identifier (made unique if
-        # that name is taken).
+        # that name is taken), and the next profile key.
         e.execute(
-            """INSERT INTO _id_owner (part, profile_id, fresh)
+            """INSERT INTO _id_owner (part, profile_id, profile_key, fresh)
             SELECT f.part, CASE WHEN EXISTS (SELECT 1 FROM profiles_index AS x WHERE x.profile_id = f.name)
                                   OR EXISTS (SELECT 1 FROM profile_aliases AS a WHERE a.alias = f.name)
-                                THEN 'prf_' || substr(md5(f.source || ':' || ?), 1, 20) ELSE f.name END, TRUE
+                                THEN 'prf_' || substr(md5(f.source || ':' || ?), 1, 20) ELSE f.name END,
+                   nextval('profile_keys'), TRUE
             FROM (SELECT part, 'prf_' || substr(md5(id_type || ':' || id_value), 1, 20) AS name,
                          id_type || ':' || id_value AS source
                   FROM (SELECT p.part, n.id_type, n.id_value,
@@ -508,7 +509,7 @@ class Identity:
                   WHERE rank = 1) AS f""",
             (str(upto),),
         )
-        fresh = "(SELECT part, profile_id FROM _id_owner WHERE fresh)"  # the parts whose profile is new
+        fresh = "(SELECT part, profile_id, profile_key FROM _id_owner WHERE fresh)"  # the parts whose profile is new
         created = e.execute_changed(  # created, or split off a profile another part kept
             f"""INSERT INTO identity_events (kind, profile_id, other_profile_id, happened_at)
             SELECT CASE WHEN m.profile_id IS NULL THEN 'created' ELSE 'split' END, f.profile_id, m.profile_id, ?
@@ -519,9 +520,9 @@ class Identity:
         )
         if created:
             e.execute(
-                f"""INSERT INTO profiles_index (profile_id, first_seq, created_at)
-                SELECT f.profile_id, min(p.first_seq), ? FROM {fresh} AS f JOIN _id_part AS p ON p.part = f.part
-                GROUP BY f.profile_id""",
+                f"""INSERT INTO profiles_index (profile_id, first_seq, created_at, profile_key)
+                SELECT f.profile_id, min(p.first_seq), ?, f.profile_key
+                FROM {fresh} AS f JOIN _id_part AS p ON p.part = f.part GROUP BY f.profile_id, f.profile_key""",
                 (now,),
             )
         absorbed = "(SELECT c.profile_id AS old, o.profile_id AS new FROM _id_claim AS c " + (
@@ -546,8 +547,9 @@ class Identity:
         )
         e.execute("DELETE FROM identity_membership WHERE node_id IN (SELECT node_id FROM _id_part)")
         e.execute(
-            """INSERT INTO identity_membership (node_id, profile_id, since)
-            SELECT p.node_id, o.profile_id, ? FROM _id_part AS p JOIN _id_owner AS o ON o.part = p.part""",
+            """INSERT INTO identity_membership (node_id, profile_id, since, profile_key)
+            SELECT p.node_id, o.profile_id, ?, o.profile_key
+            FROM _id_part AS p JOIN _id_owner AS o ON o.part = p.part""",
             (now,),
         )
         return created, merged

@@ -60,7 +60,7 @@ _TEMP = {
     "_pf_touched": "node_id BIGINT, profile_id VARCHAR",
 }
 _MEMBERS = {
-    "_pf_members": "node_id BIGINT, profile_id VARCHAR, golden BOOLEAN, computed BOOLEAN",
+    "_pf_members": "node_id BIGINT, profile_id VARCHAR, profile_key BIGINT, golden BOOLEAN, computed BOOLEAN",
     "_pf_recompute": "profile_id VARCHAR, golden BOOLEAN, computed BOOLEAN",
     "_pf_history": "node_id BIGINT, seq BIGINT, grain VARCHAR, name VARCHAR, ts TIMESTAMPTZ, item_key VARCHAR, "
     "amount DOUBLE, currency VARCHAR, props JSON",
@@ -396,8 +396,8 @@ class Profiles:
         if not goldens and not computeds:
             return 0, False
         e.execute(
-            """INSERT INTO _pf_members (node_id, profile_id, golden, computed)
-            SELECT m.node_id, m.profile_id, r.golden, r.computed
+            """INSERT INTO _pf_members (node_id, profile_id, profile_key, golden, computed)
+            SELECT m.node_id, m.profile_id, m.profile_key, r.golden, r.computed
             FROM identity_membership AS m JOIN _pf_recompute AS r ON r.profile_id = m.profile_id"""
         )
         settings = self.settings()
@@ -431,9 +431,10 @@ class Profiles:
                 )
                 activity = HANDED.activity
             select = compiled(checked, settings, live, members, now, activity)
-            types = f"""SELECT m.profile_id, ',' || string_agg(DISTINCT n.id_type, ',' ORDER BY n.id_type) || ',' AS v,
-                       min(m.node_id) AS k
-                FROM {members} AS m LEFT JOIN identity_nodes AS n ON n.node_id = m.node_id GROUP BY m.profile_id"""
+            types = """SELECT m.profile_id, m.profile_key AS k,
+                       ',' || string_agg(DISTINCT n.id_type, ',' ORDER BY n.id_type) || ',' AS v
+                FROM _pf_members AS m LEFT JOIN identity_nodes AS n ON n.node_id = m.node_id
+                WHERE m.computed GROUP BY m.profile_id, m.profile_key"""
             into, values, joined = "", "", ""  # the golden columns, when kept
             if kept:
                 into = "".join(f", {n}" for n in GOLDEN_COLUMNS)
@@ -448,7 +449,7 @@ class Profiles:
             )
             e.execute(
                 f"INSERT INTO profile_nodes (node_id, {PROFILE_KEY}) "
-                f"SELECT node_id, min(node_id) OVER (PARTITION BY profile_id) FROM {members} AS m"
+                "SELECT node_id, profile_key FROM _pf_members WHERE computed"
             )
         row = e.fetch_one("SELECT count(DISTINCT profile_id) FROM _pf_members WHERE golden OR computed")
         return (int(row[0]) if row else 0), hand and computeds > 0

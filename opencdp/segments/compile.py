@@ -17,8 +17,8 @@ Leaves compile to:
 - an activity condition: a semi-join (or, for "at most", an anti-join) on ``_ac``, a CTE that counts every
   activity condition of the definition in one scan of the activity (orders and returns once each), per
   profile key;
-- an audience: a semi-join on that audience's members; an identity type: a test on the profile's identifier
-  types (a column of ``profile_computed``).
+- an audience: a semi-join on that audience's members' profile keys; an identity type: a test on the profile's
+  identifier types (a column of ``profile_computed``).
 
 :class:`Sources` says which relations those are: the tables for a full evaluation or a count (:func:`tables`),
 per-batch slices for the real-time path.
@@ -173,7 +173,7 @@ def ordered(audiences: dict[str, AudienceDefinition]) -> list[AudienceDefinition
 
 
 def saved_members(audience: str) -> str:
-    return f"(SELECT profile_id FROM audience_members WHERE audience = {lit(audience)})"
+    return f"(SELECT {PROFILE_KEY} FROM audience_members WHERE audience = {lit(audience)})"
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class Sources:
     them holding only the candidate profiles' rows (the real-time path: each table is read once per batch)."""
 
     base: str = "profile_computed"
-    """One row per candidate profile, with ``profile_id`` and the computed trait columns."""
+    """One row per candidate profile, with ``profile_id``, ``profile_key`` and the computed trait columns."""
     activity: str = "activity"
     """Activity rows (``node_id``, ``grain``, ``name``, ``ts``, ``item_key``, ``props``)."""
     nodes: str = "identity_membership"
@@ -193,7 +193,7 @@ class Sources:
     golden: bool = False
     """Whether golden traits are read from ``base``'s columns (kept current once a definition reads one)."""
     members: Callable[[str], str] = saved_members
-    """The members of an audience (saved members, or those just evaluated in the same pass)."""
+    """The profile keys of an audience's members (saved members, or those just evaluated in the same pass)."""
     key: str = "profile_id"
     """The column of ``base`` and ``nodes`` that activity is counted by: the profile id, or the integer
     ``profile_key`` (``profile_nodes``), which joins and groups at about half the cost."""
@@ -401,7 +401,7 @@ def _leaf(leaf: Node, ws: Workspace, reads: _Reads) -> str:
     if isinstance(leaf, ActivityCondition):
         return _activity(leaf, reads)
     if isinstance(leaf, AudienceRef):
-        return f"c.profile_id IN {reads.src.members(leaf.audience)}"
+        return f"c.{PROFILE_KEY} IN {reads.src.members(leaf.audience)}"
     assert isinstance(leaf, IdentityCondition)
     return f"coalesce(strpos(c.{IDENTIFIER_TYPES}, {lit(',' + leaf.identity + ',')}) > 0, FALSE)"
 
@@ -409,7 +409,7 @@ def _leaf(leaf: Node, ws: Workspace, reads: _Reads) -> str:
 @dataclass(frozen=True)
 class Compiled:
     flags: str
-    """``SELECT profile_id, l0, l1, ...`` over the candidate profiles."""
+    """``SELECT profile_id, profile_key, l0, l1, ...`` over the candidate profiles."""
     nodes: list[tuple[str, str]]
     """Every node of the tree, root first: (its path, e.g. ``where.all[1]``; its boolean expression over the
     flags)."""
@@ -419,8 +419,8 @@ class Compiled:
         return self.nodes[0][1]
 
     def members(self) -> str:
-        """The candidate profiles that are members."""
-        return f"SELECT profile_id FROM ({self.flags}) AS f WHERE {self.root}"
+        """The candidate profiles that are members (``profile_id, profile_key``)."""
+        return f"SELECT profile_id, {PROFILE_KEY} FROM ({self.flags}) AS f WHERE {self.root}"
 
     def counts(self) -> str:
         """One row: how many candidate profiles match each node (in :attr:`nodes` order)."""
@@ -436,22 +436,23 @@ def compiled(definition: AudienceDefinition, ws: Workspace, src: Sources, now: d
 
 
 def compiled_together(definitions: list[AudienceDefinition], ws: Workspace, src: Sources, now: datetime) -> str:
-    """One query of ``audience, profile_id``: the members of each of ``definitions`` (none defined by another
-    of them) among the candidates of ``src.base``, with one activity pass for all of them. Over a real-time
-    batch's few hundred rows, each operator's fixed cost is most of the time: one pass instead of one per
-    audience saves several (a full evaluation keeps one per audience, whose narrower windows skip more)."""
+    """One query of ``audience, profile_id, profile_key``: the members of each of ``definitions`` (none defined
+    by another of them) among the candidates of ``src.base``, with one activity pass for all of them. Over a
+    real-time batch's few hundred rows, each operator's fixed cost is most of the time: one pass instead of one
+    per audience saves several (a full evaluation keeps one per audience, whose narrower windows skip more)."""
     reads = _Reads(src, now)
     parts = []
     for i, definition in enumerate(definitions):
         flags, nodes = _flags(definition, ws, reads)
         parts.append(
-            f"SELECT {lit(definition.name)} AS audience, profile_id FROM ({flags}) AS f{i} WHERE {nodes[0][1]}"
+            f"SELECT {lit(definition.name)} AS audience, profile_id, {PROFILE_KEY} FROM ({flags}) AS f{i} "
+            f"WHERE {nodes[0][1]}"
         )
     return reads.prelude() + " UNION ALL ".join(parts)
 
 
 def _flags(definition: AudienceDefinition, ws: Workspace, reads: _Reads) -> tuple[str, list[tuple[str, str]]]:
-    """``SELECT profile_id, l0, ...`` over ``src.base`` (its activity leaves read ``_ac``, which ``reads``
+    """``SELECT profile_id, profile_key, l0, ...`` over ``src.base`` (its activity leaves read ``_ac``, which ``reads``
     collects) and every node's expression over those flags."""
     leaf_sql: list[str] = []
     nodes: list[tuple[str, str]] = []
@@ -473,4 +474,4 @@ def _flags(definition: AudienceDefinition, ws: Workspace, reads: _Reads) -> tupl
 
     walk("where", definition.where)
     columns = ", ".join(f"{sql} AS l{i}" for i, sql in enumerate(leaf_sql))
-    return f"SELECT c.profile_id, {columns} FROM {reads.src.base} AS c", nodes
+    return f"SELECT c.profile_id, c.{PROFILE_KEY}, {columns} FROM {reads.src.base} AS c", nodes

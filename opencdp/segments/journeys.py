@@ -306,7 +306,8 @@ class Journeys:
         base = "(SELECT * FROM profile_computed WHERE profile_id IN (SELECT profile_id FROM _jr_due))"
         members = compiled(definition, self.segments.compiling(), Sources(base=base), now).members()
         e.execute("DELETE FROM _jr_yes")
-        e.execute(f"INSERT INTO _jr_yes SELECT entry FROM _jr_due WHERE profile_id IN ({members})")
+        e.execute(f"INSERT INTO _jr_yes SELECT entry FROM _jr_due "
+                  f"WHERE profile_id IN (SELECT profile_id FROM ({members}) AS m)")  # fmt: skip
         rest = "SELECT entry FROM _jr_due WHERE entry NOT IN (SELECT entry FROM _jr_yes)"
         if otherwise is None:
             return e.execute_changed(f"UPDATE journey_states SET status = 'done', updated_at = ? WHERE entry IN "

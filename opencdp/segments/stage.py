@@ -6,8 +6,9 @@ After the profiles stage, per micro-batch (in one transaction, set-based):
    absorbed ones included, so they leave their audiences);
 2. their activity is read once into a working table; every audience is evaluated for the candidates only, each
    after the audiences it is defined by (which read the members just evaluated);
-3. the difference with ``audience_members`` becomes ``entered`` / ``exited`` rows in ``audience_changes`` (each
-   with the next ``change_seq``: activation reads it like a log) and is applied to ``audience_members``.
+3. the difference with ``audience_members`` (by profile key: an integer that a profile id keeps for good)
+   becomes ``entered`` / ``exited`` rows in ``audience_changes`` (each with the next ``change_seq``: activation
+   reads it like a log) and is applied to ``audience_members``.
 
 Audiences whose membership can change with time alone (windows, relative dates) are evaluated in full again on
 a schedule; a new or changed audience, and every audience when every profile was computed again, are evaluated
@@ -29,7 +30,7 @@ from opencdp.errors import Rejected
 from opencdp.govern.plans import lit
 from opencdp.model.audiences import ActivityCondition, AudienceDefinition, TraitCondition, leaves
 from opencdp.model.identity import IDENTIFIER_TYPES
-from opencdp.model.profiles import GOLDEN_NAMES, GOLDEN_TRAITS
+from opencdp.model.profiles import GOLDEN_NAMES, GOLDEN_TRAITS, PROFILE_KEY
 from opencdp.model.profiles import IDENTIFIER_TYPES as TYPES_COLUMN
 from opencdp.model.validation import parse_document
 from opencdp.profiles.stage import Handed
@@ -54,10 +55,10 @@ Clock = Callable[[], datetime]
 _TEMP = {
     "_sg_candidates": "profile_id VARCHAR",
     "_sg_activity": "node_id BIGINT, grain VARCHAR, name VARCHAR, ts TIMESTAMPTZ, item_key VARCHAR, props JSON",
-    "_sg_eval": "audience VARCHAR, profile_id VARCHAR",
-    "_sg_changes": "audience VARCHAR, profile_id VARCHAR, change VARCHAR",
+    "_sg_eval": "audience VARCHAR, profile_id VARCHAR, profile_key BIGINT",
+    "_sg_changes": "audience VARCHAR, profile_id VARCHAR, profile_key BIGINT, change VARCHAR",
     "_sg_nodes": "node_id BIGINT, profile_id VARCHAR",
-    "_sg_current": "audience VARCHAR, profile_id VARCHAR",
+    "_sg_current": "audience VARCHAR, profile_id VARCHAR, profile_key BIGINT",
     "_sg_traits": "profile_id VARCHAR, trait VARCHAR, value VARCHAR",
 }
 FACTS_SECONDS = 60.0
@@ -74,11 +75,12 @@ class Changes:
 
 
 def _evaluated(audiences: set[str]) -> Callable[[str], str]:
-    """Members of an audience within one pass: those just evaluated when it was, else the saved ones."""
+    """Members of an audience within one pass (their profile keys): those just evaluated when it was, else the
+    saved ones."""
 
     def members(name: str) -> str:
         table = "_sg_eval" if name in audiences else "audience_members"
-        return f"(SELECT profile_id FROM {table} WHERE audience = {lit(name)})"
+        return f"(SELECT {PROFILE_KEY} FROM {table} WHERE audience = {lit(name)})"
 
     return members
 
@@ -221,11 +223,11 @@ class Segments:
         nodes = "identity_membership" if handed is None else handed.nodes
         e.execute(f"""INSERT INTO _sg_nodes SELECT node_id, profile_id FROM {nodes}
                       WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
-        e.execute("""INSERT INTO _sg_current SELECT audience, profile_id FROM audience_members
+        e.execute("""INSERT INTO _sg_current SELECT audience, profile_id, profile_key FROM audience_members
                      WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
         kept = self.golden is not None and self.golden()
         read = {leaf.trait for leaf in found if isinstance(leaf, TraitCondition)} & GOLDEN_NAMES if kept else set()
-        columns = ", ".join(["profile_id", TYPES_COLUMN, *ws.computed, *sorted(read)])
+        columns = ", ".join(["profile_id", PROFILE_KEY, TYPES_COLUMN, *ws.computed, *sorted(read)])
         e.execute("DROP TABLE IF EXISTS _sg_base")
         e.execute(f"CREATE TEMP TABLE _sg_base AS SELECT {columns} FROM profile_computed "
                   "WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)")  # fmt: skip
@@ -291,22 +293,22 @@ class Segments:
             members = compiled(a, ws, step, now).members()
             name = lit(a.name)
             if a.name in used:
-                e.execute(
-                    f"INSERT INTO _sg_eval (audience, profile_id) SELECT {name}, profile_id FROM ({members}) AS m"
-                )
-                members = f"SELECT profile_id FROM _sg_eval WHERE audience = {name}"
+                e.execute(f"INSERT INTO _sg_eval (audience, profile_id, profile_key) "
+                          f"SELECT {name}, profile_id, profile_key FROM ({members}) AS m")  # fmt: skip
+                members = f"SELECT profile_id, profile_key FROM _sg_eval WHERE audience = {name}"
                 done.add(a.name)
-            evaluated.append((name, f"SELECT {name} AS audience, profile_id FROM ({members}) AS q"))
+            evaluated.append((name, members))
         listed = ", ".join(lit(a.name) for a in audiences)
         if realtime:  # a few hundred candidates: one statement for every audience
             step = dataclasses.replace(src, members=_evaluated(done))
             rest = [a for a in audiences if a.name not in used]
             together = [f"SELECT * FROM ({compiled_together(rest, ws, step, now)}) AS t"] if rest else []
-            found = e.execute_changed(
-                _difference(" UNION ALL ".join([*(q for _, q in evaluated), *together]), listed, current)
-            )
+            each = [f"SELECT {name} AS audience, profile_id, profile_key FROM ({q}) AS q" for name, q in evaluated]
+            found = e.execute_changed(_difference(" UNION ALL ".join([*each, *together]), listed, current))
         else:
-            found = sum(e.execute_changed(_difference(members, name, current)) for name, members in evaluated)
+            found = sum(e.execute_changed(_difference_by_key(members, name)) for name, members in evaluated)
+            if found:
+                _name_changes(e, src.base)
         entered, exited = self._apply(cause, now) if found else (0, 0)
         if not realtime:
             e.execute(f"UPDATE audiences SET evaluated_at = ? WHERE name IN ({listed})", (now,))
@@ -327,11 +329,11 @@ class Segments:
         exited = e.execute_changed(
             """DELETE FROM audience_members USING _sg_changes AS x
             WHERE x.change = 'exited' AND x.audience = audience_members.audience
-              AND x.profile_id = audience_members.profile_id"""
+              AND x.profile_key = audience_members.profile_key"""
         )
         entered = e.execute_changed(
-            "INSERT INTO audience_members (audience, profile_id, since) "
-            "SELECT audience, profile_id, ? FROM _sg_changes WHERE change = 'entered'",
+            "INSERT INTO audience_members (audience, profile_id, profile_key, since) "
+            "SELECT audience, profile_id, profile_key, ? FROM _sg_changes WHERE change = 'entered'",
             (now,),
         )
         return entered, exited
@@ -412,8 +414,8 @@ class Segments:
                 raise Rejected(f"there is no audience {name!r}", code="unknown_audience", status=404)
             e.scratch(_TEMP)
             e.execute(
-                "INSERT INTO _sg_changes (audience, profile_id, change) "
-                "SELECT audience, profile_id, 'exited' FROM audience_members WHERE audience = ?",
+                "INSERT INTO _sg_changes (audience, profile_id, profile_key, change) "
+                "SELECT audience, profile_id, profile_key, 'exited' FROM audience_members WHERE audience = ?",
                 (name,),
             )
             _, exited = self._apply("deleted", now)
@@ -422,14 +424,43 @@ class Segments:
 
 def _difference(evaluated: str, names: str, current: str) -> str:
     """SQL: insert into ``_sg_changes`` who entered and who left the audiences ``names`` (a list of literals)
-    whose members ``evaluated`` holds (``audience, profile_id``), against the members ``current`` holds."""
-    return f"""INSERT INTO _sg_changes (audience, profile_id, change)
+    whose members ``evaluated`` holds (``audience, profile_id, profile_key``), against the members ``current``
+    holds (the real-time path: a few hundred rows, the ids carried along)."""
+    return f"""INSERT INTO _sg_changes (audience, profile_id, profile_key, change)
         SELECT coalesce(v.audience, m.audience), coalesce(v.profile_id, m.profile_id),
-               CASE WHEN m.profile_id IS NULL THEN 'entered' ELSE 'exited' END
+               coalesce(v.profile_key, m.profile_key), CASE WHEN m.profile_key IS NULL THEN 'entered' ELSE 'exited' END
         FROM ({evaluated}) AS v
-        FULL JOIN (SELECT audience, profile_id FROM {current} WHERE audience IN ({names})) AS m
-               ON m.audience = v.audience AND m.profile_id = v.profile_id
-        WHERE v.profile_id IS NULL OR m.profile_id IS NULL"""
+        FULL JOIN (SELECT audience, profile_id, profile_key FROM {current} WHERE audience IN ({names})) AS m
+               ON m.audience = v.audience AND m.profile_key = v.profile_key
+        WHERE v.profile_key IS NULL OR m.profile_key IS NULL"""
+
+
+def _difference_by_key(members: str, name: str) -> str:
+    """SQL: insert into ``_sg_changes`` the keys of who entered and who left the audience ``name`` (a literal)
+    over every profile: ``members`` (``profile_id, profile_key``) against its saved members, by key alone. The
+    ids are named afterwards for the changes only (:func:`_name_changes`): carrying 200k text ids through the
+    join cost more than the join (on DuckDB, 1M profiles: ~80 against ~45 ms)."""
+    return f"""INSERT INTO _sg_changes (audience, profile_key, change)
+        SELECT {name}, coalesce(v.profile_key, m.profile_key),
+               CASE WHEN m.profile_key IS NULL THEN 'entered' ELSE 'exited' END
+        FROM (SELECT profile_key FROM ({members}) AS q) AS v
+        FULL JOIN (SELECT profile_key FROM audience_members WHERE audience = {name}) AS m
+               ON m.profile_key = v.profile_key
+        WHERE v.profile_key IS NULL OR m.profile_key IS NULL"""
+
+
+def _name_changes(e: Engine, base: str) -> None:
+    """Name the profile of each change :func:`_difference_by_key` found: who left from the saved members, who
+    entered from ``base``."""
+    e.execute(
+        """UPDATE _sg_changes SET profile_id = m.profile_id FROM audience_members AS m
+        WHERE _sg_changes.change = 'exited' AND m.audience = _sg_changes.audience
+          AND m.profile_key = _sg_changes.profile_key"""
+    )
+    e.execute(
+        f"""UPDATE _sg_changes SET profile_id = c.profile_id FROM {base} AS c
+        WHERE _sg_changes.change = 'entered' AND c.profile_key = _sg_changes.profile_key"""
+    )
 
 
 def _closure(a: AudienceDefinition, by_name: dict[str, AudienceDefinition]) -> set[str]:

@@ -212,6 +212,13 @@ TABLES: tuple[str, ...] = (
         first_seq BIGINT NOT NULL,
         created_at TIMESTAMPTZ NOT NULL
     )""",
+    # Each profile's integer key (model/profiles.py PROFILE_KEY): drawn from this sequence when the identity stage
+    # creates the profile, never changed or reused, and carried by the rows that name the profile where joins on
+    # it are hot (identity_membership, profile_computed, profile_nodes, audience_members). Stores made before it
+    # are keyed by migrate().
+    "CREATE SEQUENCE IF NOT EXISTS profile_keys",
+    "ALTER TABLE profiles_index ADD COLUMN IF NOT EXISTS profile_key BIGINT",
+    "ALTER TABLE identity_membership ADD COLUMN IF NOT EXISTS profile_key BIGINT",
     # A profile absorbed by a merge keeps resolving to the one that absorbed it.
     """CREATE TABLE IF NOT EXISTS profile_aliases (
         alias VARCHAR PRIMARY KEY,
@@ -365,6 +372,7 @@ TABLES: tuple[str, ...] = (
         since TIMESTAMPTZ NOT NULL,
         PRIMARY KEY (audience, profile_id)
     )""",
+    "ALTER TABLE audience_members ADD COLUMN IF NOT EXISTS profile_key BIGINT",
     """CREATE TABLE IF NOT EXISTS audience_changes (
         change_seq BIGINT NOT NULL,
         audience VARCHAR NOT NULL,
@@ -720,3 +728,20 @@ def migrate(engine: Engine) -> None:
             engine.execute("INSERT INTO _cdp_secrets VALUES ('pii_salt', ?)", (secrets.token_hex(16),))
         if engine.fetch_one("SELECT count(*) FROM _cdp_journal_position") == (0,):
             engine.execute("INSERT INTO _cdp_journal_position VALUES (0, 0)")
+        if engine.fetch_one("SELECT 1 FROM profiles_index WHERE profile_key IS NULL LIMIT 1"):
+            _key_profiles(engine)
+
+
+def _key_profiles(engine: Engine) -> None:
+    """Key every profile of a store made before profile keys, and the rows that carry the key. The profiles
+    stage builds ``profile_computed`` and ``profile_nodes`` again (they held the smallest identifier's id): its
+    recorded shape goes. A saved member whose profile is gone gets a key of its own, so that its audience's next
+    evaluation records its exit."""
+    engine.execute("UPDATE profiles_index SET profile_key = nextval('profile_keys') WHERE profile_key IS NULL")
+    for table in ("identity_membership", "audience_members"):
+        engine.execute(
+            f"UPDATE {table} SET profile_key = x.profile_key FROM profiles_index AS x "
+            f"WHERE x.profile_id = {table}.profile_id"
+        )
+    engine.execute("UPDATE audience_members SET profile_key = nextval('profile_keys') WHERE profile_key IS NULL")
+    engine.execute("DELETE FROM _cdp_profile_shape")

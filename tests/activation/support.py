@@ -32,7 +32,15 @@ def people(rt: Runtime, n: int, *, source: str = "web") -> list[str]:
 def members(rt: Runtime, audience: str, profile_ids: list[str]) -> None:
     rt.engine.execute("DELETE FROM audience_members WHERE audience = ?", (audience,))
     for pid in profile_ids:
-        rt.engine.execute("INSERT INTO audience_members VALUES (?, ?, ?)", (audience, pid, T0))
+        _member(rt, audience, pid, T0)
+
+
+def _member(rt: Runtime, audience: str, profile_id: str, since: datetime) -> None:
+    rt.engine.execute(
+        "INSERT INTO audience_members (audience, profile_id, profile_key, since) "
+        "SELECT ?, profile_id, profile_key, ? FROM profiles_index WHERE profile_id = ?",
+        (audience, since, profile_id),
+    )
 
 
 def change(rt: Runtime, audience: str, profile_id: str, what: str, cause: str = "event") -> int:
@@ -43,7 +51,7 @@ def change(rt: Runtime, audience: str, profile_id: str, what: str, cause: str = 
     rt.engine.execute("INSERT INTO audience_changes VALUES (?, ?, ?, ?, ?, ?)",
                       (seq, audience, profile_id, what, cause, datetime.now(UTC)))  # fmt: skip
     if what == "entered":
-        rt.engine.execute("INSERT INTO audience_members VALUES (?, ?, ?)", (audience, profile_id, datetime.now(UTC)))
+        _member(rt, audience, profile_id, datetime.now(UTC))
     else:
         rt.engine.execute("DELETE FROM audience_members WHERE audience = ? AND profile_id = ?", (audience, profile_id))
     return seq

@@ -1,6 +1,6 @@
 """What audiences read instead of joins and JSON, on both engines: property paths kept as columns of
 ``activity``, golden traits as columns of ``profile_computed`` (once a definition reads one), and each
-profile's integer key with
+profile's integer key (kept for good) with
 ``profile_nodes``. Each must equal what it stands for (the JSON property, the golden trait row, the identity
 membership) after late events, merges, splits and a definition that starts reading a new path; and audiences
 over them must equal an independent evaluation in plain Python."""
@@ -29,27 +29,30 @@ def rt(settings: Settings) -> Iterator[Runtime]:
     runtime.close()
 
 
-def assert_kept(rt: Runtime) -> None:
-    """Every kept column equals what it stands for."""
+def assert_kept(rt: Runtime, keys: dict[str, int]) -> None:
+    """Every kept column equals what it stands for; ``keys``: the profile keys seen so far."""
     e = rt.engine
     for path, col in e.fetch_all("SELECT path, col FROM activity_properties"):
         differ = e.fetch_one(
             f"SELECT count(*) FROM activity WHERE {col} IS DISTINCT FROM json_extract_string(props, '$.{path}')"
         )
         assert differ == (0,), (path, col)
-    # each computed profile's key is its smallest identifier, and profile_nodes maps exactly its identifiers
-    expected = e.fetch_all(
-        """SELECT m.node_id, c.profile_key, k.low FROM identity_membership AS m
-        JOIN profile_computed AS c ON c.profile_id = m.profile_id
-        JOIN (SELECT profile_id, min(node_id) AS low FROM identity_membership GROUP BY profile_id) AS k
-          ON k.profile_id = m.profile_id ORDER BY m.node_id"""
-    )
-    assert all(key == low for _, key, low in expected)
+    # every live profile has a key of its own, kept for good: ``keys`` holds each key seen so far by profile id,
+    # and no id changes its key or gives it to another
+    live = {str(p): int(k) for p, k in e.fetch_all("SELECT profile_id, profile_key FROM profiles_index")}
+    for pid, key in live.items():
+        assert keys.setdefault(pid, key) == key, pid
+    assert len(set(keys.values())) == len(keys)
+    # the rows that carry the key carry their profile's: identifiers, computed rows, saved members; profile_nodes
+    # maps exactly each computed profile's identifiers
+    membership = e.fetch_all("SELECT node_id, profile_id, profile_key FROM identity_membership ORDER BY node_id")
+    assert all(live[p] == k for _, p, k in membership)
+    computed = {str(p): k for p, k in e.fetch_all("SELECT profile_id, profile_key FROM profile_computed")}
+    assert all(live[p] == k for p, k in computed.items())  # and no row of a profile that is gone
+    members = e.fetch_all("SELECT profile_id, profile_key FROM audience_members")
+    assert all(live[p] == k for p, k in members)
     kept = e.fetch_all("SELECT node_id, profile_key FROM profile_nodes ORDER BY node_id")
-    assert kept == [(n, k) for n, k, _ in expected]
-    live = e.fetch_one("SELECT count(*) FROM profile_computed WHERE profile_id NOT IN (SELECT profile_id FROM "
-                       "profiles_index)")  # fmt: skip
-    assert live == (0,)
+    assert kept == [(n, k) for n, p, k in membership if p in computed]
     # golden traits as columns, once kept: the value of the profile's golden row, NULL without one; NULL before
     kept_golden = e.fetch_one("SELECT count(*) FROM golden_columns_kept") == (1,)
     golden = sorted(GOLDEN_NAMES)
@@ -80,6 +83,7 @@ def _count(events: list[tuple[datetime, dict[str, Any]]], path: str, value: str,
 
 def test_kept_columns_follow_late_events_merges_splits_and_new_paths(rt: Runtime) -> None:
     web = rt.registry.create("web", "web", None).source_id
+    keys: dict[str, int] = {}
     # what each person did, by identifier (an anonymous visitor's events are theirs once they log in)
     did: dict[str, list[tuple[datetime, dict[str, Any]]]] = {k: [] for k in ("u1", "a1", "u2", "a2", "u3")}
     n = 0
@@ -116,7 +120,7 @@ def test_kept_columns_follow_late_events_merges_splits_and_new_paths(rt: Runtime
     # the first count of a definition reading `category` keeps it as a column, filled for the rows so far
     counted = rt.count_audience({"where": tools})
     assert rt.engine.fetch_all("SELECT path FROM activity_properties") == [("category",)]
-    assert_kept(rt)
+    assert_kept(rt, keys)
     apart = {"u1": ["u1"], "a1": ["a1"], "u2": ["u2"], "a2": ["a2"], "u3": ["u3"]}
     assert counted["count"] == len(expected(apart, "category", "tools", 30, 2)) == 1  # u3
     rt.put_audience({"name": "tool_fans", "where": tools})
@@ -130,7 +134,7 @@ def test_kept_columns_follow_late_events_merges_splits_and_new_paths(rt: Runtime
     assert rt.engine.fetch_one("SELECT count(*) FROM profile_computed WHERE city IS NOT NULL") == (0,)
     rt.put_audience({"name": "porto_or_lyon", "where": {"trait": "city", "op": "in", "value": ["Porto", "Lyon"]}})
     assert rt.engine.fetch_one("SELECT count(*) FROM golden_columns_kept") == (1,)
-    assert_kept(rt)
+    assert_kept(rt, keys)
     assert members("porto_or_lyon") == {profile("u1"), profile("u2")}
 
     # late events (days old, arriving now) are written with the column filled; the visitors log in: merges
@@ -139,7 +143,7 @@ def test_kept_columns_follow_late_events_merges_splits_and_new_paths(rt: Runtime
         {"type": "identify", "messageId": "i4", "userId": "u1", "anonymousId": "a1"},
         {"type": "identify", "messageId": "i5", "userId": "u2", "anonymousId": "a2", "traits": {"city": "Porto"}},
     ])  # fmt: skip
-    assert_kept(rt)
+    assert_kept(rt, keys)
     merged = {"u1": ["u1", "a1"], "u2": ["u2", "a2"], "u3": ["u3"]}
     assert members("tool_fans") == expected(merged, "category", "tools", 30, 2) == {
         profile("u1"), profile("u2"), profile("u3")}  # fmt: skip
@@ -151,7 +155,7 @@ def test_kept_columns_follow_late_events_merges_splits_and_new_paths(rt: Runtime
         {"type": "identify", "messageId": "i6", "userId": "u3", "traits": {"city": "Lyon"}},
         {"type": "identify", "messageId": "i7", "userId": "u1", "traits": {"city": "Paris"}},
     ])  # fmt: skip
-    assert_kept(rt)
+    assert_kept(rt, keys)
     assert members("porto_or_lyon") == {profile("u2"), profile("u3")}
     assert rt.count_audience({"where": {"trait": "city", "op": "=", "value": "Paris"}})["count"] == 1
 
@@ -161,7 +165,7 @@ def test_kept_columns_follow_late_events_merges_splits_and_new_paths(rt: Runtime
     counted = rt.count_audience({"where": acme})
     assert sorted(r[0] for r in rt.engine.fetch_all("SELECT path FROM activity_properties")) == [
         "category", "item.brand"]  # fmt: skip
-    assert_kept(rt)
+    assert_kept(rt, keys)
     assert counted["count"] == len(expected(merged, "item.brand", "Acme", 30, 1)) == 2  # u1 (as a1), u3
     rt.put_audience({"name": "acme", "where": acme})
 
@@ -169,7 +173,7 @@ def test_kept_columns_follow_late_events_merges_splits_and_new_paths(rt: Runtime
     rt.split_profile("user_id:u1", "anonymous_id:a1")
     rt.load()
     assert profile("a1") != profile("u1")
-    assert_kept(rt)
+    assert_kept(rt, keys)
     split = {"u1": ["u1"], "a1": ["a1"], "u2": ["u2", "a2"], "u3": ["u3"]}
     assert members("tool_fans") == expected(split, "category", "tools", 30, 2) == {
         profile("a1"), profile("u2"), profile("u3")}  # fmt: skip
@@ -196,3 +200,45 @@ def test_kept_columns_follow_late_events_merges_splits_and_new_paths(rt: Runtime
 
     # a full evaluation (over the kept columns and keys) finds nothing the real-time path missed
     assert rt.evaluate_audiences() == {"audiences": 5, "entered": 0, "exited": 0}
+
+
+def test_a_store_made_before_profile_keys_is_keyed_when_opened(settings: Settings) -> None:
+    """A store whose profiles have no key yet (made before keys were drawn from a sequence; its computed rows
+    keyed by their smallest identifier) gets a key for every profile and for the rows that carry one when it is
+    opened; its audiences keep their members (a full evaluation finds no change) and a saved member whose
+    profile is gone leaves."""
+    rt = Runtime(settings)
+    web = rt.registry.create("web", "web", None).source_id
+    send(rt, web, [{"type": "identify", "messageId": f"m{i}", "userId": f"u{i}", "anonymousId": f"a{i}",
+                    "traits": {"city": "Porto" if i % 2 else "Lyon"}} for i in range(6)])  # fmt: skip
+    rt.put_audience({"name": "porto", "where": {"trait": "city", "op": "=", "value": "Porto"}})
+    porto = {m["profile_id"] for m in rt.audience_members("porto")}
+    assert len(porto) == 3
+    e = rt.engine
+    # as such a store was: no keys; computed rows and profile_nodes by smallest identifier; and a member whose
+    # profile went without its exit being recorded
+    e.execute("UPDATE profiles_index SET profile_key = NULL")
+    e.execute("UPDATE identity_membership SET profile_key = NULL")
+    e.execute("UPDATE audience_members SET profile_key = NULL")
+    e.execute("""UPDATE profile_computed SET profile_key = (SELECT min(node_id) FROM identity_membership AS m
+                 WHERE m.profile_id = profile_computed.profile_id)""")  # fmt: skip
+    e.execute("""UPDATE profile_nodes SET profile_key = (SELECT min(n.node_id) FROM identity_membership AS m
+                 JOIN identity_membership AS n ON n.profile_id = m.profile_id
+                 WHERE m.node_id = profile_nodes.node_id)""")  # fmt: skip
+    e.execute("INSERT INTO audience_members (audience, profile_id, since) VALUES ('porto', 'prf_gone', ?)", (NOW,))
+    rt.close()
+
+    rt = Runtime(settings)
+    try:
+        assert_kept(rt, {})
+        # every profile was computed again, so every audience was evaluated in full: only the gone one left
+        left = rt.engine.fetch_all("SELECT profile_id FROM audience_changes WHERE change = 'exited'")
+        assert left == [("prf_gone",)]
+        assert {m["profile_id"] for m in rt.audience_members("porto")} == porto
+        assert rt.evaluate_audiences() == {"audiences": 1, "entered": 0, "exited": 0}
+        # profiles created from now on draw keys after those
+        send(rt, web, [{"type": "identify", "messageId": "m9", "userId": "u9", "traits": {"city": "Porto"}}])
+        assert_kept(rt, {})
+        assert len({m["profile_id"] for m in rt.audience_members("porto")}) == 4
+    finally:
+        rt.close()

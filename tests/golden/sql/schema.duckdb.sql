@@ -203,6 +203,12 @@ CREATE TABLE IF NOT EXISTS profiles_index (
         created_at TIMESTAMPTZ NOT NULL
     );
 
+CREATE SEQUENCE IF NOT EXISTS profile_keys;
+
+ALTER TABLE profiles_index ADD COLUMN IF NOT EXISTS profile_key BIGINT;
+
+ALTER TABLE identity_membership ADD COLUMN IF NOT EXISTS profile_key BIGINT;
+
 CREATE TABLE IF NOT EXISTS profile_aliases (
         alias VARCHAR PRIMARY KEY,
         profile_id VARCHAR NOT NULL,
@@ -352,6 +358,8 @@ CREATE TABLE IF NOT EXISTS audience_members (
         since TIMESTAMPTZ NOT NULL,
         PRIMARY KEY (audience, profile_id)
     );
+
+ALTER TABLE audience_members ADD COLUMN IF NOT EXISTS profile_key BIGINT;
 
 CREATE TABLE IF NOT EXISTS audience_changes (
         change_seq BIGINT NOT NULL,

@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS identity_membership (node_id BIGINT PRIMARY KEY, prof
 
 CREATE TABLE IF NOT EXISTS profiles_index (profile_id TEXT PRIMARY KEY, first_seq BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL);
 
+CREATE SEQUENCE IF NOT EXISTS profile_keys;
+
+ALTER TABLE profiles_index ADD COLUMN IF NOT EXISTS profile_key BIGINT;
+
+ALTER TABLE identity_membership ADD COLUMN IF NOT EXISTS profile_key BIGINT;
+
 CREATE TABLE IF NOT EXISTS profile_aliases (alias TEXT PRIMARY KEY, profile_id TEXT NOT NULL, merged_at TIMESTAMPTZ NOT NULL);
 
 CREATE TABLE IF NOT EXISTS identity_events (kind TEXT NOT NULL, profile_id TEXT NOT NULL, other_profile_id TEXT, happened_at TIMESTAMPTZ NOT NULL);
@@ -99,6 +105,8 @@ CREATE TABLE IF NOT EXISTS activity_properties (path TEXT PRIMARY KEY, col TEXT 
 CREATE TABLE IF NOT EXISTS audiences (name TEXT PRIMARY KEY, definition TEXT NOT NULL, version BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL, evaluated_at TIMESTAMPTZ);
 
 CREATE TABLE IF NOT EXISTS audience_members (audience TEXT NOT NULL, profile_id TEXT NOT NULL, since TIMESTAMPTZ NOT NULL, PRIMARY KEY (audience, profile_id));
+
+ALTER TABLE audience_members ADD COLUMN IF NOT EXISTS profile_key BIGINT;
 
 CREATE TABLE IF NOT EXISTS audience_changes (change_seq BIGINT NOT NULL, audience TEXT NOT NULL, profile_id TEXT NOT NULL, change TEXT NOT NULL, cause TEXT NOT NULL, happened_at TIMESTAMPTZ NOT NULL);
 
