@@ -61,6 +61,8 @@ _TEMP = {
     "_sg_current": "audience VARCHAR, profile_id VARCHAR, profile_key BIGINT",
     "_sg_traits": "profile_id VARCHAR, trait VARCHAR, value VARCHAR",
 }
+_OVER_EVERY_PROFILE = {table: _TEMP[table] for table in ("_sg_eval", "_sg_changes")}
+"""The working tables an evaluation over every profile (or a deletion) uses: only these are emptied for it."""
 FACTS_SECONDS = 60.0
 """How long the trait keys and event names read from the data serve checks (a refusal reads them again)."""
 PREVIEW_TRAITS = ("email", "first_name", "last_name", "city", "country")
@@ -262,7 +264,7 @@ class Segments:
         e = self.engine
         src = self.sources(chosen)
         with e.transaction(serial="audience_changes"):
-            e.scratch(_TEMP)
+            e.scratch(_OVER_EVERY_PROFILE)
             return self._pass(chosen, src, "audience_members", self.clock(), cause, self.compiling())
 
     def sources(self, definitions: list[AudienceDefinition]) -> Sources:
@@ -412,7 +414,7 @@ class Segments:
         with e.transaction(serial="audience_changes"):
             if not self.store.delete(name):
                 raise Rejected(f"there is no audience {name!r}", code="unknown_audience", status=404)
-            e.scratch(_TEMP)
+            e.scratch(_OVER_EVERY_PROFILE)
             e.execute(
                 "INSERT INTO _sg_changes (audience, profile_id, profile_key, change) "
                 "SELECT audience, profile_id, profile_key, 'exited' FROM audience_members WHERE audience = ?",
