@@ -1,9 +1,9 @@
 """What audiences read instead of joins and JSON, on both engines: property paths kept as columns of
 ``activity``, golden traits as columns of ``profile_computed`` (once a definition reads one), and each
-profile's integer key (kept for good) with
-``profile_nodes``. Each must equal what it stands for (the JSON property, the golden trait row, the identity
-membership) after late events, merges, splits and a definition that starts reading a new path; and audiences
-over them must equal an independent evaluation in plain Python."""
+profile's integer key (kept for good) with ``profile_nodes``. Each must equal what it stands for (the JSON
+property, the golden trait row, the identity membership) after late events, merges, splits and a definition
+that starts reading a new path; and audiences over them must equal an independent evaluation in plain
+Python."""
 
 from __future__ import annotations
 
