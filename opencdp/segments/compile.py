@@ -29,7 +29,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from opencdp.errors import Rejected
 from opencdp.govern.plans import lit
@@ -211,6 +211,13 @@ def _at(now: datetime) -> str:
     return f"CAST({lit(now.isoformat())} AS TIMESTAMPTZ)"
 
 
+def _days_before(now: datetime, days: int) -> str:
+    """The instant ``days`` days (of 24 hours: the engines compute in UTC) before ``now``, as a literal: the
+    engine then compares with a constant, which prunes by the column's statistics and costs nothing per row
+    (``now - INTERVAL n DAY`` is time-zone arithmetic that DuckDB evaluated for every row)."""
+    return _at(now - timedelta(days=days))
+
+
 def _literal(v: Scalar) -> str:
     if isinstance(v, bool):
         return "TRUE" if v else "FALSE"
@@ -235,9 +242,9 @@ def _compare(col: str, leaf: TraitCondition, kind: str, now: datetime) -> str:
     if op == "exists":
         return f"{col} IS NOT NULL"
     if op == "in_last_days":
-        return f"{col} >= {_at(now)} - INTERVAL {int(float(str(values[0])))} DAY"
+        return f"{col} >= {_days_before(now, int(float(str(values[0]))))}"
     if op == "before_last_days":
-        return f"{col} < {_at(now)} - INTERVAL {int(float(str(values[0])))} DAY"
+        return f"{col} < {_days_before(now, int(float(str(values[0]))))}"
     if op == "contains":
         return f"strpos({col}, {lit(str(values[0]))}) > 0"
     if op == "starts_with":
@@ -270,7 +277,7 @@ def activity_filter(leaves: list[ActivityCondition], now: datetime) -> str:
     where = activity_kinds(leaves)
     if all(leaf.within_days is not None for leaf in leaves):
         widest = max(int(leaf.within_days or 0) for leaf in leaves)
-        where += f" AND ts >= {_at(now)} - INTERVAL {widest} DAY"
+        where += f" AND ts >= {_days_before(now, widest)}"
     return where
 
 
@@ -306,8 +313,11 @@ class _Reads:
     its column is kept) is a semi-join on its own small set; every activity condition is counted in one pass over
     the activity (the ``_ac`` CTE, one row per profile that did any of it), which its leaf semi-joins."""
 
-    def __init__(self, src: Sources, now: datetime) -> None:
+    def __init__(self, src: Sources, now: datetime, *, joined: bool = False) -> None:
         self.src, self.now = src, now
+        self.joined = joined
+        """Whether ``_ac`` is joined to the base once (as ``a``: :func:`compiled_together`) rather than
+        semi-joined by each leaf."""
         self.activity: list[ActivityCondition] = []
         self.counted: list[str] = []
         """What each of ``activity`` counts (:meth:`_counted`), one entry per distinct set of rows."""
@@ -334,7 +344,7 @@ class _Reads:
         parts = _kind(leaf) + [property_condition(c.property, c.op, c.value, props.get(c.property))
                                for c in leaf.where]  # fmt: skip
         if leaf.within_days is not None:
-            parts.append(f"ts >= {_at(self.now)} - INTERVAL {int(leaf.within_days)} DAY")
+            parts.append(f"ts >= {_days_before(self.now, int(leaf.within_days))}")
         return " AND ".join(parts)
 
     def prelude(self) -> str:
@@ -388,6 +398,12 @@ def _trait(leaf: TraitCondition, ws: Workspace, reads: _Reads) -> str:
 
 def _activity(leaf: ActivityCondition, reads: _Reads) -> str:
     n = reads.times(leaf)
+    if reads.joined:  # a profile without a row of _ac did none of it
+        times = f"coalesce(a.{n}, 0)"
+        if leaf.low == 0:
+            return f"{times} <= {int(leaf.at_most or 0)}"
+        at_most = f" AND {times} <= {int(leaf.at_most)}" if leaf.at_most is not None else ""
+        return f"{times} >= {int(leaf.low)}{at_most}"
     key = f"c.{reads.src.key}"
     if leaf.low == 0:  # "at most N": everyone but those who did it more often
         return f"{key} NOT IN (SELECT pk FROM _ac WHERE {n} > {int(leaf.at_most or 0)})"
@@ -437,23 +453,36 @@ def compiled(definition: AudienceDefinition, ws: Workspace, src: Sources, now: d
 
 def compiled_together(definitions: list[AudienceDefinition], ws: Workspace, src: Sources, now: datetime) -> str:
     """One query of ``audience, profile_id, profile_key``: the members of each of ``definitions`` (none defined
-    by another of them) among the candidates of ``src.base``, with one activity pass for all of them. Over a
-    real-time batch's few hundred rows, each operator's fixed cost is most of the time: one pass instead of one
-    per audience saves several (a full evaluation keeps one per audience, whose narrower windows skip more)."""
-    reads = _Reads(src, now)
-    parts = []
+    by another of them) among the candidates of ``src.base``, with one activity pass for all of them, joined to
+    the candidates once; one row of every definition's flags per candidate, unnested into a row per audience it
+    is a member of. Over a real-time batch's few hundred rows, each operator's fixed cost is most of the time:
+    this holds a handful of operators however many audiences there are (a full evaluation keeps one query per
+    audience, whose narrower windows skip more, and its semi-joins, cheaper over 1M profiles)."""
+    reads = _Reads(src, now, joined=True)
+    columns: list[str] = []
+    roots: list[str] = []
     for i, definition in enumerate(definitions):
-        flags, nodes = _flags(definition, ws, reads)
-        parts.append(
-            f"SELECT {lit(definition.name)} AS audience, profile_id, {PROFILE_KEY} FROM ({flags}) AS f{i} "
-            f"WHERE {nodes[0][1]}"
-        )
-    return reads.prelude() + " UNION ALL ".join(parts)
+        leaf_columns, nodes = _leaves(definition, ws, reads, f"d{i}_l")
+        columns += leaf_columns
+        roots.append(f"CASE WHEN {nodes[0][1]} THEN {lit(definition.name)} END")
+    joined = f" LEFT JOIN _ac AS a ON a.pk = c.{src.key}" if reads.activity else ""
+    flags = f"SELECT c.profile_id, c.{PROFILE_KEY}, {', '.join(columns)} FROM {src.base} AS c{joined}"
+    return (f"{reads.prelude()}SELECT audience, profile_id, {PROFILE_KEY} FROM ("
+            f"SELECT profile_id, {PROFILE_KEY}, unnest([{', '.join(roots)}]) AS audience FROM ({flags}) AS f) AS w "
+            "WHERE audience IS NOT NULL")  # fmt: skip
 
 
 def _flags(definition: AudienceDefinition, ws: Workspace, reads: _Reads) -> tuple[str, list[tuple[str, str]]]:
     """``SELECT profile_id, profile_key, l0, ...`` over ``src.base`` (its activity leaves read ``_ac``, which ``reads``
     collects) and every node's expression over those flags."""
+    columns, nodes = _leaves(definition, ws, reads, "l")
+    return f"SELECT c.profile_id, c.{PROFILE_KEY}, {', '.join(columns)} FROM {reads.src.base} AS c", nodes
+
+
+def _leaves(definition: AudienceDefinition, ws: Workspace, reads: _Reads,
+            prefix: str) -> tuple[list[str], list[tuple[str, str]]]:  # fmt: skip
+    """Each leaf of the definition as a flag column (``<sql> AS <prefix><i>``) and every node's expression over
+    those flags, root first."""
     leaf_sql: list[str] = []
     nodes: list[tuple[str, str]] = []
 
@@ -467,11 +496,10 @@ def _flags(definition: AudienceDefinition, ws: Workspace, reads: _Reads) -> tupl
         elif isinstance(node, NotOf):
             expr = f"(NOT {walk(f'{path}.not', node.not_)})"
         else:
-            expr = f"l{len(leaf_sql)}"
+            expr = f"{prefix}{len(leaf_sql)}"
             leaf_sql.append(_leaf(node, ws, reads))
         nodes[slot] = (path, expr)
         return expr
 
     walk("where", definition.where)
-    columns = ", ".join(f"{sql} AS l{i}" for i, sql in enumerate(leaf_sql))
-    return f"SELECT c.profile_id, c.{PROFILE_KEY}, {columns} FROM {reads.src.base} AS c", nodes
+    return [f"{sql} AS {prefix}{i}" for i, sql in enumerate(leaf_sql)], nodes

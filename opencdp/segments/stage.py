@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pyarrow as pa
-
 from opencdp.errors import Rejected
 from opencdp.govern.plans import lit
 from opencdp.model.audiences import ActivityCondition, AudienceDefinition, TraitCondition, leaves
@@ -114,9 +112,10 @@ class Segments:
 
     # ------------------------------------------------------------------------------------------- definitions
 
-    def audiences(self) -> list[AudienceDefinition]:
-        """Saved audiences, each after those it is defined by (read again only when one was saved)."""
-        stamp = self.store.stamp()
+    def audiences(self, stamp: tuple[int, object] | None = None) -> list[AudienceDefinition]:
+        """Saved audiences, each after those it is defined by (read again only when one was saved; ``stamp``:
+        the store's :meth:`~AudienceStore.stamp` when the caller has just read it)."""
+        stamp = stamp if stamp is not None else self.store.stamp()
         if self._cache is None or self._cache[0] != stamp:
             self._cache = (stamp, ordered({name: a for name, (a, _) in self.store.all().items()}))
         return self._cache[1]
@@ -182,7 +181,8 @@ class Segments:
 
         ``handed``: where the profiles stage left every touched profile's identifiers and activity in this
         micro-batch (on this connection); they are read from there instead of from the whole tables."""
-        audiences = self.audiences()
+        rows = self.engine.fetch_all("SELECT name, evaluated_at, updated_at FROM audiences")
+        audiences = self.audiences((len(rows), max((r[2] for r in rows), default=None)))  # the store's stamp
         if not audiences:
             return Changes(0, 0, 0)
         if touched is None:
@@ -196,61 +196,63 @@ class Segments:
                 touched = changed
         now = self.clock()
         cutoff = now - self.refresh
-        state = {str(r[0]): (r[1], r[2]) for r in self.engine.fetch_all(
-            "SELECT name, evaluated_at, updated_at FROM audiences")}  # fmt: skip
+        state = {str(r[0]): (r[1], r[2]) for r in rows}
         stale = [a.name for a in audiences if _due(a, *state.get(a.name, (None, None)), cutoff)]
         done = self.evaluate(stale, cause="schedule") if stale else Changes(0, 0, 0)
         if not touched:
             return done
         e = self.engine
         with e.transaction(serial="audience_changes"):
-            e.scratch(_TEMP)
-            e.append("_sg_candidates", pa.table({"profile_id": pa.array(touched, pa.string())}))
             ws = self.compiling()
-            src = self._slices(audiences, now, handed, ws)
+            src = self._slices(audiences, now, handed, ws, touched)
             changes = self._pass(audiences, src, "_sg_current", now, "realtime", ws)
         return Changes(done.audiences + changes.audiences, done.entered + changes.entered,
                        done.exited + changes.exited)  # fmt: skip
 
     def _slices(self, audiences: list[AudienceDefinition], now: datetime, handed: Handed | None,
-                ws: Workspace) -> Sources:  # fmt: skip
-        """Copy the candidates' rows of every table the audiences read into working tables, each table read
-        once: traits and saved memberships by profile id through an index; identifiers and activity from what
-        the profiles stage ``handed`` over when it did (otherwise DuckDB scans the membership and the activity,
-        which it keeps no profile-id index on: their upkeep would slow the identity stage and every write). Of
-        ``profile_computed`` only the columns the audiences can read are copied (a batch of 1,000 profiles is
-        past the keys pushed into a scan: every column copied is read for all 1M rows)."""
+                ws: Workspace, touched: list[str]) -> Sources:  # fmt: skip
+        """The candidates (``touched``) and their rows of every table the audiences read, each table read once
+        (emptying only the working tables this pass uses): traits and saved memberships by profile id through
+        an index; identifiers and activity as the profiles stage ``handed`` them over when it did (every
+        touched profile's, read where they are), else copied from the whole tables (DuckDB scans the membership
+        and the activity, which it keeps no profile-id index on: their upkeep would slow the identity stage and
+        every write). Of ``profile_computed`` only the columns the audiences can read are copied (a batch of
+        1,000 profiles is past the keys pushed into a scan: every column copied is read for all 1M rows)."""
         e = self.engine
         found = [leaf for a in audiences for leaf in leaves(a.where)]
-        nodes = "identity_membership" if handed is None else handed.nodes
-        e.execute(f"""INSERT INTO _sg_nodes SELECT node_id, profile_id FROM {nodes}
-                      WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
-        e.execute("""INSERT INTO _sg_current SELECT audience, profile_id, profile_key FROM audience_members
-                     WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
+        acts = [leaf for leaf in found if isinstance(leaf, ActivityCondition)]
         kept = self.golden is not None and self.golden()
         read = {leaf.trait for leaf in found if isinstance(leaf, TraitCondition)} & GOLDEN_NAMES if kept else set()
+        traits = {leaf.trait for leaf in found if isinstance(leaf, TraitCondition)}
+        stored = sorted(traits - set(ws.computed) - read)  # golden ones kept are columns of _sg_base
+        used = ["_sg_candidates", "_sg_current", "_sg_changes"]
+        used += ["_sg_eval"] if any(a.audiences() for a in audiences) else []
+        used += ["_sg_nodes", "_sg_activity"] if acts and handed is None else []
+        used += ["_sg_traits"] if stored else []
+        e.scratch({table: _TEMP[table] for table in used})
+        e.execute("INSERT INTO _sg_candidates SELECT unnest(CAST(? AS VARCHAR[]))", (touched,))
+        e.execute("""INSERT INTO _sg_current SELECT audience, profile_id, profile_key FROM audience_members
+                     WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
         columns = ", ".join(["profile_id", PROFILE_KEY, TYPES_COLUMN, *ws.computed, *sorted(read)])
         e.execute("DROP TABLE IF EXISTS _sg_base")
         e.execute(f"CREATE TEMP TABLE _sg_base AS SELECT {columns} FROM profile_computed "
                   "WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)")  # fmt: skip
-        acts = [leaf for leaf in found if isinstance(leaf, ActivityCondition)]
-        if acts:
+        nodes, activity = (handed.nodes, handed.activity) if handed is not None else ("_sg_nodes", "_sg_activity")
+        if acts and handed is None:
+            e.execute("""INSERT INTO _sg_nodes SELECT node_id, profile_id FROM identity_membership
+                         WHERE profile_id IN (SELECT profile_id FROM _sg_candidates)""")  # fmt: skip
             e.execute(
-                f"""INSERT INTO _sg_activity
-                SELECT a.node_id, a.grain, a.name, a.ts, a.item_key, a.props
-                FROM {"activity" if handed is None else handed.activity} AS a
-                WHERE a.node_id IN (SELECT node_id FROM _sg_nodes) AND
+                f"""INSERT INTO _sg_activity SELECT a.node_id, a.grain, a.name, a.ts, a.item_key, a.props
+                FROM activity AS a WHERE a.node_id IN (SELECT node_id FROM _sg_nodes) AND
                 {activity_filter(acts, now)}"""
             )
-        traits = {leaf.trait for leaf in found if isinstance(leaf, TraitCondition)}
-        stored = sorted(traits - set(ws.computed) - read)  # golden ones kept are columns of _sg_base
         if stored:
             e.execute(
                 f"""INSERT INTO _sg_traits SELECT profile_id, trait, value FROM profile_traits
                 WHERE trait IN ({", ".join(lit(t) for t in stored)})
                   AND profile_id IN (SELECT profile_id FROM _sg_candidates)"""
             )
-        return Sources(base="_sg_base", activity="_sg_activity", nodes="_sg_nodes", traits="_sg_traits", golden=kept)
+        return Sources(base="_sg_base", activity=activity, nodes=nodes, traits="_sg_traits", golden=kept)
 
     def evaluate(self, names: list[str] | None, *, cause: str = "batch") -> Changes:
         """Evaluate audiences (None: all) over every profile, recording who entered and left."""

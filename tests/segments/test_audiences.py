@@ -407,4 +407,6 @@ def test_audiences_evaluated_together_count_each_kind_of_activity_once() -> None
     # one activity pass with one count per distinct kind of row (the same Product Added filter is counted once)
     assert sql.count("WITH _ac") == 1
     assert len(re.findall(r" AS m\d+\b", sql)) == 2
-    assert "a0 >= 2" in sql and "a0 >= 1" in sql and "a1 > 0" in sql
+    assert "coalesce(a.a0, 0) >= 2" in sql and "coalesce(a.a0, 0) >= 1" in sql and "coalesce(a.a1, 0) <= 0" in sql
+    # joined to the candidates once, not semi-joined per condition
+    assert sql.count("JOIN _ac") == 1 and "IN (SELECT pk" not in sql

@@ -73,6 +73,12 @@ SEGMENTS = [
     audiences.compiled(FIVE, AUDIENCE_WS, audiences.tables({"category": "prop_category"}, golden=True), AT).counts(),
     audiences.compiled(FIVE, AUDIENCE_WS, audiences.Sources(base="_sg_base", activity="_sg_activity",
                                                             nodes="_sg_nodes", traits="_sg_traits"), AT).members(),
+    # the real-time path: every audience not defined by another, for a batch's candidates, in one query
+    audiences.compiled_together(
+        [FIVE, AudienceDefinition.model_validate({"name": "repeat", "where": {"event": "Order Completed",
+                                                                             "at_least": 2, "at_most": 5}})],
+        AUDIENCE_WS, audiences.Sources(base="_sg_base", activity="_pf_history", nodes="_pf_members",
+                                       traits="_sg_traits"), AT),
 ]  # fmt: skip
 
 ACTIVATION = [route.first_sync_sql(), route.changes_sql(), route.events_sql(), route.routed_sizes_sql(),
