@@ -100,8 +100,11 @@ def _named(doc: object) -> object:
 class Runtime:
     """Everything one server process holds open."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, read_model: bool = True) -> None:
         self.settings = settings
+        self.read_model = read_model
+        """Whether the profile API's in-memory read model is kept (the server's; a command run on the data
+        directory without a server never reads it, and building it reads every profile: minutes at 1M)."""
         self.admin_token = ensure_admin_token(settings)
         self.read_token = ensure_read_token(settings)
         if self.read_token == self.admin_token:
@@ -186,6 +189,8 @@ class Runtime:
     def _refresh_cache(self, touched: list[str] | None, reshaped: frozenset[str] = frozenset(),
                        recomputed: frozenset[str] | None = None) -> None:  # fmt: skip
         """Swap the profiles just computed into the profile API's read model (all of them the first time)."""
+        if not self.read_model:
+            return
         if not self._cache_built or touched is None:
             self.profile_cache.refresh(self.engine, None, self.profiles.definitions())
             self._cache_built = True

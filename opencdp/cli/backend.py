@@ -150,7 +150,7 @@ class Backend:
                     "POST", "/admin/v1/imports", params={"source": source, "kind": kind}, files=files, timeout=None
                 )
                 return summary
-        runtime = Runtime(self.settings)
+        runtime = Runtime(self.settings, read_model=False)
         try:
             used = decode_mapping(mapping) if mapping is not None else None
             return runtime.import_files(source, kind, paths, used, progress).summary()
@@ -160,7 +160,7 @@ class Backend:
     # -- governance -------------------------------------------------------------------------------------------
     @contextmanager
     def _runtime(self) -> Iterator[Runtime]:
-        runtime = Runtime(self.settings)
+        runtime = Runtime(self.settings, read_model=False)
         try:
             yield runtime
         finally:

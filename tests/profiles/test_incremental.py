@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from opencdp.api.runtime import Runtime
+from opencdp.cli.backend import Backend
 from opencdp.config import Settings
 from tests.identity.test_stitching import journal as send
 from tests.profiles.test_traits import _assert_read_model_is_current
@@ -159,3 +160,23 @@ def test_a_batch_hands_every_touched_profiles_identifiers_and_activity_to_the_se
     assert seen[-1] is False  # a page view computes no trait: nothing handed over
     assert sum(seen) >= 6
     assert rt.evaluate_audiences() == {"audiences": 1, "entered": 0, "exited": 0}
+
+
+def test_a_command_without_a_server_processes_without_building_the_read_model(settings: Settings) -> None:
+    """The CLI's runtime (no server running) keeps no profile API read model: building it reads every profile
+    (minutes at 1M), and a command never serves it. The server's runtime builds it from the same data."""
+    with Backend(settings)._runtime() as local:
+        web = local.registry.create("web", "web", None).source_id
+        send(local, web, [
+            {"type": "identify", "messageId": "i1", "userId": "kim", "traits": {"email": "kim@mail.test"}},
+            {"type": "track", "messageId": "t1", "event": "Order Completed", "userId": "kim",
+             "properties": {"order_id": "o1", "total": 30, "currency": "USD"}},
+        ])  # fmt: skip
+        assert local.profile("user_id:kim")["computed"]["order_count"] == 1  # processed
+        assert local.profile_cache.docs == {} and local.profile_cache.lookup("user_id:kim") is None
+    server = Runtime(settings)
+    try:
+        cached = server.profile_cache.lookup("user_id:kim")
+        assert cached is not None and cached.document(lineage=False)["computed"]["order_count"] == 1
+    finally:
+        server.close()
