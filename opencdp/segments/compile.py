@@ -212,9 +212,9 @@ def _at(now: datetime) -> str:
 
 
 def _days_before(now: datetime, days: int) -> str:
-    """The instant ``days`` days (of 24 hours: the engines compute in UTC) before ``now``, as a literal: the
-    engine then compares with a constant, which prunes by the column's statistics and costs nothing per row
-    (``now - INTERVAL n DAY`` is time-zone arithmetic that DuckDB evaluated for every row)."""
+    """The instant ``days`` days (of 24 hours: the engines compute in UTC) before ``now``, as a literal, so
+    that the engine compares with a constant it need not fold from ``now - INTERVAL n DAY`` (the real-time
+    pass's activity filter: 1.4 against 2.0 ms on DuckDB; a live count's plan is the same either way)."""
     return _at(now - timedelta(days=days))
 
 

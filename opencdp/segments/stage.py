@@ -181,8 +181,8 @@ class Segments:
 
         ``handed``: where the profiles stage left every touched profile's identifiers and activity in this
         micro-batch (on this connection); they are read from there instead of from the whole tables."""
-        rows = self.engine.fetch_all("SELECT name, evaluated_at, updated_at FROM audiences")
-        audiences = self.audiences((len(rows), max((r[2] for r in rows), default=None)))  # the store's stamp
+        stamp, state = self.store.evaluations()
+        audiences = self.audiences(stamp)
         if not audiences:
             return Changes(0, 0, 0)
         if touched is None:
@@ -196,7 +196,6 @@ class Segments:
                 touched = changed
         now = self.clock()
         cutoff = now - self.refresh
-        state = {str(r[0]): (r[1], r[2]) for r in rows}
         stale = [a.name for a in audiences if _due(a, *state.get(a.name, (None, None)), cutoff)]
         done = self.evaluate(stale, cause="schedule") if stale else Changes(0, 0, 0)
         if not touched:
@@ -212,18 +211,19 @@ class Segments:
     def _slices(self, audiences: list[AudienceDefinition], now: datetime, handed: Handed | None,
                 ws: Workspace, touched: list[str]) -> Sources:  # fmt: skip
         """The candidates (``touched``) and their rows of every table the audiences read, each table read once
-        (emptying only the working tables this pass uses): traits and saved memberships by profile id through
-        an index; identifiers and activity as the profiles stage ``handed`` them over when it did (every
-        touched profile's, read where they are), else copied from the whole tables (DuckDB scans the membership
-        and the activity, which it keeps no profile-id index on: their upkeep would slow the identity stage and
-        every write). Of ``profile_computed`` only the columns the audiences can read are copied (a batch of
-        1,000 profiles is past the keys pushed into a scan: every column copied is read for all 1M rows)."""
+        (emptying only the working tables this pass uses): traits and saved memberships by profile id (the
+        candidates' ids pushed into the scan); identifiers and activity as the profiles stage ``handed`` them
+        over when it did (every touched profile's, read where they are), else copied from the whole tables
+        (DuckDB scans the membership and the activity, which it keeps no profile-id index on: their upkeep
+        would slow the identity stage and every write). Of ``profile_computed`` only the columns the audiences
+        can read are copied (a batch of 1,000 profiles is past the keys pushed into a scan: every column copied
+        is read for all 1M rows)."""
         e = self.engine
         found = [leaf for a in audiences for leaf in leaves(a.where)]
         acts = [leaf for leaf in found if isinstance(leaf, ActivityCondition)]
-        kept = self.golden is not None and self.golden()
-        read = {leaf.trait for leaf in found if isinstance(leaf, TraitCondition)} & GOLDEN_NAMES if kept else set()
         traits = {leaf.trait for leaf in found if isinstance(leaf, TraitCondition)}
+        kept = self.golden is not None and self.golden()
+        read = traits & GOLDEN_NAMES if kept else set()
         stored = sorted(traits - set(ws.computed) - read)  # golden ones kept are columns of _sg_base
         used = ["_sg_candidates", "_sg_current", "_sg_changes"]
         used += ["_sg_eval"] if any(a.audiences() for a in audiences) else []
